@@ -1,0 +1,1 @@
+"""Deploy: one self-contained bundle folder per artifact, with its runner."""

@@ -1,0 +1,363 @@
+#!/usr/bin/env python3
+"""edgebench bundle runner: the one script every device executes.
+
+Self-contained on purpose: it imports only the standard library, numpy and the runtime for the
+model's format (onnxruntime; ai_edge_litert, or tflite_runtime where a board only has that). It is
+copied verbatim into every bundle and run as
+
+    python3 runner.py BUNDLE_DIR [--runs N] [--warmup N] [--threads N] [--min-time S]
+                                 [--no-eval] [--profile]
+
+It loads the model, times one first inference, the warm-up runs and the measured runs with
+time.perf_counter_ns, runs the bundled eval data (eval.npz: arrays x and y), reads peak RSS and prints
+ONE JSON document on stdout. Raw samples only: statistics are computed on the host, once.
+Keep it compatible with Python 3.7 (older boards).
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+
+import numpy as np
+
+PROTOCOL = 1
+MAX_SAMPLES = 200000  # a cap so a tiny model with a long --min-time cannot exhaust memory
+
+
+# ---------------------------------------------------------------- runtimes
+class OnnxBackend(object):
+    """onnxruntime, CPU execution provider, sequential execution."""
+
+    def __init__(self, model_path, threads, profile=False):
+        import onnxruntime as ort
+
+        self.ort = ort
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3
+        if profile:
+            so.enable_profiling = True
+            so.profile_file_prefix = os.path.join(os.path.dirname(model_path), "ort_profile")
+        self.session = ort.InferenceSession(model_path, sess_options=so, providers=["CPUExecutionProvider"])
+        self.inputs = self.session.get_inputs()
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    @property
+    def name(self):
+        return "onnxruntime"
+
+    @property
+    def version(self):
+        return self.ort.__version__
+
+    def input_specs(self):
+        return [(i.name, list(i.shape), _ORT_DTYPES.get(i.type, "float32")) for i in self.inputs]
+
+    def prepare(self, x):
+        """Return a zero-argument callable that runs one inference on batch x."""
+        feed = {self.inputs[0].name: x}
+        run = self.session.run
+        names = self.output_names
+
+        def infer():
+            return run(names, feed)
+
+        return infer
+
+    def predict(self, x):
+        return self.session.run(self.output_names, {self.inputs[0].name: x})[0]
+
+    def end_profile(self):
+        path = self.session.end_profiling()
+        return summarize_ort_profile(path)
+
+
+_ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+}
+
+
+def summarize_ort_profile(path, top=15):
+    with open(path) as f:
+        events = json.load(f)
+    os.remove(path)
+    per_op = {}
+    for ev in events:
+        if ev.get("cat") != "Node" or not str(ev.get("name", "")).endswith("_kernel_time"):
+            continue
+        args = ev.get("args", {})
+        key = (args.get("op_name", "?"), ev["name"][: -len("_kernel_time")])
+        slot = per_op.setdefault(key, {"op": key[0], "node": key[1], "total_us": 0.0, "count": 0})
+        slot["total_us"] += float(ev.get("dur", 0))
+        slot["count"] += 1
+    rows = sorted(per_op.values(), key=lambda r: -r["total_us"])
+    total = sum(r["total_us"] for r in rows) or 1.0
+    for r in rows:
+        r["share"] = r["total_us"] / total
+        r["mean_us"] = r["total_us"] / max(r["count"], 1)
+    return rows[:top]
+
+
+class TfliteBackend(object):
+    """The TFLite interpreter: ai_edge_litert, else tflite_runtime (Raspberry Pi OS boards)."""
+
+    def __init__(self, model_path, threads, profile=False):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+
+            import ai_edge_litert as pkg
+
+            self._name = "ai_edge_litert"
+        except ImportError:
+            from tflite_runtime.interpreter import Interpreter
+
+            import tflite_runtime as pkg
+
+            self._name = "tflite_runtime"
+        self._version = getattr(pkg, "__version__", "unknown")
+        self.interp = Interpreter(model_path=model_path, num_threads=int(threads))
+        self.interp.allocate_tensors()
+        self.inp = self.interp.get_input_details()[0]
+        self.out = self.interp.get_output_details()[0]
+
+    @property
+    def name(self):
+        return self._name
+
+    @property
+    def version(self):
+        return self._version
+
+    def input_specs(self):
+        shape = [int(d) for d in self.inp["shape"]]
+        return [(self.inp["name"], shape, np.dtype(self.inp["dtype"]).name)]
+
+    def _quantize(self, x):
+        dtype = np.dtype(self.inp["dtype"])
+        if dtype.kind in "iu" and x.dtype.kind == "f":
+            scale, zero = self.inp.get("quantization", (0.0, 0))
+            if scale:
+                info = np.iinfo(dtype)
+                x = np.clip(np.round(x / scale + zero), info.min, info.max)
+        return np.ascontiguousarray(x.astype(dtype))
+
+    def _resize(self, x):
+        if list(self.inp["shape"]) != list(x.shape):
+            self.interp.resize_tensor_input(self.inp["index"], list(x.shape))
+            self.interp.allocate_tensors()
+            self.inp = self.interp.get_input_details()[0]
+            self.out = self.interp.get_output_details()[0]
+
+    def prepare(self, x):
+        self._resize(x)
+        xq = self._quantize(x)
+        interp = self.interp
+        index = self.inp["index"]
+
+        def infer():
+            interp.set_tensor(index, xq)
+            interp.invoke()
+
+        return infer
+
+    def predict(self, x):
+        self._resize(x)
+        self.interp.set_tensor(self.inp["index"], self._quantize(x))
+        self.interp.invoke()
+        y = self.interp.get_tensor(self.out["index"])
+        scale, zero = self.out.get("quantization", (0.0, 0))
+        if np.dtype(self.out["dtype"]).kind in "iu" and scale:
+            y = (y.astype(np.float32) - zero) * scale
+        return y
+
+    def end_profile(self):
+        return []  # the Python interpreter API exposes no per-operator timings
+
+
+BACKENDS = {"onnx": OnnxBackend, "tflite": TfliteBackend}
+
+
+# ---------------------------------------------------------------- measuring
+def timed(fn):
+    t0 = time.perf_counter_ns()
+    fn()
+    return time.perf_counter_ns() - t0
+
+
+def measure(infer, runs, warmup, min_time_s):
+    for _ in range(warmup):
+        infer()
+    samples = []
+    clock = time.perf_counter_ns
+    deadline = clock() + int(min_time_s * 1e9)
+    while len(samples) < runs or (clock() < deadline and len(samples) < MAX_SAMPLES):
+        t0 = clock()
+        infer()
+        samples.append(clock() - t0)
+    return samples
+
+
+def concrete_shape(shape, batch):
+    out = []
+    for i, d in enumerate(shape):
+        if isinstance(d, int) and d > 0:
+            out.append(d)
+        else:
+            out.append(batch if i == 0 else 1)
+    return out
+
+
+def run_eval(backend, x, batch_size):
+    """Argmax predictions over the eval inputs, in batches when the model allows it."""
+    preds = []
+    n = x.shape[0]
+    i = 0
+    while i < n:
+        xb = x[i : i + batch_size]
+        y = np.asarray(backend.predict(xb))
+        y = y.reshape(y.shape[0], -1) if y.ndim > 1 else y.reshape(1, -1)
+        preds.extend(int(v) for v in np.argmax(y, axis=-1))
+        i += batch_size
+    return preds
+
+
+def peak_rss_mb():
+    try:
+        import resource
+
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return kb / 1024.0  # Linux reports KiB
+    except Exception:
+        return None
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key = line.split(":")[0].strip().lower()
+                if key in ("model name", "hardware", "cpu model", "processor") and ":" in line:
+                    value = line.split(":", 1)[1].strip()
+                    if value and not value.isdigit():
+                        return value
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_facts():
+    mem_total_mb = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    mem_total_mb = int(line.split()[1]) / 1024.0
+                    break
+    except OSError:
+        pass
+    affinity = None
+    if hasattr(os, "sched_getaffinity"):
+        affinity = sorted(os.sched_getaffinity(0))
+    return {
+        "machine": platform.machine(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "affinity": affinity,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "mem_total_mb": mem_total_mb,
+    }
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="edgebench bundle runner")
+    ap.add_argument("bundle")
+    ap.add_argument("--runs", type=int, default=100)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--min-time", type=float, default=0.0)
+    ap.add_argument("--no-eval", action="store_true")
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--facts-only", action="store_true")
+    args = ap.parse_args(argv)
+
+    result = {"protocol": PROTOCOL, "ok": False, "facts": device_facts()}
+    try:
+        if args.facts_only:
+            result["ok"] = True
+            return result
+        with open(os.path.join(args.bundle, "manifest.json")) as f:
+            manifest = json.load(f)
+        model_path = os.path.join(args.bundle, manifest["model_file"])
+        backend_cls = BACKENDS[manifest["format"]]
+
+        t0 = time.perf_counter_ns()
+        backend = backend_cls(model_path, args.threads)
+        load_ns = time.perf_counter_ns() - t0
+        result["runtime"] = backend.name
+        result["runtime_version"] = backend.version
+        result["threads"] = args.threads
+
+        name, shape, dtype = backend.input_specs()[0]
+        eval_x = eval_y = None
+        eval_file = manifest.get("eval_file")
+        if eval_file and os.path.exists(os.path.join(args.bundle, eval_file)):
+            data = np.load(os.path.join(args.bundle, eval_file))
+            eval_x, eval_y = data["x"], data["y"]
+        in_dtype = "float32" if dtype in ("int8", "uint8") else dtype  # quantized inputs are fed as float
+        batch = manifest.get("bench_batch", 1)
+        fixed_batch = isinstance(shape[0], int) and shape[0] > 0
+        if fixed_batch:
+            batch = shape[0]
+        if eval_x is not None and eval_x.shape[0] >= batch:
+            x = np.ascontiguousarray(eval_x[:batch].astype(in_dtype))
+        else:
+            x = np.random.default_rng(0).standard_normal(concrete_shape(shape, batch)).astype(in_dtype)
+
+        infer = backend.prepare(x)
+        result["first_inference_ns"] = timed(infer)
+        result["load_ns"] = load_ns
+        result["samples_ns"] = measure(infer, args.runs, args.warmup, args.min_time)
+        result["batch"] = int(x.shape[0])
+
+        if eval_x is not None and not args.no_eval:
+            eval_batch = batch if fixed_batch else int(manifest.get("eval_batch", 64))
+            x_eval = eval_x.astype(in_dtype)
+            result["predictions"] = run_eval(backend, x_eval, eval_batch)
+            result["n_eval"] = len(result["predictions"])
+        if args.profile:
+            result["profile"] = profile_pass(backend_cls, model_path, args.threads, x)
+        result["peak_rss_mb"] = peak_rss_mb()
+        result["ok"] = True
+    except Exception as exc:  # reported, not raised: the host records a failed measurement
+        result["error"] = "%s: %s" % (type(exc).__name__, str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+        result["traceback"] = traceback.format_exc()
+    return result
+
+
+def profile_pass(backend_cls, model_path, threads, x, runs=50):
+    """A separate session with the profiler on, so profiling never touches the timed runs."""
+    backend = backend_cls(model_path, threads, profile=True)
+    infer = backend.prepare(x)
+    for _ in range(runs):
+        infer()
+    return backend.end_profile()
+
+
+if __name__ == "__main__":
+    out = main()
+    sys.stdout.write("\nEDGEBENCH-RESULT " + json.dumps(out) + "\n")
+    sys.stdout.flush()
+    sys.exit(0 if out.get("ok") else 3)

@@ -1,0 +1,1 @@
+"""Devices: where bundles run. One small file per kind, found through the registry."""

@@ -1,0 +1,98 @@
+"""Devices by name, from devices.toml, built through a registry of import paths.
+
+A heavy transport (paramiko, adbutils) is imported only when a device of that kind is built.
+A new device kind is one new file and one line in KINDS.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import tomllib
+from pathlib import Path
+
+from edgebench.devices.base import Device
+from edgebench.types import EdgebenchError
+
+# kind -> ("module", "DeviceClass", "ConfigClass")
+KINDS: dict[str, tuple[str, str, str]] = {
+    "local": ("edgebench.devices.local", "LocalDevice", "LocalConfig"),
+}
+
+# Devices that exist without any devices.toml. A user's file adds to these or overrides them by name.
+BUILTIN: dict[str, dict] = {
+    "local": {"kind": "local"},
+}
+
+DEFAULT_FILE = "devices.toml"
+
+
+def config_from_dict(cls, name: str, raw: dict):
+    """A frozen config dataclass from a TOML table, with one clear line for every mistake."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise EdgebenchError(f"device '{name}': unknown setting(s) {', '.join(unknown)} "
+                             f"(known: {', '.join(sorted(fields))})")
+    values = {}
+    for key, value in raw.items():
+        default = fields[key].default
+        if isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        if default is not dataclasses.MISSING and default is not None and not isinstance(value, type(default)):
+            if not (isinstance(default, float) and isinstance(value, int)):
+                raise EdgebenchError(f"device '{name}': setting '{key}' should be {type(default).__name__}, "
+                                     f"got {type(value).__name__}")
+        values[key] = value
+    try:
+        return cls(name=name, **values)
+    except TypeError as exc:
+        raise EdgebenchError(f"device '{name}': {exc}") from None
+
+
+def devices_file(path: str | Path | None = None) -> Path | None:
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise EdgebenchError(f"devices file not found: {p}")
+        return p
+    env = os.environ.get("EDGEBENCH_DEVICES")
+    if env:
+        return devices_file(env)
+    p = Path(DEFAULT_FILE)
+    return p if p.exists() else None
+
+
+def device_table(path: str | Path | None = None) -> dict[str, dict]:
+    """Every configured device: the built-ins plus the user's devices.toml ([devices.NAME] tables)."""
+    table = {k: dict(v) for k, v in BUILTIN.items()}
+    f = devices_file(path)
+    if f is not None:
+        try:
+            doc = tomllib.loads(f.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise EdgebenchError(f"malformed devices file {f}: {exc}") from None
+        for name, raw in doc.get("devices", {}).items():
+            if not isinstance(raw, dict) or "kind" not in raw:
+                raise EdgebenchError(f"devices file {f}: device '{name}' needs a 'kind' "
+                                     f"(one of {', '.join(sorted(KINDS))})")
+            table[name] = dict(raw)
+    return table
+
+
+def get_device(name: str, path: str | Path | None = None) -> Device:
+    table = device_table(path)
+    if name not in table:
+        raise EdgebenchError(f"unknown device '{name}' (configured: {', '.join(sorted(table))})")
+    raw = dict(table[name])
+    kind = raw.pop("kind")
+    if kind not in KINDS:
+        raise EdgebenchError(f"device '{name}': unknown kind '{kind}' (known: {', '.join(sorted(KINDS))})")
+    module_name, device_cls, config_cls = KINDS[kind]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise EdgebenchError(f"device '{name}' of kind '{kind}' needs a package that is not installed: "
+                             f"{exc.name}") from None
+    config = config_from_dict(getattr(module, config_cls), name, raw)
+    return getattr(module, device_cls)(config)

@@ -1,0 +1,1 @@
+"""Export: PyTorch -> ONNX / TFLite artifacts, validated against the reference."""

@@ -1,0 +1,220 @@
+"""PyTorch -> ONNX: one self-contained file, a stated opset, validated against PyTorch.
+
+Exporter: the TorchScript-based `torch.onnx.export(dynamo=False)` with a dynamic batch axis. It keeps
+the batch dimension dynamic for recurrent/spiking models (the dynamo exporter fixes it) and writes
+weights inside the file (no side `.data` file).
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from edgebench.export.errors import AtolError, ExportError, ShapeError
+from edgebench.types import Artifact, EdgebenchError, Format, Precision, TensorSpec, Validation
+
+DEFAULT_OPSET = 17
+DEFAULT_ATOL = 1e-4
+MACS_DEFINITION = (
+    "onnx-tool graph count: multiply-accumulates of Conv/Gemm/MatMul plus one per element for bias adds, "
+    "activations, pooling and other elementwise ops (shape ops excluded)"
+)
+
+_ONNX_DTYPES = {
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.DOUBLE: "float64",
+    onnx.TensorProto.FLOAT16: "float16",
+    onnx.TensorProto.INT64: "int64",
+    onnx.TensorProto.INT32: "int32",
+    onnx.TensorProto.INT8: "int8",
+    onnx.TensorProto.UINT8: "uint8",
+    onnx.TensorProto.BOOL: "bool",
+}
+
+
+def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path, opset: int = DEFAULT_OPSET) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module.eval()
+    with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                module, (example,), str(path), dynamo=False, opset_version=opset,
+                input_names=["input"], output_names=["output"],
+                dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+            )
+        except Exception as exc:
+            raise ExportError(f"ONNX export failed: {str(exc).strip().splitlines()[0]}") from None
+    onnx.checker.check_model(str(path))
+    return path
+
+
+def load_onnx(path: Path) -> onnx.ModelProto:
+    path = Path(path)
+    if not path.exists():
+        raise EdgebenchError(f"model file not found: {path}")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EdgebenchError(f"not a valid ONNX model: {path} ({first[:200]})") from None
+    if not model.graph.input or not model.graph.output:
+        raise EdgebenchError(f"ONNX model {path} has no inputs or outputs")
+    return model
+
+
+def tensor_specs(values, initializers=()) -> tuple:
+    init = set(initializers)
+    specs = []
+    for v in values:
+        if v.name in init:
+            continue
+        t = v.type.tensor_type
+        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim)
+        specs.append(TensorSpec(v.name, shape, _ONNX_DTYPES.get(t.elem_type, "float32")))
+    return tuple(specs)
+
+
+def count_macs_params(path: Path, input_shape: tuple) -> tuple[int, int, dict]:
+    """MACs (batch 1), parameters and MACs per operator type, read from the graph by onnx-tool."""
+    import onnx_tool
+
+    shape = [d if isinstance(d, int) and d > 0 else 1 for d in input_shape]
+    model = onnx_tool.Model(str(path), {"verbose": False})
+    g = model.graph
+    name = g.input[0]
+    with redirect_stdout(io.StringIO()):
+        g.shape_infer({name: np.zeros(shape, dtype=np.float32)})
+        g.profile()
+    by_op: dict = {}
+    for node in g.nodemap.values():
+        by_op[node.op_type] = by_op.get(node.op_type, 0) + int(node.macs[0])
+    return int(g.macs[0]), int(g.params), by_op
+
+
+def _fmt_attr(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return "x".join(str(v) for v in value)
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def onnx_encoding(model: onnx.ModelProto) -> str:
+    """ONNX-Net-style text: chains `Op(attr=v, Param[dims]) --> Op(...)`, inputs as `1x1x8x8`.
+
+    A node whose only activation input is the previous node's output continues the chain;
+    any other node starts a new line naming its inputs (`Add(n2, n5)`).
+    """
+    inits = {i.name: list(i.dims) for i in model.graph.initializer}
+    consts = {}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            consts[node.output[0]] = node
+    inputs = tensor_specs(model.graph.input, inits)
+    lines = ["input " + ", ".join(
+        "x".join(str(d if isinstance(d, int) and d > 0 else 1) for d in s.shape) for s in inputs)]
+    producer = {s.name: "input" for s in inputs}
+    chain: list[str] = []
+    prev_out = inputs[0].name if inputs else None
+    for k, node in enumerate(model.graph.node):
+        if node.op_type == "Constant":
+            continue
+        attrs = [f"{a.name}={_fmt_attr(onnx.helper.get_attribute_value(a))}" for a in node.attribute
+                 if a.type != onnx.AttributeProto.GRAPH]
+        params = [f"Param[{'x'.join(str(d) for d in inits[i])}]" for i in node.input if i in inits]
+        acts = [i for i in node.input if i and i not in inits and i not in consts]
+        if len(acts) == 1 and acts[0] == prev_out and chain:
+            chain.append(f"{node.op_type}({', '.join(attrs + params)})" if attrs or params else node.op_type)
+        else:
+            if chain:
+                lines.append(" --> ".join(chain))
+            refs = [producer.get(i, i) for i in acts]
+            chain = [f"{node.op_type}({', '.join(refs + attrs + params)})"]
+        for o in node.output:
+            producer[o] = f"n{k}"
+        prev_out = node.output[0] if node.output else None
+    if chain:
+        lines.append(" --> ".join(chain))
+    return "\n".join(lines)
+
+
+def run_onnx(path: Path, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    outs = [sess.run(None, {name: x[i:i + batch].astype(np.float32)})[0] for i in range(0, len(x), batch)]
+    return np.concatenate(outs, axis=0)
+
+
+def reference_outputs(module: torch.nn.Module, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    module.eval()
+    with torch.no_grad():
+        outs = [module(torch.from_numpy(x[i:i + batch].astype(np.float32))).numpy() for i in range(0, len(x), batch)]
+    return np.concatenate(outs, axis=0)
+
+
+def compare(ref: np.ndarray, got: np.ndarray, atol: float | None, min_agreement: float | None = None) -> Validation:
+    """Check shape, max abs difference (when atol is given) and top-1 agreement; raise typed errors."""
+    from edgebench.export.errors import AgreementError
+
+    if ref.shape != got.shape:
+        raise ShapeError(ref.shape, got.shape)
+    max_diff = float(np.max(np.abs(ref.astype(np.float64) - got.astype(np.float64)))) if ref.size else 0.0
+    agree = float(np.mean(ref.reshape(len(ref), -1).argmax(-1) == got.reshape(len(got), -1).argmax(-1)))
+    if atol is not None and max_diff > atol:
+        raise AtolError(max_diff, atol)
+    if min_agreement is not None and agree < min_agreement:
+        raise AgreementError(agree, min_agreement)
+    return Validation(reference="pytorch", n_samples=int(len(ref)), max_abs_diff=max_diff, atol=atol,
+                      top1_agreement=agree)
+
+
+def describe_onnx(path: Path, name: str | None = None, model_name: str | None = None, dataset: str = "",
+                  precision: Precision = Precision.FP32, validation: Validation | None = None,
+                  labels: tuple = (), extra: dict | None = None) -> Artifact:
+    """An Artifact for any valid ONNX file, edgebench's own or one a user brings."""
+    from edgebench.deploy.bundle import sha256_file
+
+    path = Path(path)
+    model = load_onnx(path)
+    inits = [i.name for i in model.graph.initializer]
+    inputs = tensor_specs(model.graph.input, inits)
+    outputs = tensor_specs(model.graph.output)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    try:
+        macs, params, macs_by_op = count_macs_params(path, inputs[0].shape)
+    except Exception:  # a graph onnx-tool cannot profile still benchmarks; MACs stay unknown
+        macs, params, macs_by_op = None, sum(int(np.prod(i.dims)) for i in model.graph.initializer), {}
+    extra = dict(extra or {})
+    if macs_by_op:
+        extra["macs_by_op"] = macs_by_op
+    return Artifact(
+        name=name or path.stem, model=model_name or path.stem, dataset=dataset, path=path,
+        format=Format.ONNX, precision=precision, inputs=inputs, outputs=outputs,
+        size_bytes=path.stat().st_size, sha256=sha256_file(path), opset=opset,
+        macs=macs, macs_definition=MACS_DEFINITION if macs is not None else "", params=params,
+        encoding=onnx_encoding(model), validation=validation, labels=tuple(labels), extra=extra,
+    )
+
+
+def export_and_validate(trained, out_dir: Path, opset: int = DEFAULT_OPSET, atol: float = DEFAULT_ATOL) -> Artifact:
+    """Export a Trained model to ONNX fp32 and validate it on the real eval split."""
+    name = f"{trained.name}-onnx-fp32"
+    path = export_onnx(trained.module, trained.example_input(1), Path(out_dir) / f"{name}.onnx", opset)
+    x = trained.dataset.x_test
+    validation = compare(reference_outputs(trained.module, x), run_onnx(path, x), atol)
+    return describe_onnx(path, name=name, model_name=trained.name, dataset=trained.dataset.name,
+                         validation=validation, labels=trained.dataset.labels)

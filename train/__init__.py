@@ -1,0 +1,1 @@
+"""Train: offline data modules and seeded trainers that produce a Trained model."""

@@ -1,0 +1,58 @@
+"""Models and datasets by name, as import paths: heavy modules load only when used."""
+from __future__ import annotations
+
+import importlib
+
+from torch import nn
+
+from edgebench.train.base import Dataset, Trained, seed_everything
+from edgebench.train.trainer import TrainConfig, fit
+from edgebench.types import EdgebenchError
+
+# kind -> "module:function(model_config: dict, dataset: Dataset) -> nn.Module"
+MODELS = {
+    "cnn": "edgebench.train.registry:build_cnn",
+}
+# name -> "module:function(**data_config) -> Dataset"
+DATASETS = {
+    "digits": "edgebench.train.digits:load_digits_dataset",
+}
+
+
+def _resolve(table: dict, key: str, what: str):
+    if key not in table:
+        raise EdgebenchError(f"unknown {what} '{key}' (known: {', '.join(sorted(table))})")
+    module, func = table[key].split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def build_cnn(cfg: dict, dataset: Dataset) -> nn.Module:
+    from edgebench.train.cnn import SmallCNN
+
+    c, h, _ = dataset.input_shape
+    return SmallCNN(in_channels=c, num_classes=len(dataset.labels), width=int(cfg.get("width", 16)), side=h)
+
+
+def load_dataset(name: str, data_cfg: dict | None = None) -> Dataset:
+    return _resolve(DATASETS, name, "dataset")(**(data_cfg or {}))
+
+
+def build_model(kind: str, model_cfg: dict, dataset: Dataset) -> nn.Module:
+    return _resolve(MODELS, kind, "model")(model_cfg, dataset)
+
+
+def train_model(name: str, kind: str, dataset_name: str, model_cfg: dict | None = None,
+                train_cfg: dict | None = None, data_cfg: dict | None = None, progress: bool = True) -> Trained:
+    """Build, train and evaluate one model; the returned Trained carries the config that made it."""
+    model_cfg, train_cfg, data_cfg = dict(model_cfg or {}), dict(train_cfg or {}), dict(data_cfg or {})
+    tcfg = TrainConfig.from_dict(train_cfg)
+    dataset = load_dataset(dataset_name, data_cfg)
+    seed_everything(tcfg.seed)
+    module = build_model(kind, model_cfg, dataset)
+    trainer = getattr(module, "fit", None)  # a model may bring its own loop (e.g. a spiking loss)
+    if callable(trainer):
+        metrics = trainer(dataset, tcfg, progress=progress, description=f"train {name}")
+    else:
+        metrics = fit(module, dataset, tcfg, progress=progress, description=f"train {name}")
+    config = {"dataset": dataset_name, "data": data_cfg, "model": model_cfg, "train": train_cfg}
+    return Trained(name=name, kind=kind, module=module, dataset=dataset, config=config, metrics=metrics)
