@@ -233,11 +233,23 @@ def run_eval(backend, x, batch_size):
 
 
 def peak_rss_mb():
+    """Peak resident set size of this process in MiB.
+
+    /proc/self/status VmHWM first: it belongs to this program's own address space. getrusage's ru_maxrss
+    is a fallback only, because Linux carries the parent's high-water mark across fork+exec (a runner
+    started from a host holding torch would report the host's memory).
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         import resource
 
-        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return kb / 1024.0  # Linux reports KiB
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
     except Exception:
         return None
 

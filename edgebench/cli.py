@@ -1,0 +1,288 @@
+"""The command line: a thin layer over library functions a user could call from Python.
+
+Errors a user can cause print one line on stderr and exit non-zero; tracebacks are for bugs.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgebench.types import EdgebenchError, Format, Precision, RunSpec
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="Export PyTorch models to ONNX/TFLite, run them on edge devices, report what they measure.")
+devices_app = typer.Typer(no_args_is_help=True, help="List, check and prepare the devices in devices.toml.")
+app.add_typer(devices_app, name="devices")
+
+# Wide when not a terminal (pipes, CI logs): a summary table should not be cut to 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+DEFAULT_STORE = Path("out/edgebench.sqlite")
+
+
+def _fmt(v, spec="{:.4g}"):
+    return "–" if v is None else spec.format(v)
+
+
+def _records_table(records, title: str) -> Table:
+    from edgebench.reports.render import compare_to_float
+
+    cmp = compare_to_float(records)
+    t = Table(title=title)
+    for col in ("artifact", "device", "accuracy", "Δ acc", "p50 ms", "p99 ms", "CV", "vs fp32", "MACs",
+                "size", "latency is", "status"):
+        t.add_column(col, justify="left" if col in ("artifact", "device", "status") else "right")
+    for r in records:
+        lat = r.latency_ms or {}
+        c = cmp.get(r.record_id, {})
+        t.add_row(
+            r.name, r.device, _fmt(None if r.accuracy is None else 100 * r.accuracy, "{:.2f}%"),
+            _fmt(None if "accuracy_delta" not in c else 100 * c["accuracy_delta"], "{:+.2f}pp"),
+            _fmt(lat.get("p50")), _fmt(lat.get("p99")), _fmt(lat.get("cv"), "{:.1%}"),
+            _fmt(c.get("latency_ratio"), "{:.2f}x"), _fmt(r.macs, "{:,}"), _fmt(r.size_bytes, "{:,}"),
+            r.latency_provenance, "ok" if r.status == "ok" else f"failed: {r.error}"[:60])
+    return t
+
+
+@app.command()
+def run(config: Path = typer.Argument(..., help="Run config (TOML), e.g. examples/digits_cnn.toml"),
+        fresh: bool = typer.Option(False, help="Start a new run even if an interrupted one can be resumed."),
+        as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of a table."),
+        quiet: bool = typer.Option(False, help="No progress bars.")):
+    """Train, export, bundle, benchmark on every configured device, and write the report."""
+    from edgebench.config import load_config
+    from edgebench.pipeline import run_pipeline
+    from edgebench.reports.render import latest_per_key
+
+    cfg = load_config(config)
+    log = (lambda *a: err.print(*a)) if as_json else out.print
+    result = run_pipeline(cfg, fresh=fresh, progress=not quiet and not as_json, log=log)
+    records = latest_per_key(result.records)
+    failed = [r for r in records if r.status != "ok"]
+    if as_json:
+        print(json.dumps({"run_id": result.run_id, "resumed": result.resumed, "report": str(result.report_dir),
+                          "wall_s": result.wall_s, "skipped": result.skipped, "train": result.train_metrics,
+                          "records": [r.summary() for r in records]}, default=str))
+    else:
+        out.print(_records_table(records, f"{cfg.name}: {len(records)} measurements"))
+        out.print(f"report: {result.report_dir}/report.html")
+        out.print(f"wall time: {result.wall_s:.1f} s" + (f" (resumed, {result.skipped} skipped)" if result.resumed else ""))
+    if failed:
+        err.print(f"edgebench: {len(failed)} measurement(s) failed; see the report")
+        raise typer.Exit(1)
+
+
+@app.command()
+def train(kind: str = typer.Argument(..., help="Model: cnn, l2mu, lmu"),
+          dataset: str = typer.Option("digits", help="Dataset: digits, basicmotions, wisdm"),
+          name: Optional[str] = typer.Option(None, help="Model name (default KIND-DATASET)"),
+          epochs: Optional[int] = typer.Option(None, help="Training epochs"),
+          seed: int = typer.Option(0, help="Random seed"),
+          neuron: Optional[str] = typer.Option(None, help="Spiking neuron for l2mu: lif or cuba"),
+          out_dir: Path = typer.Option(Path("out/checkpoints"), "--out", help="Folder for checkpoint and eval data"),
+          quiet: bool = typer.Option(False, help="No progress bar.")):
+    """Train a model; writes a checkpoint (carrying its config) and the eval split as .npz."""
+    import numpy as np
+
+    from edgebench.train.base import save_checkpoint
+    from edgebench.train.registry import train_model
+
+    name = name or f"{kind}-{dataset}"
+    tcfg = {"seed": seed, **({"epochs": epochs} if epochs else {})}
+    mcfg = {"neuron": neuron} if neuron else {}
+    trained = train_model(name, kind, dataset, mcfg, tcfg, progress=not quiet)
+    ckpt = save_checkpoint(trained, out_dir / f"{name}.pt")
+    npz = out_dir / f"{name}-eval.npz"
+    np.savez(npz, x=trained.dataset.x_test.astype(np.float32), y=trained.dataset.y_test.astype(np.int64))
+    out.print(f"{name}: test accuracy {trained.metrics['test_accuracy']:.2%}")
+    out.print(f"checkpoint: {ckpt}\neval data: {npz}")
+
+
+@app.command()
+def export(checkpoint: Path = typer.Argument(..., help="Checkpoint written by `edgebench train`"),
+           format: str = typer.Option("onnx", "--format", help="onnx or tflite"),
+           precision: str = typer.Option("fp32", help="fp32, int8 (calibrated static) or int8-dynamic"),
+           out_dir: Path = typer.Option(Path("out/artifacts"), "--out", help="Output folder"),
+           opset: int = typer.Option(17, help="ONNX opset"),
+           as_json: bool = typer.Option(False, "--json", help="Print the artifact as JSON.")):
+    """Export a checkpoint to ONNX or TFLite, validated against PyTorch on the eval split."""
+    from edgebench.pipeline import export_artifact
+    from edgebench.train.base import load_checkpoint
+
+    try:
+        fmt, prec = Format(format), Precision(precision)
+    except ValueError as exc:
+        raise EdgebenchError(f"{exc} (formats: onnx, tflite; precisions: fp32, int8, int8-dynamic)") from None
+    trained = load_checkpoint(checkpoint)
+    a = export_artifact(trained, fmt, prec, out_dir, opset, 1e-4)
+    v = a.validation
+    if as_json:
+        print(json.dumps({"path": str(a.path), "format": a.format.value, "precision": a.precision.value,
+                          "size_bytes": a.size_bytes, "sha256": a.sha256, "macs": a.macs, "params": a.params,
+                          "validation": v.to_dict() if v else None}))
+        return
+    out.print(f"wrote {a.path} ({a.size_bytes:,} bytes, {a.format.value} {a.precision.value})")
+    if v:
+        out.print(f"vs PyTorch on {v.n_samples} eval samples: top-1 agreement {v.top1_agreement:.2%}, "
+                  f"max |diff| {v.max_abs_diff:.3g}" + (f" (atol {v.atol:g})" if v.atol is not None else ""))
+    if a.macs is not None:
+        out.print(f"MACs {a.macs:,} ({a.macs_definition}); params {a.params:,}")
+
+
+@app.command()
+def bench(model: Path = typer.Argument(..., help="An .onnx or .tflite file (any classifier, not only edgebench's)"),
+          device: str = typer.Option("local", help="Device name from devices.toml"),
+          runs: int = typer.Option(100, min=1, help="Measured inferences (at least)"),
+          warmup: int = typer.Option(10, min=0, help="Warm-up inferences"),
+          threads: int = typer.Option(1, min=1, help="Runtime threads"),
+          min_time: float = typer.Option(0.0, min=0.0, help="Keep measuring at least this many seconds"),
+          eval_file: Optional[Path] = typer.Option(None, "--eval", help=".npz with arrays x and y: accuracy on the device"),
+          profile: bool = typer.Option(False, help="Per-operator profile (onnxruntime)"),
+          timeout: float = typer.Option(600.0, min=1.0, help="Seconds before the run is abandoned"),
+          store: Path = typer.Option(DEFAULT_STORE, help="SQLite result store"),
+          devices_file: Optional[Path] = typer.Option(None, "--devices", help="devices.toml (default ./devices.toml)"),
+          as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")):
+    """Benchmark a model file on a device; the record goes to the store."""
+    from edgebench.pipeline import bench_file
+
+    spec = RunSpec(runs=runs, warmup=warmup, threads=threads, min_time_s=min_time, eval=eval_file is not None,
+                   profile=profile, timeout_s=timeout)
+    record = bench_file(model, device, spec, eval_file, store, str(devices_file) if devices_file else None)
+    if as_json:
+        print(json.dumps(record.summary(), default=str))
+    else:
+        out.print(_records_table([record], f"{model.name} on {device}"))
+        if record.profile:
+            t = Table(title="top operators (onnxruntime profiler, separate profiled session)")
+            for col in ("op", "node", "mean µs/run", "share"):
+                t.add_column(col)
+            for p in record.profile[:10]:
+                t.add_row(str(p["op"]), str(p.get("node", "")), f"{p['mean_us']:.2f}", f"{p['share']:.1%}")
+            out.print(t)
+        elif profile:
+            out.print(f"no per-operator profile: {record.runtime or 'this runtime'} exposes none")
+    if record.status != "ok":
+        err.print(f"edgebench: measurement failed: {record.error}")
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(store: Path = typer.Option(DEFAULT_STORE, help="SQLite result store"),
+           run_id: Optional[str] = typer.Option(None, "--run", help="Run id (default: the newest)"),
+           out_dir: Path = typer.Option(Path("out/report"), "--out", help="Report folder"),
+           list_runs: bool = typer.Option(False, "--list", help="List the runs in the store and exit."),
+           as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Write an ONNX-Bench-style report folder (HTML, CSV, JSON, ONNX files) for a run in the store."""
+    from edgebench.reports.render import latest_per_key, write_report
+    from edgebench.reports.store import Store
+
+    if not store.exists():
+        raise EdgebenchError(f"result store not found: {store} (run `edgebench run` or `edgebench bench` first)")
+    with Store(store) as s:
+        if list_runs:
+            runs = s.runs()
+            if as_json:
+                print(json.dumps(runs))
+            else:
+                t = Table(title=str(store))
+                for col in ("run_id", "name", "status", "records", "failed"):
+                    t.add_column(col)
+                for r in runs:
+                    t.add_row(r["run_id"], r["name"], r["status"], str(r["records"]), str(r["failed"]))
+                out.print(t)
+            return
+        run_id = run_id or s.latest_run()
+        records = s.query(run_id=run_id) if run_id else []
+    if not records:
+        raise EdgebenchError(f"no records for run '{run_id}' in {store} (see `edgebench report --list`)")
+    path = write_report(records, out_dir, title=f"edgebench report: {run_id}")
+    if as_json:
+        print(json.dumps({"run_id": run_id, "report": str(path), "records": len(records)}))
+    else:
+        out.print(_records_table(latest_per_key(records), run_id))
+        out.print(f"report: {path}/report.html")
+
+
+@devices_app.command("list")
+def devices_list(devices_file: Optional[Path] = typer.Option(None, "--devices", help="devices.toml"),
+                 as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """The configured devices (built-ins plus devices.toml)."""
+    from edgebench.devices.registry import device_table
+
+    table = device_table(devices_file)
+    if as_json:
+        print(json.dumps(table))
+        return
+    t = Table(title="devices")
+    t.add_column("name")
+    t.add_column("kind")
+    t.add_column("settings")
+    for name, raw in sorted(table.items()):
+        t.add_row(name, raw["kind"], ", ".join(f"{k}={v}" for k, v in raw.items() if k != "kind"))
+    out.print(t)
+
+
+@devices_app.command("doctor")
+def devices_doctor(names: List[str] = typer.Argument(None, help="Device names (default: all configured)"),
+                   devices_file: Optional[Path] = typer.Option(None, "--devices", help="devices.toml"),
+                   as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Is each device reachable and ready? Prints its Python, runtimes, CPU, cores, memory."""
+    from edgebench.devices.registry import device_table, get_device
+
+    names = names or sorted(device_table(devices_file))
+    results = {}
+    for name in names:
+        dev = get_device(name, devices_file)
+        results[name] = dev.doctor()
+    if as_json:
+        print(json.dumps(results, default=str))
+    else:
+        for name, res in results.items():
+            out.print(f"[bold]{name}[/bold]: {'ready' if res['ok'] else 'NOT READY'}")
+            for what, ok, detail in res["checks"]:
+                out.print(f"  {'✓' if ok else '✗'} {what}: {detail}")
+            facts = res.get("facts", {})
+            if facts:
+                out.print(f"  cpu {facts.get('cpu')}, {facts.get('cores')} cores, {facts.get('machine')}, "
+                          f"memory {_fmt(facts.get('mem_total_mb'), '{:.0f}')} MB, {facts.get('os')}")
+    if not all(r["ok"] for r in results.values()):
+        raise typer.Exit(1)
+
+
+@devices_app.command("setup")
+def devices_setup(name: str = typer.Argument(..., help="Device name"),
+                  devices_file: Optional[Path] = typer.Option(None, "--devices", help="devices.toml")):
+    """Prepare what a device needs (e.g. build the emulated aarch64 root). Safe to repeat."""
+    from edgebench.devices.registry import get_device
+
+    dev = get_device(name, devices_file)
+    dev.setup()
+    out.print(f"{name}: ready")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except EdgebenchError as exc:
+        err.print(f"edgebench: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("edgebench: interrupted", markup=False)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort,):
+        sys.exit(1)
+    except __import__("click").exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""The one record type: artifact + device + measurement + provenance, versioned.
+
+Every stored or rendered figure passes through `Record`. Latency statistics are computed here, once,
+from the raw samples the runner brought back.
+"""
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+from edgebench.types import Artifact, Measurement, Provenance
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    n: int
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    std: float
+    min: float
+    max: float
+    cv: float  # std / mean
+
+    @classmethod
+    def from_samples_ns(cls, samples_ns) -> Optional["LatencyStats"]:
+        values = sorted(s / 1e6 for s in samples_ns)
+        n = len(values)
+        if n == 0:
+            return None
+        mean = sum(values) / n
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+        return cls(n=n, p50=percentile(values, 50), p90=percentile(values, 90), p99=percentile(values, 99),
+                   mean=mean, std=std, min=values[0], max=values[-1], cv=std / mean if mean else 0.0)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def percentile(sorted_values, q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default), on an already sorted list."""
+    if not sorted_values:
+        return float("nan")
+    pos = (len(sorted_values) - 1) * q / 100.0
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+@dataclass
+class Record:
+    # identity
+    run_id: str
+    name: str  # artifact name
+    model: str
+    dataset: str
+    device: str
+    status: str  # "ok" or "failed"
+    error: str = ""
+    schema_version: int = SCHEMA_VERSION
+    record_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    created_at: float = field(default_factory=time.time)
+    # artifact
+    format: str = ""
+    precision: str = ""
+    artifact_path: str = ""
+    sha256: str = ""
+    opset: Optional[int] = None
+    size_bytes: Optional[int] = None
+    macs: Optional[int] = None
+    macs_definition: str = ""
+    params: Optional[int] = None
+    onnx_encoding: str = ""
+    validation: Optional[dict] = None
+    # device
+    device_kind: str = ""
+    device_facts: dict = field(default_factory=dict)
+    runtime: str = ""
+    runtime_version: str = ""
+    threads: Optional[int] = None
+    # measurement
+    latency_ms: Optional[dict] = None  # LatencyStats.to_dict()
+    latency_provenance: str = ""
+    load_ms: Optional[float] = None
+    first_inference_ms: Optional[float] = None
+    peak_rss_mb: Optional[float] = None
+    accuracy: Optional[float] = None  # computed on the host from predictions the device produced
+    accuracy_provenance: str = ""  # "measured": the deployed file's outputs on the device
+    n_eval: int = 0
+    samples_ns: list = field(default_factory=list)
+    predictions: Optional[list] = None
+    profile: list = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_parts(cls, run_id: str, artifact: Artifact, measurement: Measurement, device_kind: str) -> "Record":
+        stats = LatencyStats.from_samples_ns(measurement.samples_ns) if measurement.ok else None
+        extra = dict(artifact.extra)
+        extra.update(measurement.extra)
+        return cls(
+            run_id=run_id, name=artifact.name, model=artifact.model, dataset=artifact.dataset,
+            device=measurement.device, status="ok" if measurement.ok else "failed", error=measurement.error,
+            format=artifact.format.value, precision=artifact.precision.value, artifact_path=str(artifact.path),
+            sha256=artifact.sha256, opset=artifact.opset, size_bytes=artifact.size_bytes, macs=artifact.macs,
+            macs_definition=artifact.macs_definition, params=artifact.params, onnx_encoding=artifact.encoding,
+            validation=artifact.validation.to_dict() if artifact.validation else None,
+            device_kind=device_kind, device_facts=dict(measurement.device_facts), runtime=measurement.runtime,
+            runtime_version=measurement.runtime_version, threads=measurement.threads,
+            latency_ms=stats.to_dict() if stats else None,
+            latency_provenance=measurement.provenance.value,
+            load_ms=measurement.load_ms, first_inference_ms=measurement.first_inference_ms,
+            peak_rss_mb=measurement.peak_rss_mb, accuracy=measurement.accuracy,
+            accuracy_provenance=(Provenance.MEASURED.value if measurement.accuracy is not None else ""),
+            n_eval=measurement.n_eval, samples_ns=list(measurement.samples_ns),
+            predictions=measurement.predictions, profile=list(measurement.profile), extra=extra,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Record":
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def summary(self) -> dict:
+        """The JSON object `edgebench bench --json` prints (no raw samples)."""
+        out = {
+            "name": self.name,
+            "status": self.status,
+            "device": self.device,
+            "device_kind": self.device_kind,
+            "runtime": f"{self.runtime} {self.runtime_version}".strip(),
+            "threads": self.threads,
+            "format": self.format,
+            "precision": self.precision,
+            "latency_ms": self.latency_ms,
+            "load_ms": self.load_ms,
+            "first_inference_ms": self.first_inference_ms,
+            "peak_rss_mb": self.peak_rss_mb,
+            "macs": self.macs,
+            "macs_definition": self.macs_definition,
+            "params": self.params,
+            "size_bytes": self.size_bytes,
+            "sha256": self.sha256,
+            "provenance": {"latency": self.latency_provenance, "accuracy": self.accuracy_provenance or None},
+            "device_facts": self.device_facts,
+            "record_id": self.record_id,
+            "run_id": self.run_id,
+        }
+        if self.accuracy is not None:
+            out["accuracy"] = self.accuracy
+            out["n_eval"] = self.n_eval
+        if self.error:
+            out["error"] = self.error
+        if self.profile:
+            out["profile"] = self.profile
+        for key in ("instructions_per_inference", "estimated_latency_ms", "estimated_provenance",
+                    "activation_sparsity", "synaptic_ops", "macs_by_op"):
+            if key in self.extra:
+                out[key] = self.extra[key]
+        return out

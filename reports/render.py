@@ -1,0 +1,281 @@
+"""Render records into an ONNX-Bench-style report folder: ONNX files with metrics in metadata_props,
+records.csv, records.json and a self-contained report.html (plots embedded as data URIs).
+
+Rendering only: every figure here comes from a Record; nothing is measured in this module.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import shutil
+from pathlib import Path
+
+from edgebench.reports.record import Record
+
+CSV_COLUMNS = [
+    "name", "dataset", "onnx_encoding", "accuracy",
+    "device", "format", "precision", "status",
+    "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "latency_std_ms",
+    "latency_min_ms", "latency_max_ms", "latency_cv", "latency_n", "latency_provenance",
+    "load_ms", "first_inference_ms", "peak_rss_mb",
+    "macs", "params", "size_bytes",
+    "accuracy_delta_vs_fp32", "latency_ratio_vs_fp32", "top1_agreement_vs_fp32",
+    "activation_sparsity", "synaptic_ops", "instructions_per_inference", "estimated_latency_ms",
+    "runtime", "threads", "macs_definition", "error",
+]
+
+
+def latest_per_key(records: list[Record]) -> list[Record]:
+    """One record per (artifact, device): the newest ok one, else the newest failure."""
+    best: dict = {}
+    for r in sorted(records, key=lambda r: r.created_at):
+        key = (r.name, r.device)
+        if key not in best or r.status == "ok" or best[key].status != "ok":
+            best[key] = r
+    return list(best.values())
+
+
+def compare_to_float(records: list[Record]) -> dict[str, dict]:
+    """For each quantized record: accuracy delta, p50 latency ratio and top-1 agreement against the fp32
+    artifact of the same model and format on the same device, in the same run."""
+    twins = {(r.run_id, r.model, r.format, r.device): r for r in records
+             if r.precision == "fp32" and r.status == "ok"}
+    out = {}
+    for r in records:
+        if r.precision == "fp32" or r.status != "ok":
+            continue
+        t = twins.get((r.run_id, r.model, r.format, r.device))
+        if t is None:
+            continue
+        row = {"twin": t.name}
+        if r.accuracy is not None and t.accuracy is not None:
+            row["accuracy_delta"] = r.accuracy - t.accuracy
+        if r.latency_ms and t.latency_ms and t.latency_ms["p50"]:
+            row["latency_ratio"] = r.latency_ms["p50"] / t.latency_ms["p50"]
+        if r.predictions and t.predictions and len(r.predictions) == len(t.predictions):
+            row["top1_agreement"] = sum(a == b for a, b in zip(r.predictions, t.predictions)) / len(r.predictions)
+        out[r.record_id] = row
+    return out
+
+
+def csv_row(r: Record, cmp: dict) -> dict:
+    lat = r.latency_ms or {}
+    c = cmp.get(r.record_id, {})
+    return {
+        "name": r.name, "dataset": r.dataset, "onnx_encoding": r.onnx_encoding, "accuracy": r.accuracy,
+        "device": r.device, "format": r.format, "precision": r.precision, "status": r.status,
+        **{f"latency_{k}_ms": lat.get(k) for k in ("p50", "p90", "p99", "mean", "std", "min", "max")},
+        "latency_cv": lat.get("cv"), "latency_n": lat.get("n"), "latency_provenance": r.latency_provenance,
+        "load_ms": r.load_ms, "first_inference_ms": r.first_inference_ms, "peak_rss_mb": r.peak_rss_mb,
+        "macs": r.macs, "params": r.params, "size_bytes": r.size_bytes,
+        "accuracy_delta_vs_fp32": c.get("accuracy_delta"), "latency_ratio_vs_fp32": c.get("latency_ratio"),
+        "top1_agreement_vs_fp32": c.get("top1_agreement"),
+        "activation_sparsity": r.extra.get("activation_sparsity"), "synaptic_ops": r.extra.get("synaptic_ops"),
+        "instructions_per_inference": r.extra.get("instructions_per_inference"),
+        "estimated_latency_ms": r.extra.get("estimated_latency_ms"),
+        "runtime": f"{r.runtime} {r.runtime_version}".strip(), "threads": r.threads,
+        "macs_definition": r.macs_definition, "error": r.error,
+    }
+
+
+def write_onnx_with_metadata(records: list[Record], out_dir: Path) -> list[Path]:
+    """Copy each ONNX artifact into the report with its measured metrics in metadata_props."""
+    import onnx
+
+    written = []
+    by_name: dict = {}
+    for r in records:
+        if r.format == "onnx":
+            by_name.setdefault(r.name, []).append(r)
+    for name, recs in sorted(by_name.items()):
+        src = Path(recs[0].artifact_path)
+        if not src.exists():
+            continue
+        model = onnx.load(str(src))
+        ok = [r for r in recs if r.status == "ok"]
+        props = {"edgebench.schema_version": str(recs[0].schema_version), "name": name,
+                 "dataset": recs[0].dataset, "macs": str(recs[0].macs), "params": str(recs[0].params)}
+        if ok:
+            first = ok[0]
+            props["accuracy"] = "" if first.accuracy is None else f"{first.accuracy:.6f}"
+            props["latency_p50_ms"] = f"{first.latency_ms['p50']:.6f}" if first.latency_ms else ""
+            props["latency_device"] = first.device
+            props["latency_provenance"] = first.latency_provenance
+        props["edgebench.measurements"] = json.dumps([
+            {"device": r.device, "status": r.status, "accuracy": r.accuracy,
+             "latency_ms": r.latency_ms, "provenance": r.latency_provenance, "error": r.error} for r in recs])
+        del model.metadata_props[:]
+        for k, v in props.items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = k, v
+        dst = out_dir / f"{name}.onnx"
+        onnx.save(model, str(dst))
+        written.append(dst)
+    return written
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def latency_plot(r: Record) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = [s / 1e6 for s in r.samples_ns]
+    fig, ax = plt.subplots(figsize=(5.2, 2.6))
+    ax.hist(values, bins=min(60, max(10, len(values) // 10)), color="#4477aa")
+    for q, style in (("p50", "-"), ("p99", "--")):
+        ax.axvline(r.latency_ms[q], color="#cc3311", linestyle=style, label=f"{q} {r.latency_ms[q]:.4g} ms")
+    ax.set_xlabel(f"latency per inference (ms, {r.latency_provenance})")
+    ax.set_ylabel("runs")
+    ax.set_title(f"{r.name} @ {r.device}", fontsize=9)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def accuracy_latency_plot(records: list[Record]) -> str | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [r for r in records if r.status == "ok" and r.accuracy is not None and r.latency_ms]
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    markers = {"onnx": "o", "tflite": "s"}
+    colors = {"fp32": "#4477aa", "int8": "#ee6677", "int8-dynamic": "#228833"}
+    for r in pts:
+        ax.scatter(r.latency_ms["p50"], r.accuracy * 100, marker=markers.get(r.format, "^"),
+                   color=colors.get(r.precision, "#777777"), s=40)
+        ax.annotate(f"{r.name}@{r.device}", (r.latency_ms["p50"], r.accuracy * 100), fontsize=6,
+                    xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    provs = sorted({r.latency_provenance for r in pts})
+    ax.set_xlabel(f"p50 latency (ms, log scale; {', '.join(provs)})")
+    ax.set_ylabel("accuracy on the device (%)")
+    ax.set_title("accuracy vs latency")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def _fmt(v, spec="{:.4g}") -> str:
+    if v is None or v == "":
+        return "–"
+    if isinstance(v, float):
+        return spec.format(v)
+    return html.escape(str(v))
+
+
+def render_html(records: list[Record], cmp: dict, title: str) -> str:
+    rows = []
+    for r in records:
+        lat = r.latency_ms or {}
+        c = cmp.get(r.record_id, {})
+        acc = None if r.accuracy is None else r.accuracy * 100
+        rows.append(
+            "<tr class='{cls}'><td>{name}</td><td>{dev}</td><td>{fmt}</td><td>{prec}</td><td>{acc}</td>"
+            "<td>{dacc}</td><td>{p50}</td><td>{p90}</td><td>{p99}</td><td>{cv}</td><td>{ratio}</td><td>{agree}</td>"
+            "<td>{macs}</td><td>{params}</td><td>{size}</td><td>{prov}</td><td>{status}</td></tr>".format(
+                cls="failed" if r.status != "ok" else "", name=html.escape(r.name), dev=html.escape(r.device),
+                fmt=r.format, prec=r.precision, acc=_fmt(acc, "{:.2f}%"),
+                dacc=_fmt(None if "accuracy_delta" not in c else c["accuracy_delta"] * 100, "{:+.2f} pp"),
+                p50=_fmt(lat.get("p50")), p90=_fmt(lat.get("p90")), p99=_fmt(lat.get("p99")),
+                cv=_fmt(lat.get("cv"), "{:.1%}"), ratio=_fmt(c.get("latency_ratio"), "{:.2f}x"),
+                agree=_fmt(c.get("top1_agreement"), "{:.1%}"),
+                macs=_fmt(r.macs), params=_fmt(r.params), size=_fmt(r.size_bytes),
+                prov=html.escape(r.latency_provenance),
+                status="ok" if r.status == "ok" else "failed: " + html.escape(r.error)))
+    plots = []
+    scatter = accuracy_latency_plot(records)
+    if scatter:
+        plots.append(f"<figure><img class='plot' alt='accuracy vs latency' src='{scatter}'>"
+                     "<figcaption>Accuracy on the device vs p50 latency</figcaption></figure>")
+    for r in records:
+        if r.status == "ok" and r.samples_ns:
+            plots.append(f"<figure><img class='plot' alt='latency distribution {html.escape(r.name)} @ "
+                         f"{html.escape(r.device)}' src='{latency_plot(r)}'>"
+                         f"<figcaption>Latency distribution, {html.escape(r.name)} @ {html.escape(r.device)}, "
+                         f"n={r.latency_ms['n']}, {r.latency_provenance}</figcaption></figure>")
+    profiles = []
+    for r in records:
+        if r.profile:
+            body = "".join(f"<tr><td>{html.escape(str(p.get('op')))}</td><td>{html.escape(str(p.get('node', '')))}"
+                           f"</td><td>{p.get('mean_us', 0):.2f}</td><td>{p.get('share', 0):.1%}</td></tr>"
+                           for p in r.profile[:10])
+            profiles.append(f"<h3>Top operators: {html.escape(r.name)} @ {html.escape(r.device)}</h3>"
+                            "<table><tr><th>op</th><th>node</th><th>mean µs/run</th><th>share</th></tr>"
+                            f"{body}</table>")
+    encodings = "".join(
+        f"<details><summary>{html.escape(r.name)}</summary><pre>{html.escape(r.onnx_encoding)}</pre></details>"
+        for r in {r.name: r for r in records if r.onnx_encoding}.values())
+    facts = "".join(
+        f"<li><b>{html.escape(d)}</b>: {html.escape(json.dumps(f, default=str))}</li>"
+        for d, f in {r.device: r.device_facts for r in records if r.device_facts}.items())
+    macs_defs = sorted({r.macs_definition for r in records if r.macs_definition})
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 1.5em; color: #222; }}
+table {{ border-collapse: collapse; font-size: 12px; margin-bottom: 1em; }}
+th, td {{ border: 1px solid #ccc; padding: 3px 6px; text-align: right; }}
+td:first-child, th:first-child {{ text-align: left; }}
+tr.failed {{ background: #fde8e8; }}
+figure {{ display: inline-block; margin: 0.5em; }}
+figcaption {{ font-size: 11px; color: #555; }}
+pre {{ white-space: pre-wrap; font-size: 11px; }}
+.note {{ font-size: 12px; color: #444; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p class="note">Latency in milliseconds per inference, statistics computed on the host from raw samples.
+Provenance says how each latency was obtained: <b>measured</b> on the device, <b>emulated</b> (wall time
+under emulation or throttling), <b>estimated</b> (derived), <b>predicted</b> (by a model). Accuracy is computed
+from the predictions the deployed file produced on the device. Δ and ratios compare each quantized artifact with
+the fp32 artifact of the same model and format on the same device in the same run.
+MACs (batch 1): {html.escape('; '.join(macs_defs)) or '–'}.</p>
+<table><tr><th>artifact</th><th>device</th><th>format</th><th>precision</th><th>accuracy</th><th>Δ acc</th>
+<th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>CV</th><th>latency vs fp32</th><th>top-1 agreement vs fp32</th>
+<th>MACs</th><th>params</th><th>size bytes</th><th>latency provenance</th><th>status</th></tr>
+{''.join(rows)}</table>
+<h2>Plots</h2>
+{''.join(plots) or '<p>No successful measurements to plot.</p>'}
+{'<h2>Operator profiles</h2>' + ''.join(profiles) if profiles else ''}
+<h2>Devices</h2><ul class="note">{facts}</ul>
+<h2>Graph encodings</h2>{encodings}
+</body></html>
+"""
+
+
+def write_report(records: list[Record], out_dir: str | Path, title: str = "edgebench report") -> Path:
+    """Write the report folder; returns its path. Replaces an older report at the same place."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    records = latest_per_key(records)
+    cmp = compare_to_float(records)
+    with open(out_dir / "records.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        w.writeheader()
+        for r in records:
+            w.writerow(csv_row(r, cmp))
+    docs = []
+    for r in records:
+        d = r.to_dict()
+        d["compared_to_fp32"] = cmp.get(r.record_id)
+        docs.append(d)
+    (out_dir / "records.json").write_text(json.dumps(docs, indent=1, default=str))
+    write_onnx_with_metadata(records, out_dir)
+    (out_dir / "report.html").write_text(render_html(records, cmp, title))
+    return out_dir
