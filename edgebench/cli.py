@@ -267,21 +267,15 @@ def devices_setup(name: str = typer.Argument(..., help="Device name"),
 
 
 def main() -> None:
+    """Entry point: click handles usage errors (exit 2); user-caused errors become one line, exit 2."""
     try:
-        app(standalone_mode=False)
+        app()  # standalone: exits by itself
     except EdgebenchError as exc:
         err.print(f"edgebench: error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("edgebench: interrupted", markup=False)
         sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except (typer.Abort,):
-        sys.exit(1)
-    except __import__("click").exceptions.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

@@ -137,6 +137,9 @@ def latency_plot(r: Record) -> str:
     ax.hist(values, bins=min(60, max(10, len(values) // 10)), color="#4477aa")
     for q, style in (("p50", "-"), ("p99", "--")):
         ax.axvline(r.latency_ms[q], color="#cc3311", linestyle=style, label=f"{q} {r.latency_ms[q]:.4g} ms")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(6))
     ax.set_xlabel(f"latency per inference (ms, {r.latency_provenance})")
     ax.set_ylabel("runs")
     ax.set_title(f"{r.name} @ {r.device}", fontsize=9)
