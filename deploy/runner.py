@@ -6,7 +6,7 @@ model's format (onnxruntime; ai_edge_litert, or tflite_runtime where a board onl
 copied verbatim into every bundle and run as
 
     python3 runner.py BUNDLE_DIR [--runs N] [--warmup N] [--threads N] [--min-time S]
-                                 [--no-eval] [--profile]
+                                 [--no-eval] [--profile] [--insn-markers]
 
 It loads the model, times one first inference, the warm-up runs and the measured runs with
 time.perf_counter_ns, runs the bundled eval data (eval.npz: arrays x and y), reads peak RSS and prints
@@ -195,17 +195,43 @@ def timed(fn):
     return time.perf_counter_ns() - t0
 
 
-def measure(infer, runs, warmup, min_time_s):
+def measure(infer, runs, warmup, min_time_s, measured_infer=None):
+    """Warm up with `infer`, then time `measured_infer` (default: `infer`) until runs and min_time are met."""
     for _ in range(warmup):
         infer()
+    measured_infer = measured_infer or infer
     samples = []
     clock = time.perf_counter_ns
     deadline = clock() + int(min_time_s * 1e9)
     while len(samples) < runs or (clock() < deadline and len(samples) < MAX_SAMPLES):
         t0 = clock()
-        infer()
+        measured_infer()
         samples.append(clock() - t0)
     return samples
+
+
+# Instruction-count markers for an emulator (edgebench's qemu plugin devices/insn_count.c): a failing,
+# side-effect-free syscall lseek(-1, MAGIC, 0) that the plugin recognizes by its arguments.
+INSN_MARK_START = 0x4544474542530001
+INSN_MARK_END = 0x4544474542530002
+
+
+def insn_marker(code):
+    try:
+        os.lseek(-1, code, 0)
+    except OSError:
+        pass
+
+
+def with_insn_markers(infer):
+    """`infer` bracketed by markers, so a counting emulator isolates exactly the measured inferences."""
+
+    def marked():
+        insn_marker(INSN_MARK_START)
+        infer()
+        insn_marker(INSN_MARK_END)
+
+    return marked
 
 
 def concrete_shape(shape, batch):
@@ -303,6 +329,8 @@ def main(argv=None):
     ap.add_argument("--no-eval", action="store_true")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--facts-only", action="store_true")
+    ap.add_argument("--insn-markers", action="store_true",
+                    help="bracket each measured inference with instruction-count markers (emulated device)")
     args = ap.parse_args(argv)
 
     result = {"protocol": PROTOCOL, "ok": False, "facts": device_facts()}
@@ -341,7 +369,12 @@ def main(argv=None):
         infer = backend.prepare(x)
         result["first_inference_ns"] = timed(infer)
         result["load_ns"] = load_ns
-        result["samples_ns"] = measure(infer, args.runs, args.warmup, args.min_time)
+        measured_infer = None
+        if args.insn_markers:  # one empty region first: the markers' own cost, which the host subtracts
+            insn_marker(INSN_MARK_START)
+            insn_marker(INSN_MARK_END)
+            measured_infer = with_insn_markers(infer)
+        result["samples_ns"] = measure(infer, args.runs, args.warmup, args.min_time, measured_infer)
         result["batch"] = int(x.shape[0])
 
         if eval_x is not None and not args.no_eval:
