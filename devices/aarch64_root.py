@@ -76,11 +76,11 @@ class Root:
         return total
 
 
-def require_tool(tool: str) -> str:
+def require_tool(tool: str, package: str = "") -> str:
     """Absolute path of a host tool, or one clear line naming the Debian package to install."""
     path = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin:/usr/bin")
     if path is None:
-        raise EdgebenchError(f"'{tool}' is not installed: apt-get install {TOOLS.get(tool, tool)}")
+        raise EdgebenchError(f"'{tool}' is not installed: apt-get install {package or TOOLS.get(tool, tool)}")
     return path
 
 

@@ -17,11 +17,13 @@ from edgebench.types import EdgebenchError
 # kind -> ("module", "DeviceClass", "ConfigClass")
 KINDS: dict[str, tuple[str, str, str]] = {
     "local": ("edgebench.devices.local", "LocalDevice", "LocalConfig"),
+    "emulated": ("edgebench.devices.emulated", "EmulatedDevice", "EmulatedConfig"),
 }
 
 # Devices that exist without any devices.toml. A user's file adds to these or overrides them by name.
 BUILTIN: dict[str, dict] = {
     "local": {"kind": "local"},
+    "pi4-emulated": {"kind": "emulated", "cpu": "cortex-a72"},
 }
 
 DEFAULT_FILE = "devices.toml"

@@ -1,0 +1,173 @@
+"""The emulated aarch64 device against a real arm64 root under qemu-aarch64.
+
+The root is built once per machine (about 40 s, cached in ~/.cache/edgebench); each emulated run of the
+digits CNN takes about 10-15 s, most of it the guest importing numpy and the runtime under TCG.
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edgebench.deploy.bundle import Bundle, make_bundle
+from edgebench.devices import aarch64_root
+from edgebench.devices.emulated import (EmulatedConfig, EmulatedDevice, calibrate_ipc, estimate_latency_ms,
+                                        instructions_from_counts)
+from edgebench.devices.local import LocalDevice
+from edgebench.devices.registry import get_device
+from edgebench.types import EdgebenchError, Format, Provenance, RunSpec
+
+NEEDS = {"qemu-aarch64": "qemu-user", "debootstrap": "debootstrap", "dpkg-deb": "dpkg", "gcc": "gcc"}
+SPEC = RunSpec(runs=8, warmup=2, threads=1)
+
+
+@pytest.fixture(scope="session")
+def emulated():
+    """The pi4-emulated device with its root and plugin ready (built on first use, then cached)."""
+    missing = [f"{tool} ({pkg})" for tool, pkg in NEEDS.items() if shutil.which(tool) is None
+               and shutil.which(tool, path="/usr/sbin:/sbin") is None]
+    if missing:
+        pytest.skip(f"emulated device needs Debian packages: {', '.join(missing)}")
+    device = get_device("pi4-emulated")
+    device.setup()
+    return device
+
+
+@pytest.fixture(scope="session")
+def onnx_bundle(onnx_artifact, trained_cnn, tmp_path_factory):
+    ds = trained_cnn.dataset
+    return make_bundle(onnx_artifact, tmp_path_factory.mktemp("emu") / "onnx", ds.x_test, ds.y_test)
+
+
+@pytest.fixture(scope="session")
+def tflite_bundle(onnx_artifact, trained_cnn, tmp_path_factory):
+    litert_torch = pytest.importorskip("litert_torch")
+    from edgebench.deploy.bundle import sha256_file
+
+    folder = tmp_path_factory.mktemp("emu-tflite")
+    path = folder / "digits_cnn.tflite"
+    litert_torch.convert(trained_cnn.module.eval(), (trained_cnn.example_input(1),)).export(str(path))
+    artifact = dataclasses.replace(onnx_artifact, name="digits_cnn-tflite-fp32", path=path, format=Format.TFLITE,
+                                   size_bytes=path.stat().st_size, sha256=sha256_file(path), opset=None)
+    ds = trained_cnn.dataset
+    return make_bundle(artifact, folder / "bundle", ds.x_test, ds.y_test)
+
+
+@pytest.fixture(scope="session")
+def onnx_on_arm(emulated, onnx_bundle):
+    return emulated.run(onnx_bundle, SPEC)
+
+
+def _assert_arm_measurement(m, bundle, runtime, guest_versions):
+    assert m.ok, m.error
+    assert m.device_facts["machine"] == "aarch64"
+    assert m.device_facts["emulated_cpu"] == "cortex-a72"
+    assert m.runtime == runtime
+    assert m.runtime_version == guest_versions[runtime]  # the guest's wheel, not the host's package
+    # emulated wall time is never a device latency
+    assert m.provenance is Provenance.EMULATED and m.provenance is not Provenance.MEASURED
+    assert m.extra["wall_time_provenance"] == "emulated"
+    assert len(m.samples_ns) == SPEC.runs
+    host = LocalDevice().run(bundle, RunSpec(runs=3, warmup=0))
+    assert host.ok, host.error
+    assert m.n_eval == host.n_eval == 450
+    assert abs(m.accuracy - host.accuracy) <= 2 / 450  # ARM float kernels may flip a borderline argmax
+    ipi = m.extra["instructions_per_inference"]
+    assert 10_000 < ipi < 50_000_000
+    assert m.extra["instructions_regions"] == SPEC.runs
+    assert m.extra["estimated_provenance"] == "estimated"
+    assert m.extra["estimated_latency_ms"] == pytest.approx(ipi / (1.0 * 1.5e9) * 1e3)
+
+
+@pytest.mark.slow
+def test_onnx_bundle_runs_on_aarch64_with_host_accuracy(emulated, onnx_on_arm, onnx_bundle):
+    versions = aarch64_root.read_marker(aarch64_root.DEFAULT_ROOT)["versions"]
+    _assert_arm_measurement(onnx_on_arm, onnx_bundle, "onnxruntime", versions)
+
+
+@pytest.mark.slow
+def test_tflite_bundle_runs_on_aarch64_with_host_accuracy(emulated, tflite_bundle):
+    m = emulated.run(tflite_bundle, SPEC)
+    versions = aarch64_root.read_marker(aarch64_root.DEFAULT_ROOT)["versions"]
+    _assert_arm_measurement(m, tflite_bundle, "ai_edge_litert", versions)
+
+
+@pytest.mark.slow
+def test_instruction_counts_repeat_within_one_percent(emulated, onnx_on_arm, onnx_bundle):
+    again = emulated.run(onnx_bundle, dataclasses.replace(SPEC, eval=False))
+    assert again.ok, again.error
+    first, second = onnx_on_arm.extra["instructions_per_inference"], again.extra["instructions_per_inference"]
+    assert abs(first - second) / first < 0.01, (first, second)
+    assert again.extra["instructions_spread"] < 0.05  # inference to inference, within one run
+
+
+@pytest.mark.slow
+def test_doctor_reports_guest_versions_and_qemu(emulated):
+    report = emulated.doctor()
+    assert report["ok"], report["checks"]
+    facts = report["facts"]
+    assert facts["machine"] == "aarch64"
+    assert facts["qemu"].startswith("7.") or facts["qemu"][0].isdigit()
+    assert facts["onnxruntime"] and facts["ai_edge_litert"] and facts["numpy"] and facts["python"]
+    assert facts["cpu"].startswith("cortex-a72")
+
+
+@pytest.mark.slow
+def test_a_bundle_path_shadowed_by_the_root_is_refused(emulated, onnx_bundle, tmp_path):
+    # -L ROOT would send the guest to ROOT's copy of a path that exists there: refuse, do not run stale files
+    bundle_dir = tmp_path / "b"
+    shutil.copytree(onnx_bundle.path, bundle_dir)
+    created = aarch64_root.DEFAULT_ROOT
+    for part in bundle_dir.relative_to("/").parts:
+        created = created / part
+        if not created.exists():
+            break
+    (aarch64_root.DEFAULT_ROOT / bundle_dir.relative_to("/")).mkdir(parents=True)
+    try:
+        m = emulated.run(Bundle.load(bundle_dir), SPEC)
+    finally:
+        shutil.rmtree(created)  # the topmost folder this test added to the shared root
+    assert not m.ok
+    assert "also exists inside the arm64 root" in m.error
+
+
+# ---------------------------------------------------------------- no emulation needed
+def test_registry_builds_the_builtin_emulated_device():
+    device = get_device("pi4-emulated")
+    assert isinstance(device, EmulatedDevice)
+    assert device.kind == "emulated" and device.provenance is Provenance.EMULATED
+    assert device.config.cpu == "cortex-a72"
+
+
+def test_runs_are_capped_under_emulation():
+    spec = EmulatedDevice(EmulatedConfig(max_runs=20, max_warmup=2)).effective_spec(
+        RunSpec(runs=100, warmup=10, min_time_s=5.0))
+    assert (spec.runs, spec.warmup, spec.min_time_s) == (20, 2, 0.0)
+
+
+def test_marker_cost_is_subtracted_and_the_median_taken():
+    figures = instructions_from_counts({"total": 10_000, "regions": [100, 1100, 1200, 1100]})
+    assert figures["instructions_per_inference"] == 1000
+    assert (figures["instructions_min"], figures["instructions_max"]) == (1000, 1100)
+    assert figures["instructions_regions"] == 3
+    assert instructions_from_counts({"total": 5, "regions": []}) == {}
+
+
+def test_ipc_calibration_inverts_the_estimate():
+    ms = estimate_latency_ms(3_000_000, ipc=1.2, clock_ghz=1.5)
+    assert ms == pytest.approx(3_000_000 / 1.8e9 * 1e3)
+    assert calibrate_ipc(3_000_000, ms, 1.5) == pytest.approx(1.2)
+
+
+def test_missing_tools_name_the_debian_package():
+    with pytest.raises(EdgebenchError, match="apt-get install qemu-user"):
+        EmulatedDevice(EmulatedConfig(qemu="qemu-aarch64-not-installed")).setup()
+    with pytest.raises(EdgebenchError, match="'no-such-tool' is not installed"):
+        aarch64_root.require_tool("no-such-tool")
+
+
+def test_apt_mirror_is_read_from_apt_sources():
+    mirror = aarch64_root.apt_mirror()
+    assert mirror.startswith(("http://", "https://")) and "security" not in mirror
