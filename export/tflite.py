@@ -244,6 +244,22 @@ def _op_macs(name: str, op, shapes: list, schema) -> int:
     return 0
 
 
+_FUSED_OPTIONS = {"CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions",
+                  "FULLY_CONNECTED": "FullyConnectedOptions"}
+
+
+def _fused_activation(name: str, op, schema) -> str:
+    """The activation TFLite fused into a conv/FC op ("relu"), so the encoding does not hide it."""
+    table = op.BuiltinOptions() if name in _FUSED_OPTIONS else None
+    if table is None:
+        return ""
+    opts = getattr(schema, _FUSED_OPTIONS[name])()
+    opts.Init(table.Bytes, table.Pos)
+    names = {v: k for k, v in vars(schema.ActivationFunctionType).items() if not k.startswith("_")}
+    act = names.get(opts.FusedActivationFunction(), "")
+    return "" if act in ("", "NONE") else f"fused={act.lower()}"
+
+
 def tflite_graph_facts(path: Path) -> dict:
     """Parameters, MACs and a text encoding read from the flatbuffer (main subgraph, batch 1).
 
@@ -278,7 +294,8 @@ def tflite_graph_facts(path: Path) -> dict:
         op = g.Operators(k)
         name = names.get(codes[op.OpcodeIndex()], "UNKNOWN")
         ins = [int(i) for i in op.InputsAsNumpy()] if op.InputsLength() else []
-        ops.append((name, ins, [int(o) for o in op.OutputsAsNumpy()] if op.OutputsLength() else []))
+        outs = [int(o) for o in op.OutputsAsNumpy()] if op.OutputsLength() else []
+        ops.append((name, ins, outs, _fused_activation(name, op, schema)))
         if name in _BIAS_INPUT and len(ins) > _BIAS_INPUT[name] and ins[_BIAS_INPUT[name]] in const:
             params_idx.add(ins[_BIAS_INPUT[name]])
         if name in _UNCOUNTED or name == "UNKNOWN":
@@ -311,8 +328,8 @@ def _encoding(ops: list, shapes: list, const: set, graph_inputs: list) -> str:
     producer = {i: "input" for i in graph_inputs}
     chain: list = []
     prev_out = graph_inputs[0] if graph_inputs else None
-    for k, (name, ins, outs) in enumerate(ops):
-        params = [f"Param[{dims(shapes[i])}]" for i in ins if i in const]
+    for k, (name, ins, outs, fused) in enumerate(ops):
+        params = ([fused] if fused else []) + [f"Param[{dims(shapes[i])}]" for i in ins if i in const]
         acts = [i for i in ins if i >= 0 and i not in const]
         if len(acts) == 1 and acts[0] == prev_out and chain:
             chain.append(f"{name}({', '.join(params)})" if params else name)
