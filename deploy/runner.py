@@ -110,7 +110,12 @@ def summarize_ort_profile(path, top=15):
 
 
 class TfliteBackend(object):
-    """The TFLite interpreter: ai_edge_litert, else tflite_runtime (Raspberry Pi OS boards)."""
+    """The TFLite interpreter: ai_edge_litert, else tflite_runtime (Raspberry Pi OS boards).
+
+    Full-integer files take int8/uint8 inputs: float data is quantized with the input's own scale and
+    zero point before timing starts, and outputs are dequantized. A fixed-batch file (the usual case)
+    reports its batch; a dynamic one (shape signature -1) reports None there and is resized on demand.
+    """
 
     def __init__(self, model_path, threads, profile=False):
         try:
@@ -130,6 +135,11 @@ class TfliteBackend(object):
         self.interp.allocate_tensors()
         self.inp = self.interp.get_input_details()[0]
         self.out = self.interp.get_output_details()[0]
+        signature = self.inp.get("shape_signature")
+        if signature is None or len(signature) == 0:
+            signature = self.inp["shape"]
+        self.signature = [int(d) for d in signature]
+        self.fixed_batch = self.signature[0] if self.signature and self.signature[0] > 0 else None
 
     @property
     def name(self):
@@ -140,7 +150,7 @@ class TfliteBackend(object):
         return self._version
 
     def input_specs(self):
-        shape = [int(d) for d in self.inp["shape"]]
+        shape = [d if d > 0 else None for d in self.signature]
         return [(self.inp["name"], shape, np.dtype(self.inp["dtype"]).name)]
 
     def _quantize(self, x):
@@ -152,8 +162,14 @@ class TfliteBackend(object):
                 x = np.clip(np.round(x / scale + zero), info.min, info.max)
         return np.ascontiguousarray(x.astype(dtype))
 
+    def _dequantize(self, y):
+        scale, zero = self.out.get("quantization", (0.0, 0))
+        if np.dtype(self.out["dtype"]).kind in "iu" and scale:
+            return (y.astype(np.float32) - zero) * np.float32(scale)
+        return y
+
     def _resize(self, x):
-        if list(self.inp["shape"]) != list(x.shape):
+        if [int(d) for d in self.inp["shape"]] != list(x.shape):
             self.interp.resize_tensor_input(self.inp["index"], list(x.shape))
             self.interp.allocate_tensors()
             self.inp = self.interp.get_input_details()[0]
@@ -163,23 +179,34 @@ class TfliteBackend(object):
         self._resize(x)
         xq = self._quantize(x)
         interp = self.interp
-        index = self.inp["index"]
+        index, out_index = self.inp["index"], self.out["index"]
 
-        def infer():
+        def infer():  # set, run and read the output, as onnxruntime's session.run does
             interp.set_tensor(index, xq)
             interp.invoke()
+            return interp.get_tensor(out_index)
 
         return infer
 
-    def predict(self, x):
+    def _run(self, x):
         self._resize(x)
         self.interp.set_tensor(self.inp["index"], self._quantize(x))
         self.interp.invoke()
-        y = self.interp.get_tensor(self.out["index"])
-        scale, zero = self.out.get("quantization", (0.0, 0))
-        if np.dtype(self.out["dtype"]).kind in "iu" and scale:
-            y = (y.astype(np.float32) - zero) * scale
-        return y
+        return self._dequantize(self.interp.get_tensor(self.out["index"]))
+
+    def predict(self, x):
+        b = self.fixed_batch
+        if b is None or x.shape[0] == b:
+            return self._run(x)
+        # a fixed-batch file: whole batches, the last one padded with zeros and its padding dropped
+        outs = []
+        for i in range(0, x.shape[0], b):
+            chunk = x[i : i + b]
+            n = chunk.shape[0]
+            if n < b:
+                chunk = np.concatenate([chunk, np.zeros((b - n,) + chunk.shape[1:], dtype=chunk.dtype)])
+            outs.append(self._run(chunk)[:n])
+        return np.concatenate(outs, axis=0)
 
     def end_profile(self):
         return []  # the Python interpreter API exposes no per-operator timings
