@@ -9,6 +9,7 @@ wrapper script that starts the emulated aarch64 Python under qemu-aarch64).
 from __future__ import annotations
 
 import getpass
+import shlex
 import os
 import shutil
 import signal
@@ -203,3 +204,29 @@ def digits_bundle(tmp_path_factory):
     trained = train_model("digits_cnn", "cnn", "digits", train_cfg={"epochs": 3}, progress=False)
     artifact = export_and_validate(trained, out)
     return make_bundle(artifact, out / "bundle", trained.dataset.x_test, trained.dataset.y_test)
+
+
+@pytest.fixture(scope="session")
+def aarch64_python(tmp_path_factory) -> Path:
+    """A wrapper script that runs the emulated aarch64 Python (qemu-aarch64 + the cached Debian arm64 root).
+
+    Point an SSHConfig's `python` at it and the "board" behind the loopback sshd is an ARM CPU.
+    Skips when qemu-user/debootstrap are missing; builds the root on first use (about 40 s, cached).
+    """
+    from edgebench.devices import aarch64_root
+    from edgebench.types import EdgebenchError
+
+    try:
+        qemu = aarch64_root.require_tool("qemu-aarch64")
+        root = aarch64_root.ensure_root()
+    except EdgebenchError as exc:
+        pytest.skip(f"no emulated aarch64 root: {exc}")
+    env = aarch64_root.guest_env()
+    keep = ("PYTHONPATH", "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+            "LC_ALL")
+    wrapper = tmp_path_factory.mktemp("arm") / "python3-aarch64"
+    wrapper.write_text("#!/bin/sh\n" + "exec env " + " ".join(shlex.quote(f"{k}={env[k]}") for k in keep)
+                       + f" {shlex.quote(qemu)} -L {shlex.quote(str(root.path))} -cpu cortex-a72 "
+                       + f"{shlex.quote(str(root.python))} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return wrapper

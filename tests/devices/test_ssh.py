@@ -109,8 +109,8 @@ def test_hostile_names_are_quoted(ssh_config, digits_bundle, tmp_path, remote_wo
     created, kept = canary_dir / "created", canary_dir / "kept"
     kept.write_text("still here")
     enc = lambda p: str(p).replace("/", "\\057")  # noqa: E731
-    hostile = (f"it's a \"model\"; touch \"$(printf '{enc(created)}')\"; "
-               f"rm -f `printf '{enc(kept)}'` x")
+    hostile = (f"it's a \"model\"; $(touch \"$(printf '{enc(created)}')\"); "
+               f"`rm -f \"$(printf '{enc(kept)}')\"` x")
     folder = tmp_path / hostile
     shutil.copytree(digits_bundle.path, folder)
     model_name = f"{hostile[:60]}.onnx"
@@ -179,3 +179,22 @@ def _cmdline(pid: int) -> str:
             return f.read().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+@pytest.mark.slow
+def test_ssh_to_an_emulated_aarch64_board(ssh_config, aarch64_python, digits_bundle, remote_workdir):
+    """The whole SSH path with an ARM 'board': the remote python is qemu-aarch64 running Debian arm64's."""
+    device = SSHDevice(ssh_config(python=str(aarch64_python), run_timeout_s=900.0))
+    spec = RunSpec(runs=5, warmup=1, threads=1)
+
+    facts = device.facts()
+    m = device.run(digits_bundle, spec)
+    local = LocalDevice().run(digits_bundle, spec)
+
+    assert facts["machine"] == "aarch64"
+    assert facts["onnxruntime"] and facts["ai_edge_litert"]  # the guest's own aarch64 wheels
+    assert m.ok, m.error
+    assert m.device_facts["machine"] == "aarch64"
+    assert m.runtime == "onnxruntime"
+    assert m.accuracy == local.accuracy  # the aarch64 build of onnxruntime predicts what the x86 one does
+    assert list(remote_workdir.iterdir()) == []
