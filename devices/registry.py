@@ -17,6 +17,8 @@ from edgebench.types import EdgebenchError
 # kind -> ("module", "DeviceClass", "ConfigClass")
 KINDS: dict[str, tuple[str, str, str]] = {
     "local": ("edgebench.devices.local", "LocalDevice", "LocalConfig"),
+    "ssh": ("edgebench.devices.ssh", "SSHDevice", "SSHConfig"),
+    "adb": ("edgebench.devices.adb", "ADBDevice", "ADBConfig"),
     "emulated": ("edgebench.devices.emulated", "EmulatedDevice", "EmulatedConfig"),
 }
 
