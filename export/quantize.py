@@ -1,0 +1,125 @@
+"""ONNX INT8 with onnxruntime.quantization, validated by top-1 agreement with PyTorch.
+
+- INT8_DYNAMIC: `quantize_dynamic` (int8 weights; activations quantized at run time: ConvInteger,
+  MatMulInteger, DynamicQuantizeLinear).
+- INT8: `quant_pre_process` (shape inference + graph optimisation), then `quantize_static` in QDQ format,
+  per-channel int8 weights, int8 activations, calibrated (MinMax) on training samples.
+Inputs and outputs stay float32, and the batch axis stays dynamic.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+import warnings
+from contextlib import contextmanager, redirect_stdout
+from pathlib import Path
+
+import numpy as np
+from onnxruntime.quantization import CalibrationDataReader
+
+from edgebench.export.errors import CalibrationError, ExportError
+from edgebench.export.onnx import compare, describe_onnx, reference_outputs, run_onnx
+from edgebench.types import Artifact, Format, Precision
+
+DEFAULT_MIN_AGREEMENT = 0.97
+CALIB_SAMPLES = 300
+CALIB_BATCH = 32
+MIN_CALIB_SAMPLES = 16
+
+
+class _Batches(CalibrationDataReader):
+    """Calibration feeds over an array: one {input_name: batch} dict per call, then None."""
+
+    def __init__(self, input_name: str, x: np.ndarray, batch: int):
+        self._feeds = [{input_name: x[i:i + batch]} for i in range(0, len(x), batch)]
+        self._next = iter(self._feeds)
+
+    def get_next(self):
+        return next(self._next, None)
+
+    def rewind(self):
+        self._next = iter(self._feeds)
+
+
+@contextmanager
+def _quiet():
+    """onnxruntime.quantization logs through the root logger and prints; keep a user's console clean."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
+
+
+def _calibration_samples(trained, input_spec) -> np.ndarray:
+    x = trained.dataset.x_train[:CALIB_SAMPLES]
+    if x is None or len(x) < MIN_CALIB_SAMPLES:
+        raise CalibrationError(f"static INT8 needs at least {MIN_CALIB_SAMPLES} calibration samples from the "
+                               f"training split, got {0 if x is None else len(x)} (int8-dynamic needs none)")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    fixed = [d for d in input_spec.shape[1:]]
+    if len(fixed) != x.ndim - 1 or any(isinstance(d, int) and d > 0 and d != g for d, g in zip(fixed, x.shape[1:])):
+        raise CalibrationError(f"calibration samples of shape {list(x.shape[1:])} do not fit the model input "
+                               f"{list(input_spec.shape)}")
+    return x
+
+
+def quantize_onnx_file(src: Path, dst: Path, precision: Precision, calib_x: np.ndarray | None = None,
+                       input_name: str = "input") -> Path:
+    """Quantize one ONNX file; calib_x (N x input, float32) is needed for static INT8."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    src, dst = Path(src), Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with _quiet():
+            if precision == Precision.INT8_DYNAMIC:
+                quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+            elif precision == Precision.INT8:
+                if calib_x is None or len(calib_x) < MIN_CALIB_SAMPLES:
+                    raise CalibrationError(f"static INT8 needs at least {MIN_CALIB_SAMPLES} calibration samples")
+                with tempfile.TemporaryDirectory(prefix="edgebench-quant-") as tmp:
+                    pre = Path(tmp) / "preprocessed.onnx"
+                    quant_pre_process(str(src), str(pre))
+                    quantize_static(str(pre), str(dst), _Batches(input_name, calib_x, CALIB_BATCH),
+                                    quant_format=QuantFormat.QDQ, per_channel=True,
+                                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+            else:
+                raise ExportError(f"quantize_onnx makes int8 or int8-dynamic, not {precision.value}")
+    except ExportError:
+        raise
+    except Exception as exc:
+        text = str(exc).strip()
+        first = text.splitlines()[0][:300] if text else type(exc).__name__
+        raise ExportError(f"ONNX quantization ({precision.value}) failed: {first}") from None
+    return dst
+
+
+def quantize_onnx(fp32_artifact: Artifact, trained, out_dir: Path, precision: Precision,
+                  min_agreement: float = DEFAULT_MIN_AGREEMENT) -> Artifact:
+    """Quantize an fp32 ONNX artifact of `trained` and validate it against PyTorch on the eval split."""
+    precision = Precision(precision)
+    if fp32_artifact.format != Format.ONNX or fp32_artifact.precision != Precision.FP32:
+        raise ExportError(f"quantize_onnx needs an fp32 ONNX artifact, got {fp32_artifact.format.value} "
+                          f"{fp32_artifact.precision.value} ({fp32_artifact.name})")
+    name = f"{trained.name}-onnx-{precision.value}"
+    spec = fp32_artifact.inputs[0]
+    extra = {"quantized_from": fp32_artifact.name, "min_agreement": min_agreement}
+    calib_x = None
+    if precision == Precision.INT8:
+        calib_x = _calibration_samples(trained, spec)
+        extra.update(calibration_samples=int(len(calib_x)), calibration_method="MinMax", quant_format="QDQ",
+                     per_channel=True)
+    path = quantize_onnx_file(fp32_artifact.path, Path(out_dir) / f"{name}.onnx", precision, calib_x, spec.name)
+    x = trained.dataset.x_test
+    validation = compare(reference_outputs(trained.module, x), run_onnx(path, x), None, min_agreement)
+    with _quiet():  # onnx-tool warns about every quantized op it cannot profile (MACs then stay None)
+        return describe_onnx(path, name=name, model_name=trained.name, dataset=trained.dataset.name,
+                             precision=precision, validation=validation, labels=trained.dataset.labels,
+                             extra=extra)
