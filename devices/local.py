@@ -18,6 +18,9 @@ class LocalConfig:
     name: str = "local"
     python: str = field(default=sys.executable, metadata={"help": "Python that runs the runner"})
     cores: tuple = field(default=(), metadata={"help": "CPU cores to pin the runner to (taskset); empty: no pinning"})
+    cpu_quota: float = field(default=0.0, metadata={
+        "help": "CPU time limit in cores through cgroups (0.5 = half a core); 0: none. A throttled device's "
+                "latency is labelled 'emulated'"})
 
 
 class LocalDevice(Device):
@@ -31,7 +34,8 @@ class LocalDevice(Device):
 
     @property
     def provenance(self) -> Provenance:
-        return Provenance.MEASURED
+        # Pinned cores are still this computer's real cores; a CPU quota only imitates a slower device.
+        return Provenance.EMULATED if self.config.cpu_quota > 0 else Provenance.MEASURED
 
     def _command(self, bundle: Bundle, extra: list[str]) -> list[str]:
         cmd = [self.config.python, str(bundle.path / "runner.py"), str(bundle.path), *extra]
@@ -69,6 +73,16 @@ class LocalDevice(Device):
         except Exception as exc:
             facts = {}
             checks.append(("python", False, str(exc)))
+        if self.config.cores:
+            checks.append(("taskset", shutil.which("taskset") is not None, shutil.which("taskset") or "missing"))
+        if self.config.cpu_quota > 0:
+            from edgebench.devices.throttle import CpuQuota
+
+            try:
+                with CpuQuota(self.config.cpu_quota) as q:
+                    checks.append(("cpu quota", True, f"cgroup v{q.version}, {self.config.cpu_quota:g} cores"))
+            except EdgebenchError as exc:
+                checks.append(("cpu quota", False, str(exc)))
         return {"ok": all(c[1] for c in checks), "checks": checks, "facts": facts}
 
     def setup(self) -> None:
@@ -76,15 +90,26 @@ class LocalDevice(Device):
 
     def run(self, bundle: Bundle, spec: RunSpec) -> Measurement:
         cmd = self._command(bundle, runner_args(spec))
+        quota = None
+        if self.config.cpu_quota > 0:
+            from edgebench.devices.throttle import CpuQuota
+
+            quota = CpuQuota(self.config.cpu_quota).__enter__()
+            cmd = quota.wrap(cmd)
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=spec.timeout_s, env=self._env())
-        except subprocess.TimeoutExpired as exc:
-            return Measurement.failed(self.name, self.provenance, f"runner timed out after {spec.timeout_s:g} s",
-                                      extra={"stdout": (exc.stdout or "")[-2000:] if isinstance(exc.stdout, str) else ""})
+        except subprocess.TimeoutExpired:
+            return Measurement.failed(self.name, self.provenance, f"runner timed out after {spec.timeout_s:g} s")
+        finally:
+            if quota is not None:
+                quota.__exit__(None, None, None)
         m = measurement_from_output(self.name, self.provenance, proc.stdout, proc.stderr, proc.returncode,
                                     eval_labels=bundle.eval_labels if spec.eval else None)
         if self.config.cores:
             m.device_facts["pinned_cores"] = list(self.config.cores)
+        if quota is not None:
+            m.device_facts["cpu_quota_cores"] = self.config.cpu_quota
+            m.device_facts["cgroup"] = f"v{quota.version}"
         return m
 
 

@@ -72,3 +72,52 @@ def test_unknown_device_and_bad_devices_file(tmp_path):
     f.write_text("[devices.x\n")
     with pytest.raises(EdgebenchError, match="malformed devices file"):
         get_device("x", f)
+
+
+@pytest.fixture(scope="module")
+def heavy_bundle(tmp_path_factory):
+    """A CNN of about 1-2 ms per inference: long enough runs for a CPU quota to bite."""
+    import numpy as np
+    import torch
+
+    from edgebench.deploy.bundle import make_bundle
+    from edgebench.export.onnx import describe_onnx, export_onnx
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(64 * 32 * 32, 10)).eval()
+    d = tmp_path_factory.mktemp("heavy")
+    a = describe_onnx(export_onnx(net, torch.zeros(1, 3, 32, 32), d / "heavy.onnx"))
+    return make_bundle(a, d / "bundle")
+
+
+def test_cpu_quota_throttles_and_is_labelled_emulated(heavy_bundle):
+    from pathlib import Path
+
+    from edgebench.devices.throttle import find_cpu_cgroup
+
+    try:
+        version, root = find_cpu_cgroup()
+    except EdgebenchError as exc:
+        pytest.skip(str(exc))
+    before = set(Path(root).glob("edgebench-*"))
+    spec = RunSpec(runs=500, warmup=5, eval=False)
+    free = LocalDevice(LocalConfig(cores=(0,))).run(heavy_bundle, spec)
+    slow = LocalDevice(LocalConfig(cores=(0,), cpu_quota=0.2)).run(heavy_bundle, spec)
+    assert free.ok and slow.ok, (free.error, slow.error)
+    assert free.provenance is Provenance.MEASURED and slow.provenance is Provenance.EMULATED
+    # A fifth of a core: the measured loop takes about 5x the CPU time it needs in wall time. Compared
+    # with the unthrottled median x n, which other load on this shared machine can only raise.
+    free_median = sorted(free.samples_ns)[len(free.samples_ns) // 2]
+    assert sum(slow.samples_ns) > 3 * free_median * len(free.samples_ns)
+    assert slow.device_facts["cpu_quota_cores"] == 0.2 and slow.device_facts["cgroup"] == f"v{version}"
+    assert set(Path(root).glob("edgebench-*")) == before  # the temporary group is removed
+
+
+def test_cpu_quota_without_permission_is_one_clear_error(heavy_bundle, monkeypatch):
+    from edgebench.devices import throttle
+
+    monkeypatch.setattr(throttle, "_mounts", lambda: iter([]))
+    with pytest.raises(EdgebenchError, match="cannot set a CPU quota"):
+        LocalDevice(LocalConfig(cpu_quota=0.5)).run(heavy_bundle, RunSpec(runs=1, warmup=0, eval=False))
