@@ -11,13 +11,22 @@ redirects an absolute path only when that path exists under ROOT (the loader, li
 /proc/cpuinfo), so a bundle is reachable unless ROOT happens to hold the same path; run() refuses then.
 
 What the figures are -- read this before using any of them:
-- samples_ns are EMULATED wall time: how long the host took to emulate each inference. QEMU's TCG is
-  12x to 400x slower than a real Cortex-A72, by a factor that depends on the instruction mix. They are
-  NEVER a device latency; the Measurement's provenance is `emulated` and extra["wall_time_provenance"]
-  says so again.
-- extra["instructions_per_inference"] is MEASURED on the guest: executed aarch64 instructions of one
-  measured inference, counted by a TCG plugin (devices/insn_count.c). Exact and repeatable (run to run
-  within 0.1% for one thread), a noise-free cost signal for comparing models and formats.
+- samples_ns are EMULATED wall time: how long the host took to emulate each inference (with counting
+  on, including the two marker syscalls). QEMU's TCG is 12x to 1000x slower than the host CPU natively
+  (about 300-1000x for a tiny CNN whose inference is mostly Python and dispatch code), by a factor that
+  depends on the instruction mix and the host's load. They are NEVER a device latency; the
+  Measurement's provenance is `emulated` and extra["wall_time_provenance"] says so again.
+- extra["instructions_per_inference"] is counted on the emulated guest (extra["instructions_provenance"]
+  is `emulated`): executed aarch64 instructions of one measured inference, by a TCG plugin
+  (devices/insn_count.c). With one thread it is identical run to run for the same settings (within
+  about 0.1% when e.g. eval is switched off, as heap layout shifts), a noise-free
+  cost signal for comparing models and formats. With threads > 1 the runtime's workers spin-wait and
+  the count is neither repeatable nor a cost: it is kept, flagged, and gets no latency estimate.
+  How the measured loop is isolated: the runner (--insn-markers) brackets every measured inference
+  with a marker syscall; the plugin records the instructions between each pair; one empty pair before
+  the loop gives the markers' own cost (about 7,000 instructions), which is subtracted; the median over
+  the measured inferences is reported, with min/max. Startup, imports, loading, warm-up and eval are
+  outside the markers (extra["instructions_total_process"] has the whole process for reference).
 - extra["estimated_latency_ms"] = instructions / (ipc * clock) is ESTIMATED (extra["estimated_provenance"]),
   only as good as the `ipc` figure: calibrate it once against a real board (calibrate_ipc) before
   quoting it.
@@ -42,8 +51,8 @@ from edgebench.devices.protocol import measurement_from_output, parse_result, ru
 from edgebench.types import EdgebenchError, Measurement, Provenance, RunSpec
 
 PLUGIN_SOURCE = Path(__file__).with_name("insn_count.c")
-WALL_TIME_NOTE = ("qemu user-mode wall time on the host (TCG emulation, 12-400x slower than the CPU it "
-                  "emulates): not a device latency")
+WALL_TIME_NOTE = ("qemu user-mode wall time on the host (TCG emulation, 12-1000x slower than native): "
+                  "not a device latency")
 COUNT_METHOD = ("qemu TCG plugin insn_count: guest instructions between markers the runner places around "
                 "each measured inference (warm-up excluded), minus the markers' own cost; median over runs")
 
@@ -96,6 +105,9 @@ def build_plugin(cache_dir: Path) -> Path:
     if proc.returncode != 0:
         raise EdgebenchError(f"compiling {PLUGIN_SOURCE.name} failed: {' '.join(proc.stderr.split())[-300:]}")
     tmp.rename(out)
+    for stale in out.parent.glob("insn_count-*.so"):  # builds of older sources
+        if stale != out:
+            stale.unlink(missing_ok=True)
     return out
 
 
@@ -278,6 +290,14 @@ class EmulatedDevice(Device):
         m.extra.update({
             "instructions_provenance": Provenance.EMULATED.value,  # counted on the emulated guest
             "instructions_method": COUNT_METHOD,
+        })
+        if (m.threads or 1) > 1:
+            # worker threads spin-wait between kernels (onnxruntime's pool does): the count is total work
+            # including spinning, run-dependent, and no basis for a latency estimate
+            m.extra["instructions_note"] = ("threads > 1: counts include spin-waiting worker threads; "
+                                            "not repeatable, no latency estimate")
+            return
+        m.extra.update({
             "estimated_latency_ms": estimate_latency_ms(figures["instructions_per_inference"],
                                                         self.config.ipc, self.config.clock_ghz),
             "estimated_provenance": Provenance.ESTIMATED.value,
