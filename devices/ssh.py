@@ -49,6 +49,9 @@ class SSHConfig:
     retries: int = field(default=3, metadata={"help": "reconnects after a dropped link before giving up"})
     backoff_s: float = field(default=1.0, metadata={"help": "first wait before a retry; doubles each time"})
     workdir: str = field(default="/tmp", metadata={"help": "remote folder under which temp folders are made"})
+    emulated: bool = field(default=False, metadata={
+        "help": "the board's Python runs under an emulator (e.g. qemu-aarch64): its latency is labelled "
+                "'emulated', never 'measured'"})
 
 
 class HostKeyError(EdgebenchError):
@@ -120,7 +123,7 @@ class SSHDevice(Device):
 
     @property
     def provenance(self) -> Provenance:
-        return Provenance.MEASURED
+        return Provenance.EMULATED if self.config.emulated else Provenance.MEASURED
 
     # ------------------------------------------------------------ connection
     @property

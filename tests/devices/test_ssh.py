@@ -184,7 +184,7 @@ def _cmdline(pid: int) -> str:
 @pytest.mark.slow
 def test_ssh_to_an_emulated_aarch64_board(ssh_config, aarch64_python, digits_bundle, remote_workdir):
     """The whole SSH path with an ARM 'board': the remote python is qemu-aarch64 running Debian arm64's."""
-    device = SSHDevice(ssh_config(python=str(aarch64_python), run_timeout_s=900.0))
+    device = SSHDevice(ssh_config(python=str(aarch64_python), run_timeout_s=900.0, emulated=True))
     spec = RunSpec(runs=5, warmup=1, threads=1)
 
     facts = device.facts()
@@ -197,4 +197,5 @@ def test_ssh_to_an_emulated_aarch64_board(ssh_config, aarch64_python, digits_bun
     assert m.device_facts["machine"] == "aarch64"
     assert m.runtime == "onnxruntime"
     assert m.accuracy == local.accuracy  # the aarch64 build of onnxruntime predicts what the x86 one does
+    assert m.provenance is Provenance.EMULATED  # a board behind qemu never reports 'measured' latency
     assert list(remote_workdir.iterdir()) == []
