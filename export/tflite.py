@@ -44,9 +44,30 @@ _BIAS_INPUT = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "TRAN
 
 # ---------------------------------------------------------------- conversion
 @contextmanager
+def _fd2_silenced():
+    """Native libraries (absl, XNNPACK, torchao loaders) log straight to fd 2: keep that off the user's
+    terminal. Python exceptions still propagate; their first line becomes the error message."""
+    saved_fd = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as log:
+            os.dup2(log.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved_fd, 2)
+        os.close(saved_fd)
+
+
+def _import_litert_torch():
+    with _fd2_silenced(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import litert_torch
+    return litert_torch
+
+
+@contextmanager
 def _quiet():
     """Silence litert-torch's progress lines, Python warnings and the converter's C++ log on fd 2."""
-    from litert_torch import config
+    config = _import_litert_torch().config
 
     shown = config.show_progress
     config.show_progress = False
@@ -122,7 +143,7 @@ def _pt2e_quantized(module: torch.nn.Module, example: torch.Tensor, calib_x: np.
 def convert_tflite(module: torch.nn.Module, example: torch.Tensor, path: Path,
                    precision: Precision = Precision.FP32, calib_x: np.ndarray | None = None) -> Path:
     """Write one .tflite file; calib_x (N x input) is required for static INT8 and ignored otherwise."""
-    import litert_torch
+    litert_torch = _import_litert_torch()
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,8 +171,9 @@ def _interpreter(path: Path, threads: int = 1):
     if not path.exists():
         raise EdgebenchError(f"model file not found: {path}")
     try:
-        interp = Interpreter(model_path=str(path), num_threads=threads)
-        interp.allocate_tensors()
+        with _fd2_silenced():
+            interp = Interpreter(model_path=str(path), num_threads=threads)
+            interp.allocate_tensors()
     except Exception as exc:
         raise EdgebenchError(f"not a valid TFLite model: {path} ({_first_line(exc)})") from None
     return interp
