@@ -12,10 +12,14 @@ from edgebench.types import EdgebenchError
 # kind -> "module:function(model_config: dict, dataset: Dataset) -> nn.Module"
 MODELS = {
     "cnn": "edgebench.train.registry:build_cnn",
+    "l2mu": "edgebench.train.l2mu:build_l2mu",
+    "lmu": "edgebench.train.lmu:build_lmu",
 }
 # name -> "module:function(**data_config) -> Dataset"
 DATASETS = {
     "digits": "edgebench.train.digits:load_digits_dataset",
+    "basicmotions": "edgebench.train.har:load_basic_motions",
+    "wisdm": "edgebench.train.har:load_wisdm",
 }
 
 

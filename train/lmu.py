@@ -1,0 +1,136 @@
+"""Legendre Memory Unit (Voelker, Kajic, Eliasmith, NeurIPS 2019): the memory and a non-spiking LMU classifier.
+
+The memory m is a linear time-invariant system that keeps a sliding window of length theta (in time steps)
+of its input u, projected onto the first `order` Legendre polynomials:
+
+    continuous:  theta * dm/dt = A m + B u,   A_ij = (2i+1) * (-1 if i < j else (-1)^(i-j+1)),
+                                              B_i  = (2i+1) * (-1)^i
+    discrete:    m_t = Abar m_{t-1} + Bbar u_t      (zero-order hold, dt = 1 step)
+
+Abar and Bbar are computed once at build time (matrix exponential) and stored as non-trainable buffers.
+A cell step (the same equations the spiking L2MU uses, with f = tanh here):
+
+    u_t = e_x x_t + e_h h_{t-1} + e_m m_{t-1}          (u has `memory_size` dimensions)
+    m_t = Abar m_{t-1} + Bbar u_t                       (one Legendre memory of `order` per u dimension)
+    h_t = f(W_x x_t + W_h h_{t-1} + W_m m_t)
+
+Inputs are batch x channels x time; the time loop is a plain Python loop, unrolled when traced for export.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from scipy.linalg import expm
+from torch import nn
+
+
+def legendre_ab(order: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
+    """Continuous-time (A, B) of the Legendre delay system for window `theta` (float64, order x order, order x 1)."""
+    q = np.arange(order, dtype=np.float64)
+    r = (2 * q + 1)[:, None] / theta
+    i, j = np.meshgrid(q, q, indexing="ij")
+    a = np.where(i < j, -1.0, (-1.0) ** (i - j + 1)) * r
+    b = ((-1.0) ** q)[:, None] * r
+    return a, b
+
+
+def zoh(a: np.ndarray, b: np.ndarray, dt: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-order-hold discretisation: expm([[A, B], [0, 0]] dt) = [[Abar, Bbar], [0, I]]."""
+    n, k = a.shape[0], b.shape[1]
+    block = np.zeros((n + k, n + k), dtype=np.float64)
+    block[:n, :n] = a
+    block[:n, n:] = b
+    e = expm(block * dt)
+    return e[:n, :n], e[:n, n:]
+
+
+def discrete_legendre_ab(order: int, theta: float, dt: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Abar, Bbar) as float32 tensors, shapes (order, order) and (order,)."""
+    a, b = zoh(*legendre_ab(order, theta), dt)
+    return torch.from_numpy(a.astype(np.float32)), torch.from_numpy(b[:, 0].astype(np.float32))
+
+
+class LegendreMemory(nn.Module):
+    """The fixed linear memory: m_t = Abar m_{t-1} + Bbar u_t, one memory per u dimension.
+
+    m is kept flat (batch x memory_size*order); the per-dimension memories are applied as block-diagonal
+    matrices kron(I, Abar) and kron(I, Bbar), two plain MatMuls per step in an exported graph.
+    """
+
+    def __init__(self, memory_size: int, order: int, theta: float):
+        super().__init__()
+        self.memory_size, self.order, self.theta = memory_size, order, float(theta)
+        a, b = discrete_legendre_ab(order, theta)
+        self.register_buffer("A", a)  # buffers: saved in checkpoints, never trained
+        self.register_buffer("B", b)
+        eye = torch.eye(memory_size)
+        self.register_buffer("A_block", torch.kron(eye, a).t().contiguous(), persistent=False)  # (d, d), transposed
+        self.register_buffer("B_block", torch.kron(eye, b.unsqueeze(0)), persistent=False)      # (memory_size, d)
+
+    def forward(self, m_prev: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(m_prev, self.A_block) + torch.matmul(u, self.B_block)
+
+    @property
+    def size(self) -> int:
+        return self.memory_size * self.order
+
+
+def lecun_uniform_(w: torch.Tensor) -> torch.Tensor:
+    bound = math.sqrt(3.0 / w.shape[1])
+    with torch.no_grad():
+        return w.uniform_(-bound, bound)
+
+
+class LMU(nn.Module):
+    """Non-spiking LMU classifier: one LMU layer (f = tanh), a linear readout of the time-averaged hidden state
+    (the same readout the L2MU uses on its readout membrane)."""
+
+    def __init__(self, in_channels: int, num_classes: int, hidden_size: int = 64, memory_size: int = 4,
+                 order: int = 8, theta: float = 100.0):
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.memory = LegendreMemory(memory_size, order, theta)
+        d = self.memory.size
+        # encoders (-> u) and kernels (-> h); the Voelker et al. initialisation: LeCun-uniform e_x, zero e_h,
+        # e_m, Xavier kernels
+        self.e_x = nn.Linear(in_channels, memory_size)
+        self.e_h = nn.Linear(hidden_size, memory_size, bias=False)
+        self.e_m = nn.Linear(d, memory_size, bias=False)
+        self.W_x = nn.Linear(in_channels, hidden_size)
+        self.W_h = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.W_m = nn.Linear(d, hidden_size, bias=False)
+        self.readout = nn.Linear(hidden_size, num_classes)
+        lecun_uniform_(self.e_x.weight)
+        nn.init.zeros_(self.e_h.weight)
+        nn.init.zeros_(self.e_m.weight)
+        for lin in (self.W_x, self.W_h, self.W_m):
+            nn.init.xavier_normal_(lin.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, _, steps = x.shape
+        h = x.new_zeros(batch, self.hidden_size)
+        m = x.new_zeros(batch, self.memory.size)
+        h_sum = x.new_zeros(batch, self.hidden_size)
+        for t in range(steps):
+            xt = x[:, :, t]
+            u = self.e_x(xt) + self.e_h(h) + self.e_m(m)
+            m = self.memory(m, u)
+            h = torch.tanh(self.W_x(xt) + self.W_h(h) + self.W_m(m))
+            h_sum = h_sum + h
+        return self.readout(h_sum / steps)
+
+    def dense_macs(self, steps: int) -> int:
+        """Multiply-accumulates of all weight matrices (incl. Abar, Bbar) for one sample of `steps` steps."""
+        per_step = sum(lin.weight.numel() for lin in (self.e_x, self.e_h, self.e_m, self.W_x, self.W_h, self.W_m))
+        per_step += self.memory.memory_size * (self.memory.order ** 2 + self.memory.order)
+        return per_step * steps + self.readout.weight.numel()
+
+
+def build_lmu(cfg: dict, dataset) -> LMU:
+    """Registry entry: model config keys hidden_size, memory_size, order, theta."""
+    channels = dataset.input_shape[0]
+    return LMU(in_channels=channels, num_classes=len(dataset.labels),
+               hidden_size=int(cfg.get("hidden_size", 64)), memory_size=int(cfg.get("memory_size", 4)),
+               order=int(cfg.get("order", 8)), theta=float(cfg.get("theta", dataset.input_shape[-1])))
