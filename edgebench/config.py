@@ -22,6 +22,11 @@ class ModelSpec:
     model: dict = field(default_factory=dict, metadata={"help": "model hyper-parameters"})
     train: dict = field(default_factory=dict, metadata={"help": "epochs, batch_size, lr, seed"})
     data: dict = field(default_factory=dict, metadata={"help": "dataset options"})
+    prune: tuple = field(default=(), metadata={"help": "magnitude-pruning sparsities, e.g. [0.5, 0.8]: one "
+                                                        "fine-tuned variant each"})
+    finetune_epochs: int = field(default=3, metadata={"help": "fine-tune epochs after pruning"})
+    prune_formats: tuple = field(default=("onnx",), metadata={"help": "formats pruned variants export to"})
+    prune_precisions: tuple = field(default=("fp32",), metadata={"help": "precisions pruned variants export to"})
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgebench.config import RunConfig
+from edgebench.export.errors import ExportError
 from edgebench.types import Artifact, EdgebenchError, Format, Precision, RunSpec
 
 
@@ -47,6 +48,34 @@ def export_artifact(trained, fmt: Format, precision: Precision, out_dir: Path, o
     return export_tflite(trained, out_dir, precision, calib_x=calib)
 
 
+def _trained(name: str, out: Path, resumed: bool, log, make):
+    """Train (or prune) and checkpoint; a resumed run reuses the checkpoint the killed run left."""
+    from edgebench.train.base import load_checkpoint, save_checkpoint
+
+    ckpt = out / "checkpoints" / f"{name}.pt"
+    if resumed and ckpt.exists():
+        log(f"{name}: reusing checkpoint {ckpt} from the interrupted run")
+        return load_checkpoint(ckpt)
+    trained = make()
+    save_checkpoint(trained, ckpt)
+    return trained
+
+
+def model_metrics(trained) -> dict:
+    """Figures of the PyTorch model that every artifact of it carries: for spiking networks, NeuroBench-style
+    activation sparsity and synaptic operations on the eval set; for pruned ones, the weight sparsity."""
+    extra = {"pytorch_test_accuracy": trained.metrics.get("test_accuracy")}
+    if "weight_sparsity" in trained.metrics:
+        extra["weight_sparsity"] = trained.metrics["weight_sparsity"]
+        extra["pruned_from"] = trained.metrics.get("pruned_from")
+    if hasattr(trained.module, "spike_record"):
+        from edgebench.train.spiking import spiking_metrics
+
+        extra.update(spiking_metrics(trained.module, trained.dataset.x_test))
+        extra["spiking_metrics_source"] = "PyTorch model on the eval split"
+    return extra
+
+
 def _run_id(store, cfg: RunConfig, fresh: bool) -> tuple[str, bool]:
     digest = cfg.digest()
     if not fresh:
@@ -64,7 +93,6 @@ def run_pipeline(cfg: RunConfig, fresh: bool = False, progress: bool = True, log
     from edgebench.reports.record import Record
     from edgebench.reports.render import write_report
     from edgebench.reports.store import Store
-    from edgebench.train.base import save_checkpoint
     from edgebench.train.registry import train_model
 
     t_start = time.perf_counter()
@@ -86,29 +114,47 @@ def run_pipeline(cfg: RunConfig, fresh: bool = False, progress: bool = True, log
         artifacts: list[tuple[Artifact, object]] = []
         train_metrics = {}
         for m in cfg.models:
-            ckpt = out / "checkpoints" / f"{m.name}.pt"
-            trained = None
-            if resumed and ckpt.exists():
-                from edgebench.train.base import load_checkpoint
+            trained = _trained(m.name, out, resumed, log,
+                               lambda: train_model(m.name, m.kind, m.dataset, m.model, m.train, m.data,
+                                                   progress=progress))
+            variants = [(trained, cfg.export.formats, cfg.export.precisions)]
+            for sparsity in m.prune:
+                from edgebench.train.prune import prune_and_finetune
 
-                trained = load_checkpoint(ckpt)
-                log(f"{m.name}: reusing checkpoint {ckpt} from the interrupted run")
-            if trained is None:
-                trained = train_model(m.name, m.kind, m.dataset, m.model, m.train, m.data, progress=progress)
-                save_checkpoint(trained, ckpt)
-            train_metrics[m.name] = trained.metrics
-            log(f"{m.name}: test accuracy in PyTorch {trained.metrics.get('test_accuracy', float('nan')):.2%}")
-            fp32_onnx = None
-            for fmt in cfg.export.formats:
-                for prec in cfg.export.precisions:
-                    a = export_artifact(trained, Format(fmt), Precision(prec), out / "artifacts",
-                                        cfg.export.opset, cfg.export.atol, fp32_onnx)
-                    if a.format is Format.ONNX and a.precision is Precision.FP32:
-                        fp32_onnx = a
-                    v = a.validation
-                    log(f"  exported {a.name}: {a.size_bytes} bytes"
-                        + (f", max |diff| {v.max_abs_diff:.2g}, top-1 agreement {v.top1_agreement:.2%}" if v else ""))
-                    artifacts.append((a, trained))
+                vname = f"{m.name}-pruned{round(sparsity * 100)}"
+                variants.append((_trained(vname, out, resumed, log, lambda s=sparsity: prune_and_finetune(
+                    trained, s, m.finetune_epochs, progress=progress)), m.prune_formats, m.prune_precisions))
+            for variant, formats, precisions in variants:
+                train_metrics[variant.name] = variant.metrics
+                log(f"{variant.name}: test accuracy in PyTorch {variant.metrics.get('test_accuracy', float('nan')):.2%} "
+                    f"({time.perf_counter() - t_start:.0f} s into the run)")
+                model_extra = model_metrics(variant)
+                fp32_onnx = None
+                for fmt in formats:
+                    for prec in precisions:
+                        t_export = time.perf_counter()
+                        try:
+                            a = export_artifact(variant, Format(fmt), Precision(prec), out / "artifacts",
+                                                cfg.export.opset, cfg.export.atol, fp32_onnx)
+                        except ExportError as exc:
+                            # One artifact that fails conversion or validation is a failed row with its
+                            # reason; the rest of the sweep goes on.
+                            name = f"{variant.name}-{fmt}-{prec}"
+                            log(f"  export of {name} failed: {exc}")
+                            for device in devices:
+                                store.append(Record(run_id=run_id, name=name, model=variant.name,
+                                                    dataset=variant.dataset.name, device=device.name,
+                                                    status="failed", error=f"export: {exc}", format=fmt,
+                                                    precision=prec, device_kind=device.kind),
+                                             f"{name}@{device.name}")
+                            continue
+                        a.extra.update(model_extra)
+                        if a.format is Format.ONNX and a.precision is Precision.FP32:
+                            fp32_onnx = a
+                        v = a.validation
+                        log(f"  exported {a.name} in {time.perf_counter() - t_export:.1f} s: {a.size_bytes:,} bytes"
+                            + (f", max |diff| {v.max_abs_diff:.2g}, top-1 agreement {v.top1_agreement:.2%}" if v else ""))
+                        artifacts.append((a, variant))
 
         # 3. bundle + 4. measure, one record appended per measurement
         jobs = [(a, t, d) for a, t in artifacts for d in devices]

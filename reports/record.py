@@ -162,7 +162,8 @@ class Record:
         if self.profile:
             out["profile"] = self.profile
         for key in ("instructions_per_inference", "estimated_latency_ms", "estimated_provenance",
-                    "activation_sparsity", "synaptic_ops", "macs_by_op"):
+                    "activation_sparsity", "synops_per_sample", "effective_macs_per_sample", "dense_macs_per_sample",
+                    "spike_rate_by_population", "weight_sparsity", "macs_by_op"):
             if key in self.extra:
                 out[key] = self.extra[key]
         return out

@@ -23,7 +23,8 @@ CSV_COLUMNS = [
     "load_ms", "first_inference_ms", "peak_rss_mb",
     "macs", "params", "size_bytes",
     "accuracy_delta_vs_fp32", "latency_ratio_vs_fp32", "top1_agreement_vs_fp32",
-    "activation_sparsity", "synaptic_ops", "instructions_per_inference", "estimated_latency_ms",
+    "activation_sparsity", "synops_per_sample", "effective_macs_per_sample", "dense_macs_per_sample",
+    "weight_sparsity", "instructions_per_inference", "estimated_latency_ms",
     "runtime", "threads", "macs_definition", "error",
 ]
 
@@ -73,7 +74,8 @@ def csv_row(r: Record, cmp: dict) -> dict:
         "macs": r.macs, "params": r.params, "size_bytes": r.size_bytes,
         "accuracy_delta_vs_fp32": c.get("accuracy_delta"), "latency_ratio_vs_fp32": c.get("latency_ratio"),
         "top1_agreement_vs_fp32": c.get("top1_agreement"),
-        "activation_sparsity": r.extra.get("activation_sparsity"), "synaptic_ops": r.extra.get("synaptic_ops"),
+        **{k: r.extra.get(k) for k in ("activation_sparsity", "synops_per_sample", "effective_macs_per_sample",
+                                        "dense_macs_per_sample", "weight_sparsity")},
         "instructions_per_inference": r.extra.get("instructions_per_inference"),
         "estimated_latency_ms": r.extra.get("estimated_latency_ms"),
         "runtime": f"{r.runtime} {r.runtime_version}".strip(), "threads": r.threads,
@@ -190,7 +192,8 @@ def render_html(records: list[Record], cmp: dict, title: str) -> str:
         rows.append(
             "<tr class='{cls}'><td>{name}</td><td>{dev}</td><td>{fmt}</td><td>{prec}</td><td>{acc}</td>"
             "<td>{dacc}</td><td>{p50}</td><td>{p90}</td><td>{p99}</td><td>{cv}</td><td>{ratio}</td><td>{agree}</td>"
-            "<td>{macs}</td><td>{params}</td><td>{size}</td><td>{prov}</td><td>{status}</td></tr>".format(
+            "<td>{macs}</td><td>{params}</td><td>{size}</td><td>{sparsity}</td><td>{synops}</td><td>{insn}</td><td>{est}</td>"
+            "<td>{prov}</td><td>{status}</td></tr>".format(
                 cls="failed" if r.status != "ok" else "", name=html.escape(r.name), dev=html.escape(r.device),
                 fmt=r.format, prec=r.precision, acc=_fmt(acc, "{:.2f}%"),
                 dacc=_fmt(None if "accuracy_delta" not in c else c["accuracy_delta"] * 100, "{:+.2f} pp"),
@@ -198,6 +201,10 @@ def render_html(records: list[Record], cmp: dict, title: str) -> str:
                 cv=_fmt(lat.get("cv"), "{:.1%}"), ratio=_fmt(c.get("latency_ratio"), "{:.2f}x"),
                 agree=_fmt(c.get("top1_agreement"), "{:.1%}"),
                 macs=_fmt(r.macs), params=_fmt(r.params), size=_fmt(r.size_bytes),
+                sparsity=_fmt(r.extra.get("activation_sparsity"), "{:.1%}"),
+                synops=_fmt(r.extra.get("synops_per_sample"), "{:,.0f}"),
+                insn=_fmt(r.extra.get("instructions_per_inference"), "{:,.0f}"),
+                est=_fmt(r.extra.get("estimated_latency_ms"), "{:.4g} (estimated)"),
                 prov=html.escape(r.latency_provenance),
                 status="ok" if r.status == "ok" else "failed: " + html.escape(r.error)))
     plots = []
@@ -249,7 +256,8 @@ the fp32 artifact of the same model and format on the same device in the same ru
 MACs (batch 1): {html.escape('; '.join(macs_defs)) or '–'}.</p>
 <table><tr><th>artifact</th><th>device</th><th>format</th><th>precision</th><th>accuracy</th><th>Δ acc</th>
 <th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>CV</th><th>latency vs fp32</th><th>top-1 agreement vs fp32</th>
-<th>MACs</th><th>params</th><th>size bytes</th><th>latency provenance</th><th>status</th></tr>
+<th>MACs</th><th>params</th><th>size bytes</th><th>activation sparsity</th><th>SynOps / sample</th>
+<th>guest instructions / inference</th><th>estimated latency ms</th><th>latency provenance</th><th>status</th></tr>
 {''.join(rows)}</table>
 <h2>Plots</h2>
 {''.join(plots) or '<p>No successful measurements to plot.</p>'}
