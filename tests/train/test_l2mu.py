@@ -171,3 +171,34 @@ def test_basicmotions_l2mu_lif_accuracy():
     trained = train_model("l2mu_lif", "l2mu", "basicmotions", cfg["model"], cfg["train"], progress=False)
     assert trained.metrics["test_accuracy"] >= 0.9
     assert time.perf_counter() - t0 < 60
+    rates = spiking_metrics(trained.module, trained.dataset.x_test)["spike_rate_by_population"]
+    assert all(r > 0.005 for r in rates.values()), rates  # seed 0: memory 0.048, u 0.10
+
+
+def test_short_trained_lif_fires_in_every_population_on_the_test_set():
+    """The shipped LIF config (memory_gain 0.5), trained for 3 epochs only: every population, the Legendre
+    memory included, spikes on the BasicMotions test set (before the gain, the memory stayed silent at theta 100)."""
+    from edgebench.train.l2mu import BASICMOTIONS_CONFIG
+    from edgebench.train.registry import train_model
+
+    cfg = BASICMOTIONS_CONFIG["lif"]
+    trained = train_model("l2mu_lif", "l2mu", "basicmotions", cfg["model"], {**cfg["train"], "epochs": 3},
+                          progress=False)
+    rates = spiking_metrics(trained.module, trained.dataset.x_test)["spike_rate_by_population"]
+    assert set(rates) == set(("input", "u", "memory", "hidden", "readout"))
+    assert all(r > 1e-3 for r in rates.values()), rates
+
+
+def test_memory_gain_scales_only_the_bbar_term():
+    torch.manual_seed(0)
+    plain = L2MU(6, 4, hidden_size=12, memory_size=2, order=4, theta=20, input_size=8)
+    gained = L2MU(6, 4, hidden_size=12, memory_size=2, order=4, theta=20, input_size=8, memory_gain=0.5)
+    assert not any(n == "memory_gain" for n, _ in plain.named_parameters())
+    assert dict(gained.named_parameters())["memory_gain"].shape == (8,)
+    s_m, s_u = (torch.rand(3, 8) > 0.5).float(), (torch.rand(3, 2) > 0.5).float()
+    ref = gained.memory(s_m, s_u)  # Abar s_m + Bbar s_u
+    a_term = gained.memory(s_m, torch.zeros_like(s_u))
+    torch.testing.assert_close(plain._memory_current(s_m, s_u), ref)
+    # one u spike moves every memory neuron by 0.5 thresholds, with Bbar's sign
+    torch.testing.assert_close((gained._memory_current(s_m, s_u) - a_term).abs(),
+                               0.5 * (s_u @ gained.memory.B_block.abs().sign()))
