@@ -378,11 +378,11 @@ def main(argv=None):
         result["threads"] = args.threads
 
         name, shape, dtype = backend.input_specs()[0]
-        eval_x = eval_y = None
+        eval_x = None
         eval_file = manifest.get("eval_file")
         if eval_file and os.path.exists(os.path.join(args.bundle, eval_file)):
             data = np.load(os.path.join(args.bundle, eval_file))
-            eval_x, eval_y = data["x"], data["y"]
+            eval_x = data["x"]  # labels stay on the host: accuracy is computed there from predictions
         in_dtype = "float32" if dtype in ("int8", "uint8") else dtype  # quantized inputs are fed as float
         batch = manifest.get("bench_batch", 1)
         fixed_batch = isinstance(shape[0], int) and shape[0] > 0

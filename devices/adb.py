@@ -16,7 +16,6 @@ import re
 import shlex
 import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Protocol
@@ -339,7 +338,7 @@ class ADBDevice(Device):
     def _python_facts(self, t) -> dict:
         import json
 
-        from edgebench.devices.local import _VERSIONS_SCRIPT  # the local device's version probe
+        from edgebench.devices.protocol import VERSIONS_PROBE
 
         tmp = self._mktemp(t)
         try:
@@ -351,7 +350,7 @@ class ADBDevice(Device):
             doc = parse_result(out)
             if doc:
                 facts.update(doc.get("facts", {}))
-            code, out, err = t.shell(f"{py} -c {shlex.quote(_VERSIONS_SCRIPT)}", 120.0)
+            code, out, err = t.shell(f"{py} -c {shlex.quote(VERSIONS_PROBE)}", 120.0)
             if code != 0:
                 raise EdgebenchError(f"device '{self.name}': {self.config.python} does not run on the phone: "
                                      f"{' '.join((err or out).split())[-200:]}")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from edgebench.deploy.bundle import Bundle
 from edgebench.devices.base import Device
-from edgebench.devices.protocol import measurement_from_output, parse_result, runner_args
+from edgebench.devices.protocol import VERSIONS_PROBE, measurement_from_output, parse_result, runner_args
 from edgebench.types import EdgebenchError, Measurement, Provenance, RunSpec
 
 
@@ -113,23 +113,12 @@ class LocalDevice(Device):
         return m
 
 
-_VERSIONS_SCRIPT = r"""
-import json, importlib
-out = {}
-for name in ("numpy", "onnxruntime", "ai_edge_litert", "tflite_runtime"):
-    try:
-        m = importlib.import_module(name)
-        out[name] = getattr(m, "__version__", "installed")
-    except Exception:
-        out[name] = None
-print(json.dumps(out))
-"""
 
 
 def _runtime_versions(python: str) -> dict:
     import json
 
-    out = subprocess.run([python, "-c", _VERSIONS_SCRIPT], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([python, "-c", VERSIONS_PROBE], capture_output=True, text=True, timeout=120)
     try:
         return json.loads(out.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError):

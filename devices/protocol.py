@@ -7,6 +7,20 @@ from edgebench.types import Measurement, Provenance, RunSpec
 
 RESULT_TAG = "EDGEBENCH-RESULT "
 
+# Run with a device's Python (`python -c VERSIONS_PROBE`): prints one JSON line with its version and the
+# versions of the packages the runner may import (None: not installed).
+VERSIONS_PROBE = r"""
+import importlib, json, platform, sys
+out = {"python": platform.python_version(), "python_executable": sys.executable, "machine": platform.machine()}
+for name in ("numpy", "onnxruntime", "ai_edge_litert", "tflite_runtime"):
+    try:
+        m = importlib.import_module(name)
+        out[name] = getattr(m, "__version__", "installed")
+    except Exception:
+        out[name] = None
+print(json.dumps(out))
+"""
+
 
 def runner_args(spec: RunSpec) -> list[str]:
     args = [

@@ -28,7 +28,7 @@ import paramiko
 
 from edgebench.deploy.bundle import RUNNER_SOURCE, Bundle
 from edgebench.devices.base import Device
-from edgebench.devices.protocol import measurement_from_output, parse_result, runner_args
+from edgebench.devices.protocol import VERSIONS_PROBE, measurement_from_output, parse_result, runner_args
 from edgebench.types import EdgebenchError, Measurement, Provenance, RunSpec
 
 
@@ -339,7 +339,7 @@ class SSHDevice(Device):
                 except (OSError, EOFError, paramiko.SSHException) as exc:
                     raise LinkError(f"upload failed: {_describe(exc)}") from None
                 py = shlex.quote(self.config.python)
-                probe = self._exec(client, f"{py} -c {shlex.quote(_PROBE)}", 120.0)
+                probe = self._exec(client, f"{py} -c {shlex.quote(VERSIONS_PROBE)}", 120.0)
                 facts_run = self._exec(client, f"{py} {shlex.quote(runner)} {shlex.quote(tmp)} --facts-only", 120.0)
                 if probe.dropped or facts_run.dropped:
                     raise LinkError("link dropped while probing the board")
@@ -407,17 +407,6 @@ class SSHDevice(Device):
             raise EdgebenchError(f"device '{self.name}': {exc}") from None
 
 
-_PROBE = r"""
-import importlib, json, platform, sys
-out = {"python": platform.python_version(), "python_executable": sys.executable, "machine": platform.machine()}
-for name in ("numpy", "onnxruntime", "ai_edge_litert", "tflite_runtime"):
-    try:
-        m = importlib.import_module(name)
-        out[name] = getattr(m, "__version__", "installed")
-    except Exception:
-        out[name] = None
-print(json.dumps(out))
-"""
 
 
 def _describe(exc: BaseException) -> str:

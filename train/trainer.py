@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgebench.train.base import Dataset, Trained, seed_everything
+from edgebench.train.base import Dataset, seed_everything
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,6 @@ def test_unknown_device_and_bad_devices_file(tmp_path):
 @pytest.fixture(scope="module")
 def heavy_bundle(tmp_path_factory):
     """A CNN of about 1-2 ms per inference: long enough runs for a CPU quota to bite."""
-    import numpy as np
     import torch
 
     from edgebench.deploy.bundle import make_bundle

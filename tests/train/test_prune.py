@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from edgebench.train.prune import prunable, prune_and_finetune, weight_sparsity
 from edgebench.types import EdgebenchError
