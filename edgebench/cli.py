@@ -4,6 +4,7 @@ Errors a user can cause print one line on stderr and exit non-zero; tracebacks a
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -24,6 +25,11 @@ app.add_typer(devices_app, name="devices")
 out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 DEFAULT_STORE = Path("out/edgebench.sqlite")
+
+
+@contextlib.contextmanager
+def _nothing():
+    yield
 
 
 def _fmt(v, spec="{:.4g}"):
@@ -153,7 +159,9 @@ def bench(model: Path = typer.Argument(..., help="An .onnx or .tflite file (any 
 
     spec = RunSpec(runs=runs, warmup=warmup, threads=threads, min_time_s=min_time, eval=eval_file is not None,
                    profile=profile, timeout_s=timeout)
-    record = bench_file(model, device, spec, eval_file, store, str(devices_file) if devices_file else None)
+    with err.status(f"benchmarking {model.name} on {device} ...", spinner="dots") if not as_json and err.is_terminal \
+            else _nothing():
+        record = bench_file(model, device, spec, eval_file, store, str(devices_file) if devices_file else None)
     if as_json:
         print(json.dumps(record.summary(), default=str))
     else:
