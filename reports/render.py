@@ -134,11 +134,21 @@ def latency_plot(r: Record) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    values = [s / 1e6 for s in r.samples_ns]
+    values = sorted(s / 1e6 for s in r.samples_ns)
+    # The bulk of the distribution, up to the 99.5th percentile; the far tail is counted, not drawn, so one
+    # stall of the machine cannot squash the histogram into a single bar.
+    cut = values[min(len(values) - 1, int(len(values) * 0.995))]
+    shown = [v for v in values if v <= cut]
+    hidden = len(values) - len(shown)
     fig, ax = plt.subplots(figsize=(5.2, 2.6))
-    ax.hist(values, bins=min(60, max(10, len(values) // 10)), color="#4477aa")
+    ax.hist(shown, bins=min(60, max(10, len(shown) // 10)), color="#4477aa")
     for q, style in (("p50", "-"), ("p99", "--")):
         ax.axvline(r.latency_ms[q], color="#cc3311", linestyle=style, label=f"{q} {r.latency_ms[q]:.4g} ms")
+    if hidden:
+        ax.plot([], [], " ", label=f"{hidden} runs > {cut:.3g} ms not drawn (max {values[-1]:.3g})")
+    ax.set_ylabel("runs")
+    ax.set_title(f"{r.name} @ {r.device}", fontsize=9)
+    ax.legend(fontsize=7)
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(6))
@@ -158,14 +168,13 @@ def accuracy_latency_plot(records: list[Record]) -> str | None:
     pts = [r for r in records if r.status == "ok" and r.accuracy is not None and r.latency_ms]
     if not pts:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4))
-    markers = {"onnx": "o", "tflite": "s"}
-    colors = {"fp32": "#4477aa", "int8": "#ee6677", "int8-dynamic": "#228833"}
-    for r in pts:
-        ax.scatter(r.latency_ms["p50"], r.accuracy * 100, marker=markers.get(r.format, "^"),
-                   color=colors.get(r.precision, "#777777"), s=40)
-        ax.annotate(f"{r.name}@{r.device}", (r.latency_ms["p50"], r.accuracy * 100), fontsize=6,
-                    xytext=(3, 3), textcoords="offset points")
+    fig, ax = plt.subplots(figsize=(8.5, 4))
+    markers = {"fp32": "o", "int8": "s", "int8-dynamic": "^"}
+    colors = plt.get_cmap("tab20").colors
+    for i, r in enumerate(pts):
+        ax.scatter(r.latency_ms["p50"], r.accuracy * 100, marker=markers.get(r.precision, "D"),
+                   color=colors[i % len(colors)], s=45, label=f"{r.name} @ {r.device}")
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.set_xscale("log")
     provs = sorted({r.latency_provenance for r in pts})
     ax.set_xlabel(f"p50 latency (ms, log scale; {', '.join(provs)})")
