@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -66,9 +67,11 @@ def large_model() -> tuple[nn.Module, torch.Tensor]:
     return net, torch.zeros(1, 3, 64, 64)
 
 
-def bare_p50(path: Path, runs: int, warmup: int, threads: int) -> float:
-    out = subprocess.run([sys.executable, "-c", BARE_LOOP, str(path), str(runs), str(warmup), str(threads)],
-                         capture_output=True, text=True, check=True)
+def bare_p50(path: Path, runs: int, warmup: int, threads: int, core: int | None) -> float:
+    cmd = [sys.executable, "-c", BARE_LOOP, str(path), str(runs), str(warmup), str(threads)]
+    if core is not None:
+        cmd = ["taskset", "-c", str(core), *cmd]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout)["p50_ms"]
 
 
@@ -76,24 +79,30 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--core", type=int, default=1 if (os.cpu_count() or 1) > 1 else None,
+                    help="pin both the bare loop and edgebench's runner to this core (default 1; -1: no pinning)")
     args = ap.parse_args()
+    core = None if args.core is None or args.core < 0 else args.core
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        devices = tmp / "devices.toml"
+        devices.write_text("[devices.bench]\nkind = 'local'\n" + (f"cores = [{core}]\n" if core is not None else ""))
         for label, (net, example), runs in (("small", small_model(), 3000), ("large", large_model(), 300)):
             path = export_onnx(net.eval(), example, tmp / f"{label}.onnx")
             warmup = runs // 10
             spec = RunSpec(runs=runs, warmup=warmup, threads=args.threads, eval=False)
             bare, eb = [], []
             for _ in range(args.repeats):  # interleaved, so drift on the machine hits both alike
-                bare.append(bare_p50(path, runs, warmup, args.threads))
-                rec = bench_file(path, "local", spec, store_path=tmp / "store.sqlite")
+                bare.append(bare_p50(path, runs, warmup, args.threads, core))
+                rec = bench_file(path, "bench", spec, store_path=tmp / "store.sqlite", devices_file=str(devices))
                 assert rec.status == "ok", rec.error
                 eb.append(rec.latency_ms["p50"])
             ratio = statistics.median(eb) / statistics.median(bare)
             cv = statistics.stdev(eb) / statistics.mean(eb)
             print(f"{label}: model p50 {statistics.median(eb):.4f} ms (edgebench) vs {statistics.median(bare):.4f} ms "
-                  f"(bare onnxruntime loop), {runs} runs x {args.repeats} repeats, threads={args.threads}")
+                  f"(bare onnxruntime loop), {runs} runs x {args.repeats} repeats, threads={args.threads}, "
+                  f"core={core if core is not None else 'any'}")
             print(f"{label}: ratio edgebench/bare = {ratio:.3f}   (target <= 1.02 for the large model)")
             print(f"{label}: cv of edgebench p50 over {args.repeats} bench runs = {cv:.2%}   (target <= 3%)")
 
