@@ -58,9 +58,20 @@ class OnnxBackend(object):
     def input_specs(self):
         return [(i.name, list(i.shape), _ORT_DTYPES.get(i.type, "float32")) for i in self.inputs]
 
+    def _feed(self, x):
+        """x for the first input; any further inputs (e.g. a text model's attention_mask) get neutral
+        values of the same batch: ones for a '*mask*' input, zeros otherwise."""
+        feed = {self.inputs[0].name: x}
+        for inp in self.inputs[1:]:
+            dtype = _ORT_DTYPES.get(inp.type, "float32")
+            shape = concrete_shape(inp.shape, x.shape[0])
+            fill = np.ones if "mask" in inp.name.lower() else np.zeros
+            feed[inp.name] = fill(shape, dtype=dtype)
+        return feed
+
     def prepare(self, x):
         """Return a zero-argument callable that runs one inference on batch x."""
-        feed = {self.inputs[0].name: x}
+        feed = self._feed(x)
         run = self.session.run
         names = self.output_names
 
@@ -70,7 +81,7 @@ class OnnxBackend(object):
         return infer
 
     def predict(self, x):
-        return self.session.run(self.output_names, {self.inputs[0].name: x})[0]
+        return self.session.run(self.output_names, self._feed(x))[0]
 
     def end_profile(self):
         path = self.session.end_profiling()
@@ -391,7 +402,10 @@ def main(argv=None):
         if eval_x is not None and eval_x.shape[0] >= batch:
             x = np.ascontiguousarray(eval_x[:batch].astype(in_dtype))
         else:
-            x = np.random.default_rng(0).standard_normal(concrete_shape(shape, batch)).astype(in_dtype)
+            if np.dtype(in_dtype).kind in "iub":  # ids or flags: zeros are valid for any vocabulary
+                x = np.zeros(concrete_shape(shape, batch), dtype=in_dtype)
+            else:
+                x = np.random.default_rng(0).standard_normal(concrete_shape(shape, batch)).astype(in_dtype)
 
         infer = backend.prepare(x)
         result["first_inference_ns"] = timed(infer)

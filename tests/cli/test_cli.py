@@ -126,3 +126,28 @@ def test_train_export_bench_chain(cli, tmp_path):
     assert "checkpoint not found" in one_error_line(p)
     p = cli("export", npz)
     assert "cannot read checkpoint" in one_error_line(p) or "not an edgebench checkpoint" in one_error_line(p)
+
+
+def test_bench_a_users_text_classifier_with_ids_and_mask(cli, tmp_path):
+    """Any ONNX classifier, not only edgebench's: int64 token ids plus an attention mask, dynamic length."""
+    import torch
+
+    class TinyText(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(100, 16)
+            self.head = torch.nn.Linear(16, 3)
+
+        def forward(self, input_ids, attention_mask):
+            h = self.emb(input_ids) * attention_mask.unsqueeze(-1).float()
+            return self.head(h.sum(1) / attention_mask.sum(1, keepdim=True).clamp(min=1).float())
+
+    path = tmp_path / "text.onnx"
+    ids, mask = torch.zeros(1, 12, dtype=torch.long), torch.ones(1, 12, dtype=torch.long)
+    torch.onnx.export(TinyText().eval(), (ids, mask), str(path), dynamo=False, input_names=["input_ids",
+                      "attention_mask"], output_names=["logits"],
+                      dynamic_axes={"input_ids": {0: "b", 1: "seq"}, "attention_mask": {0: "b", 1: "seq"}})
+    p = cli("bench", path, "--runs", "30", "--json", "--store", tmp_path / "s.sqlite")
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["latency_ms"]["n"] == 30 and doc["status"] == "ok"
