@@ -140,23 +140,51 @@ def _pt2e_quantized(module: torch.nn.Module, example: torch.Tensor, calib_x: np.
     return graph, QuantConfig(pt2e_quantizer=quantizer)
 
 
+def _export_view(module: torch.nn.Module) -> torch.nn.Module:
+    """The module to trace: a model may offer `export_module()`, an inference twin with the same forward and
+    fewer traced nodes (the unrolled L2MU/LMU: conversion time grows with the node count). Validation always
+    compares the file against the original module."""
+    make = getattr(module, "export_module", None)
+    return make() if callable(make) else module
+
+
+def _litert_convert(module: torch.nn.Module, example: torch.Tensor, quant_config=None):
+    """litert_torch.convert without its pre-convert decomposition pass.
+
+    convert() runs torch.export, then run_decompositions twice: once before its FX passes and once more when
+    lowering to MLIR. For an unrolled recurrent net (thousands of nodes, ~2 ms per node per pass) the first
+    pass is a third of the conversion time; the lowering's own decomposition covers the graph (the V2
+    converter skips the first pass the same way). Falls back to the public convert() if the internal API moves.
+    """
+    litert_torch = _import_litert_torch()
+    try:
+        from litert_torch import model as lt_model
+        from litert_torch._convert import core, litert_converter, signature
+
+        sig = signature.Signature("serving_default", module, (example,), {})
+    except Exception:
+        return litert_torch.convert(module, (example,), quant_config=quant_config)
+    program = core.export_torch_signature(sig, run_decompositions=False)
+    program = core._run_convert_passes(program)
+    return lt_model.LiteRTModel(litert_converter.exported_programs_to_flatbuffer(
+        [program], [sig], quant_config=quant_config))
+
+
 def convert_tflite(module: torch.nn.Module, example: torch.Tensor, path: Path,
                    precision: Precision = Precision.FP32, calib_x: np.ndarray | None = None) -> Path:
     """Write one .tflite file; calib_x (N x input) is required for static INT8 and ignored otherwise."""
-    litert_torch = _import_litert_torch()
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    module.eval()
+    module = _export_view(module.eval())
     if precision == Precision.INT8:
         calib_x = _check_calibration(calib_x, tuple(example.shape))
     try:
         with _quiet():
             if precision == Precision.FP32:
-                edge = litert_torch.convert(module, (example,))
+                edge = _litert_convert(module, example)
             else:
                 graph, qcfg = _pt2e_quantized(module, example, calib_x if precision == Precision.INT8 else None)
-                edge = litert_torch.convert(graph, (example,), quant_config=qcfg)
+                edge = _litert_convert(graph, example, quant_config=qcfg)
             edge.export(str(path))
     except Exception as exc:
         raise ExportError(f"TFLite conversion ({precision.value}) failed: {_first_line(exc)}") from None

@@ -22,6 +22,7 @@ PyTorch spikes exactly.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from edgebench.train.lmu import LegendreMemory, lecun_uniform_
@@ -179,10 +180,19 @@ class L2MU(nn.Module):
 
     def _memory_current(self, s_m: torch.Tensor, s_u: torch.Tensor) -> torch.Tensor:
         """Abar s_m[t-1] + g * (Bbar s_u): the Legendre memory with the u -> memory gain (see __init__)."""
-        return torch.matmul(s_m, self.memory.A_block) + torch.matmul(s_u, self.memory.B_block) * self.memory_gain
+        return torch.matmul(s_m, self.memory.A_block) + torch.matmul(s_u, self.memory.B_block * self.memory_gain)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.run(x)[0]
+
+    def export_module(self) -> nn.Module:
+        """An inference-only twin with the same forward for converters that trace node by node (litert-torch).
+
+        See _LeanL2MU: the weight layers that do not sit in the recurrence run once over all time steps, the
+        neuron parameters are frozen constants, and no snntorch/autograd plumbing is traced. About 46 instead
+        of 68 torch.export nodes per time step (LIF); validated against this module, spike for spike, by the exporters.
+        """
+        return _LeanL2MU(self).eval()
 
     @torch.no_grad()
     def spike_record(self, x: torch.Tensor) -> dict:
@@ -202,6 +212,95 @@ class L2MU(nn.Module):
             ("memory", a_full), ("memory", self.e_m.weight), ("memory", self.W_m.weight),
             ("hidden", self.e_h.weight), ("hidden", self.W_h.weight), ("hidden", self.R.weight),
         ]
+
+
+class _LeanL2MU(nn.Module):
+    """L2MU.forward for export: same equations, fewer traced nodes (frozen copy; build with L2MU.export_module).
+
+    - P (raw input), e_x and W_x (input spikes) and R (hidden spikes) are applied once to all time steps: the
+      input population does not depend on the recurrence, and the readout only reads hidden spikes;
+    - clamped decays and thresholds are constants; spike = (mem > threshold), which is snntorch's forward
+      heaviside(mem - threshold) (the sign of a float difference is the order of its operands);
+    - the loop body holds only the recurrent products (e_h, e_m, Abar, g*Bbar, W_h, W_m) and neuron updates.
+    Float sums of the hoisted layers may round differently from per-step Linear calls (~1e-7): the exporters
+    validate the result against L2MU itself.
+    """
+
+    def __init__(self, m: "L2MU"):
+        super().__init__()
+        self.readout_mode = m.readout_mode
+
+        def const(name, t):
+            self.register_buffer(name, t.detach().clone().contiguous())
+
+        # weights stay out x in and are applied with F.linear, as nn.Linear does (same kernels, and PT2E
+        # quantizers annotate linear ops)
+        for lin in ("P", "e_x", "W_x", "R"):
+            const(f"{lin}_w", getattr(m, lin).weight)
+            const(f"{lin}_b", getattr(m, lin).bias)
+        for lin in ("e_h", "e_m", "W_h", "W_m"):
+            const(f"{lin}_w", getattr(m, lin).weight)
+        const("A", m.memory.A_block)
+        const("Bg", m.memory.B_block * m.memory_gain)
+        self.neuron = m.pop["input"].neuron
+        for name, p in m.pop.items():
+            cell = p.cell
+            const(f"{name}_beta", cell.beta.clamp(0, 1).expand(p.size))
+            const(f"{name}_thr", cell.threshold.expand(p.size))
+            if self.neuron == "cuba":
+                const(f"{name}_alpha", cell.alpha.clamp(0, 1).expand(p.size))
+        self.sizes = {name: p.size for name, p in m.pop.items()}
+
+    def _step(self, name: str, current, state):
+        beta, thr = getattr(self, f"{name}_beta"), getattr(self, f"{name}_thr")
+        if self.neuron == "lif":
+            mem, spk = state
+            mem = beta * mem + current - spk * thr
+            spk = torch.where(mem > thr, 1.0, 0.0)  # no dtype cast: .to() traces two nodes
+            return spk, (mem, spk)
+        syn, mem, spk = state
+        syn = getattr(self, f"{name}_alpha") * syn + current
+        mem = beta * mem + syn - spk * thr
+        spk = torch.where(mem > thr, 1.0, 0.0)
+        return spk, (syn, mem, spk)
+
+    @staticmethod
+    def _linear_over_time(x, w, b):
+        """F.linear over batch x time x features as one 2-D product (TFLite's dynamic-range FULLY_CONNECTED
+        rejects the 3-D form)."""
+        return F.linear(x.reshape(-1, x.shape[-1]), w, b).reshape(x.shape[0], x.shape[1], -1)
+
+    def _zeros(self, x, name):
+        z = x.new_zeros(x.shape[0], self.sizes[name])
+        return (z, z) if self.neuron == "lif" else (z, z, z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        steps = x.shape[-1]
+        cur_in = self._linear_over_time(x.transpose(1, 2), self.P_w, self.P_b)          # batch x time x input
+        st = self._zeros(x, "input")
+        s_in = []
+        for c in cur_in.unbind(1):
+            s, st = self._step("input", c, st)
+            s_in.append(s)
+        s_in = torch.stack(s_in, 1)
+        cur_u = self._linear_over_time(s_in, self.e_x_w, self.e_x_b).unbind(1)
+        cur_h = self._linear_over_time(s_in, self.W_x_w, self.W_x_b).unbind(1)
+        st_u, st_m, st_h = self._zeros(x, "u"), self._zeros(x, "memory"), self._zeros(x, "hidden")
+        s_h, s_m = st_h[-1], st_m[-1]
+        hid = []
+        for t in range(steps):
+            s_u, st_u = self._step("u", cur_u[t] + F.linear(s_h, self.e_h_w) + F.linear(s_m, self.e_m_w), st_u)
+            s_m, st_m = self._step("memory", torch.matmul(s_m, self.A) + torch.matmul(s_u, self.Bg), st_m)
+            s_h, st_h = self._step("hidden", cur_h[t] + F.linear(s_h, self.W_h_w) + F.linear(s_m, self.W_m_w), st_h)
+            hid.append(s_h)
+        cur_out = self._linear_over_time(torch.stack(hid, 1), self.R_w, self.R_b)
+        st = self._zeros(x, "readout")
+        score = None
+        for c in cur_out.unbind(1):
+            s, st = self._step("readout", c, st)
+            v = st[-2] if self.readout_mode == "membrane" else s
+            score = v if score is None else score + v
+        return score / steps if self.readout_mode == "membrane" else score
 
 
 def build_l2mu(cfg: dict, dataset) -> L2MU:

@@ -1,0 +1,62 @@
+"""L2MU / LMU -> TFLite (litert-torch, real interpreter): spike-exact parity with PyTorch at batch 1 and 5,
+and the lean export twin (export_module) is the same function as the model."""
+import numpy as np
+import pytest
+import torch
+
+from edgebench.export.onnx import compare, reference_outputs
+from edgebench.export.tflite import convert_tflite, run_tflite
+from edgebench.train.l2mu import L2MU
+from edgebench.train.lmu import LMU
+
+# Spikes must be identical; the membrane-readout scores then differ only by float summation order: 1e-6
+# relative to the largest score (CuBa scores reach ~80). One flipped spike moves a score by ~|R|/steps ~ 1e-2.
+SCORE_RTOL = 1e-6
+STEPS = 15
+
+
+def _l2mu(neuron, readout="membrane"):
+    torch.manual_seed(3)
+    m = L2MU(6, 4, hidden_size=12, memory_size=2, order=4, theta=STEPS, input_size=8, neuron=neuron,
+             memory_gain=0.5, readout=readout).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() == 2:
+                p.mul_(2.0)
+    return m
+
+
+def _x(n, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, 6, STEPS)).astype(np.float32)
+
+
+@pytest.mark.parametrize("neuron", ["lif", "cuba"])
+def test_export_module_is_bit_identical_to_the_model(neuron):
+    m, x = _l2mu(neuron), torch.from_numpy(_x(7))
+    with torch.no_grad():
+        assert torch.equal(m(x), m.export_module()(x))
+    lmu = LMU(6, 4, hidden_size=12, memory_size=2, order=4, theta=STEPS).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(lmu(x), lmu.export_module()(x), rtol=0, atol=1e-6)  # hoisted GEMM rounding
+
+
+@pytest.mark.parametrize("neuron", ["lif", "cuba"])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_tflite_is_spike_exact(neuron, batch, tmp_path):
+    m, x = _l2mu(neuron), _x(10)
+    rec = m.spike_record(torch.from_numpy(x))
+    assert all(float(v.sum()) > 0 for v in rec.values())  # every population fires
+    path = convert_tflite(m, torch.from_numpy(x[:batch]), tmp_path / f"{neuron}-{batch}.tflite")
+    got = run_tflite(path, x)  # fixed-batch file: chunks of `batch`
+    ref = reference_outputs(m, x)
+    v = compare(ref, got, atol=SCORE_RTOL * max(1.0, float(np.abs(ref).max())), min_agreement=1.0)
+    assert v.top1_agreement == 1.0
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_tflite_count_readout_spike_counts_are_identical(batch, tmp_path):
+    m, x = _l2mu("lif", readout="count"), _x(10, seed=1)
+    path = convert_tflite(m, torch.from_numpy(x[:batch]), tmp_path / "count.tflite")
+    ref = reference_outputs(m, x)
+    assert ref.sum() > 0
+    np.testing.assert_array_equal(run_tflite(path, x), ref)  # integer readout spike counts
