@@ -34,12 +34,12 @@ def main() -> None:
         for width in (16, 64):
             trained = train_model(f"cnn{width}", "cnn", "digits", {"width": width}, {"epochs": 15}, progress=False)
             bundles = {}
-            fp32_onnx = None
+            fp32_onnx = fp32_tflite = None
             for fmt in (Format.ONNX, Format.TFLITE):
                 for prec in (Precision.FP32, Precision.INT8, Precision.INT8_DYNAMIC):
-                    a = export_artifact(trained, fmt, prec, tmp / "art", 17, 1e-4, fp32_onnx)
-                    if fmt is Format.ONNX and prec is Precision.FP32:
-                        fp32_onnx = a
+                    a = export_artifact(trained, fmt, prec, tmp / "art", 17, 1e-4, fp32_onnx, fp32_tflite)
+                    if prec is Precision.FP32:
+                        fp32_onnx, fp32_tflite = (a, fp32_tflite) if fmt is Format.ONNX else (fp32_onnx, a)
                     bundles[(fmt, prec)] = (a, make_bundle(a, tmp / f"b-{width}-{a.name}", trained.dataset.x_test,
                                                            trained.dataset.y_test))
             p50s = {k: [] for k in bundles}

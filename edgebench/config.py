@@ -35,6 +35,9 @@ class ExportSpec:
     precisions: tuple = field(default=("fp32",), metadata={"help": "fp32, int8, int8-dynamic"})
     opset: int = field(default=17, metadata={"help": "ONNX opset"})
     atol: float = field(default=1e-4, metadata={"help": "fp32 tolerance against PyTorch"})
+    min_agreement: float = field(default=0.0, metadata={
+        "help": "top-1 agreement with PyTorch a quantized artifact must reach; 0: the exporter's default "
+                "(0.98 TFLite, 0.97 ONNX)"})
 
 
 @dataclass(frozen=True)

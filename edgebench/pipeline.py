@@ -28,8 +28,11 @@ class RunResult:
 
 
 def export_artifact(trained, fmt: Format, precision: Precision, out_dir: Path, opset: int, atol: float,
-                    fp32_onnx: Artifact | None = None) -> Artifact:
-    """One artifact of a trained model; heavy converters are imported only when asked for."""
+                    fp32_onnx: Artifact | None = None, fp32_tflite: Artifact | None = None,
+                    min_agreement: float = 0.0) -> Artifact:
+    """One artifact of a trained model; heavy converters are imported only when asked for. Quantized
+    artifacts reuse the fp32 file of their format when given (no second conversion)."""
+    agreement = {"min_agreement": min_agreement} if min_agreement > 0 else {}
     if fmt is Format.ONNX and precision is Precision.FP32:
         from edgebench.export.onnx import export_and_validate
 
@@ -41,11 +44,12 @@ def export_artifact(trained, fmt: Format, precision: Precision, out_dir: Path, o
             from edgebench.export.onnx import export_and_validate
 
             fp32_onnx = export_and_validate(trained, out_dir, opset=opset, atol=atol)
-        return quantize_onnx(fp32_onnx, trained, out_dir, precision)
+        return quantize_onnx(fp32_onnx, trained, out_dir, precision, **agreement)
     from edgebench.export.tflite import export_tflite
 
     calib = trained.dataset.x_train if precision is Precision.INT8 else None
-    return export_tflite(trained, out_dir, precision, calib_x=calib)
+    return export_tflite(trained, out_dir, precision, calib_x=calib, atol=atol, fp32_tflite=fp32_tflite,
+                         **agreement)
 
 
 def _trained(name: str, out: Path, resumed: bool, log, make):
@@ -129,13 +133,14 @@ def run_pipeline(cfg: RunConfig, fresh: bool = False, progress: bool = True, log
                 log(f"{variant.name}: test accuracy in PyTorch {variant.metrics.get('test_accuracy', float('nan')):.2%} "
                     f"({time.perf_counter() - t_start:.0f} s into the run)")
                 model_extra = model_metrics(variant)
-                fp32_onnx = None
+                fp32_onnx = fp32_tflite = None
                 for fmt in formats:
                     for prec in precisions:
                         t_export = time.perf_counter()
                         try:
                             a = export_artifact(variant, Format(fmt), Precision(prec), out / "artifacts",
-                                                cfg.export.opset, cfg.export.atol, fp32_onnx)
+                                                cfg.export.opset, cfg.export.atol, fp32_onnx, fp32_tflite,
+                                                cfg.export.min_agreement)
                         except ExportError as exc:
                             # One artifact that fails conversion or validation is a failed row with its
                             # reason; the rest of the sweep goes on.
@@ -151,6 +156,8 @@ def run_pipeline(cfg: RunConfig, fresh: bool = False, progress: bool = True, log
                         a.extra.update(model_extra)
                         if a.format is Format.ONNX and a.precision is Precision.FP32:
                             fp32_onnx = a
+                        if a.format is Format.TFLITE and a.precision is Precision.FP32:
+                            fp32_tflite = a
                         v = a.validation
                         log(f"  exported {a.name} in {time.perf_counter() - t_export:.1f} s: {a.size_bytes:,} bytes"
                             + (f", max |diff| {v.max_abs_diff:.2g}, top-1 agreement {v.top1_agreement:.2%}" if v else ""))

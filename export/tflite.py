@@ -445,22 +445,46 @@ def describe_tflite(path: Path, name: str | None = None, model_name: str | None 
 
 
 # ---------------------------------------------------------------- the export step
+def quantize_tflite_dynamic(fp32_path: Path, path: Path) -> Path:
+    """Dynamic-range INT8 of a float .tflite with ai-edge-quantizer (recipe dynamic_wi8_afp32: int8 weights,
+    activations quantized at run time). Works on the converted file, so no second PyTorch conversion."""
+    try:
+        with _fd2_silenced(), redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from ai_edge_quantizer import quantizer, recipe
+
+            qt = quantizer.Quantizer(str(fp32_path))
+            qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+            qt.quantize().export_model(str(path), overwrite=True)
+    except Exception as exc:
+        raise ExportError(f"TFLite dynamic-range quantization failed: {_first_line(exc)}") from None
+    return Path(path)
+
+
 def export_tflite(trained, out_dir: Path, precision: Precision = Precision.FP32, calib_x: np.ndarray | None = None,
-                  atol: float = DEFAULT_ATOL, min_agreement: float = DEFAULT_MIN_AGREEMENT) -> Artifact:
+                  atol: float = DEFAULT_ATOL, min_agreement: float = DEFAULT_MIN_AGREEMENT,
+                  fp32_tflite: Artifact | None = None) -> Artifact:
     """Export a Trained model to TFLite at one precision and validate it on the real eval split.
 
-    INT8 calibrates on calib_x, or else on the first CALIB_SAMPLES training samples.
+    INT8 calibrates on calib_x, or else on the first CALIB_SAMPLES training samples. INT8_DYNAMIC quantizes
+    the float file (`fp32_tflite` when given, else one converted here) with ai-edge-quantizer.
     """
     precision = Precision(precision)
     name = f"{trained.name}-tflite-{precision.value}"
     extra = {}
+    path = Path(out_dir) / f"{name}.tflite"
     if precision == Precision.INT8:
         if calib_x is None:
             calib_x = trained.dataset.x_train[:CALIB_SAMPLES]
         calib_x = _check_calibration(calib_x, tuple(trained.example_input(1).shape))
         extra["calibration_samples"] = int(len(calib_x))
-    path = convert_tflite(trained.module, trained.example_input(1), Path(out_dir) / f"{name}.tflite",
-                          precision, calib_x)
+    if precision == Precision.INT8_DYNAMIC:
+        if fp32_tflite is None:
+            fp32_tflite = export_tflite(trained, out_dir, Precision.FP32, atol=atol)
+        quantize_tflite_dynamic(fp32_tflite.path, path)
+        extra.update(quantized_from=fp32_tflite.name, quantizer="ai-edge-quantizer dynamic_wi8_afp32")
+    else:
+        convert_tflite(trained.module, trained.example_input(1), path, precision, calib_x)
     x = trained.dataset.x_test
     ref, got = reference_outputs(trained.module, x), run_tflite(path, x)
     if precision == Precision.FP32:

@@ -46,7 +46,7 @@ def prune_and_finetune(trained: Trained, sparsity: float, finetune_epochs: int =
     prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=sparsity)
     accuracy_after_pruning = evaluate(module, trained.dataset.x_test, trained.dataset.y_test)
     base = TrainConfig.from_dict(trained.config.get("train", {}))
-    tcfg = replace(base, epochs=finetune_epochs, lr=lr if lr is not None else base.lr / 4)
+    tcfg = replace(base, epochs=finetune_epochs, lr=lr if lr is not None else base.lr / 2)
     name = f"{trained.name}-pruned{round(sparsity * 100)}"
     if finetune_epochs > 0:
         own_loop = getattr(module, "fit", None)

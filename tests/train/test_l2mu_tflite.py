@@ -60,3 +60,19 @@ def test_tflite_count_readout_spike_counts_are_identical(batch, tmp_path):
     ref = reference_outputs(m, x)
     assert ref.sum() > 0
     np.testing.assert_array_equal(run_tflite(path, x), ref)  # integer readout spike counts
+
+
+def test_trained_lif_l2mu_exports_fp32_and_int8_dynamic_tflite(tmp_path):
+    """The main job's path: float TFLite, then dynamic-range INT8 by ai-edge-quantizer on that file."""
+    from edgebench.export.tflite import export_tflite
+    from edgebench.train.registry import train_model
+    from edgebench.types import Precision
+
+    trained = train_model("lif", "l2mu", "basicmotions", {"neuron": "lif", "memory_gain": 0.5},
+                          {"epochs": 3, "lr": 5e-3}, progress=False)
+    fp32 = export_tflite(trained, tmp_path, Precision.FP32)
+    assert fp32.validation.max_abs_diff <= 1e-4 and fp32.validation.top1_agreement == 1.0
+    q = export_tflite(trained, tmp_path, Precision.INT8_DYNAMIC, fp32_tflite=fp32, min_agreement=0.9)
+    assert q.extra["quantized_from"] == fp32.name
+    assert q.validation.top1_agreement >= 0.9
+    assert q.size_bytes < fp32.size_bytes
