@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-.venv/bin/edgebench run "${1:-examples/digits_cnn.toml}"
+.venv/bin/edgebench run "${1:-examples/har_l2mu.toml}"
