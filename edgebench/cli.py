@@ -90,7 +90,8 @@ def train(kind: str = typer.Argument(..., help="Model: cnn, l2mu, lmu"),
           name: Optional[str] = typer.Option(None, help="Model name (default KIND-DATASET)"),
           epochs: Optional[int] = typer.Option(None, help="Training epochs"),
           seed: int = typer.Option(0, help="Random seed"),
-          neuron: Optional[str] = typer.Option(None, help="Spiking neuron for l2mu: lif or cuba"),
+          neuron: Optional[str] = typer.Option(None, help="Spiking neuron for l2mu: lif or cuba (default lif)"),
+          data_root: Optional[Path] = typer.Option(None, help="Dataset folder on disk (wisdm: the folder holding raw/watch/...)"),
           out_dir: Path = typer.Option(Path("out/checkpoints"), "--out", help="Folder for checkpoint and eval data"),
           quiet: bool = typer.Option(False, help="No progress bar.")):
     """Train a model; writes a checkpoint (carrying its config) and the eval split as .npz."""
@@ -99,10 +100,20 @@ def train(kind: str = typer.Argument(..., help="Model: cnn, l2mu, lmu"),
     from edgebench.train.base import save_checkpoint
     from edgebench.train.registry import train_model
 
-    name = name or f"{kind}-{dataset}"
-    tcfg = {"seed": seed, **({"epochs": epochs} if epochs else {})}
-    mcfg = {"neuron": neuron} if neuron else {}
-    trained = train_model(name, kind, dataset, mcfg, tcfg, progress=not quiet)
+    name = name or f"{kind}-{dataset}" + (f"-{neuron}" if neuron else "")
+    mcfg, tcfg = {}, {}
+    if neuron is not None and neuron not in ("lif", "cuba"):
+        raise EdgebenchError(f"unknown neuron '{neuron}' (lif or cuba)")
+    if kind in ("l2mu", "lmu"):  # the tuned recipes (sizes, memory gain, schedule) as the starting point
+        from edgebench.train.l2mu import BASICMOTIONS_CONFIG
+
+        preset = BASICMOTIONS_CONFIG["lmu" if kind == "lmu" else (neuron or "lif")]
+        mcfg, tcfg = dict(preset["model"]), dict(preset["train"])
+    tcfg.update({"seed": seed, **({"epochs": epochs} if epochs else {})})
+    if neuron:
+        mcfg["neuron"] = neuron
+    dcfg = {"root": str(data_root)} if data_root else {}
+    trained = train_model(name, kind, dataset, mcfg, tcfg, dcfg, progress=not quiet)
     ckpt = save_checkpoint(trained, out_dir / f"{name}.pt")
     npz = out_dir / f"{name}-eval.npz"
     np.savez(npz, x=trained.dataset.x_test.astype(np.float32), y=trained.dataset.y_test.astype(np.int64))

@@ -38,11 +38,19 @@ def build_cnn(cfg: dict, dataset: Dataset) -> nn.Module:
 
 
 def load_dataset(name: str, data_cfg: dict | None = None) -> Dataset:
-    return _resolve(DATASETS, name, "dataset")(**(data_cfg or {}))
+    load = _resolve(DATASETS, name, "dataset")
+    try:
+        return load(**(data_cfg or {}))
+    except TypeError as exc:  # an unknown or missing dataset option
+        raise EdgebenchError(f"dataset '{name}' with options {data_cfg or {}}: {exc}") from None
 
 
 def build_model(kind: str, model_cfg: dict, dataset: Dataset) -> nn.Module:
-    return _resolve(MODELS, kind, "model")(model_cfg, dataset)
+    build = _resolve(MODELS, kind, "model")
+    try:
+        return build(model_cfg, dataset)
+    except (TypeError, ValueError, KeyError) as exc:  # a bad setting in the user's model config
+        raise EdgebenchError(f"model '{kind}' with config {model_cfg}: {exc}") from None
 
 
 def train_model(name: str, kind: str, dataset_name: str, model_cfg: dict | None = None,
