@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import torch
 
 from edgebench.export.errors import AtolError, ExportError, ShapeError
@@ -100,6 +101,9 @@ def count_macs_params(path: Path, input_shape: tuple) -> tuple[int, int, dict]:
 
 
 def _fmt_attr(value) -> str:
+    if isinstance(value, onnx.TensorProto):
+        arr = onnx.numpy_helper.to_array(value)
+        return f"{arr.item():g}" if arr.size == 1 else f"Tensor[{'x'.join(str(d) for d in arr.shape)}]"
     if isinstance(value, (list, tuple)):
         return "x".join(str(v) for v in value)
     if isinstance(value, bytes):
@@ -129,6 +133,9 @@ def onnx_encoding(model: onnx.ModelProto) -> str:
     for k, node in enumerate(model.graph.node):
         if node.op_type == "Constant":
             continue
+        if node.op_type == "Identity" and node.input and node.input[0] in inits:
+            inits[node.output[0]] = inits[node.input[0]]  # an alias of a weight (shared across unrolled steps)
+            continue
         attrs = [f"{a.name}={_fmt_attr(onnx.helper.get_attribute_value(a))}" for a in node.attribute
                  if a.type != onnx.AttributeProto.GRAPH]
         params = [f"Param[{'x'.join(str(d) for d in inits[i])}]" for i in node.input if i in inits]
@@ -145,7 +152,15 @@ def onnx_encoding(model: onnx.ModelProto) -> str:
         prev_out = node.output[0] if node.output else None
     if chain:
         lines.append(" --> ".join(chain))
-    return "\n".join(lines)
+    # Unrolled recurrent graphs repeat a line once per time step: say it once with its count.
+    out: list[str] = []
+    for line in lines:
+        if out and out[-1].split("  [x")[0] == line:
+            head, _, count = out[-1].partition("  [x")
+            out[-1] = f"{head}  [x{int(count.rstrip(']') or 1) + 1}]"
+        else:
+            out.append(line)
+    return "\n".join(out)
 
 
 def run_onnx(path: Path, x: np.ndarray, batch: int = 256) -> np.ndarray:
