@@ -206,7 +206,7 @@ def describe_model_file(path: Path, dataset: str = "") -> Artifact:
         from edgebench.export.onnx import describe_onnx
 
         return describe_onnx(path, dataset=dataset)
-    from edgebench.export.tflite import describe_tflite
+    from edgebench.export.tflite_model import describe_tflite
 
     return describe_tflite(path, dataset=dataset)
 

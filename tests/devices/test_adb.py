@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from edgebench.deploy.bundle import Bundle
-from edgebench.devices.adb import ADBConfig, ADBDevice, parse_benchmark_model_output
+from edgebench.devices.adb import ADBConfig, ADBDevice
+from edgebench.devices.benchmark_model import parse_benchmark_model_output
 from edgebench.devices.local import LocalDevice
 from edgebench.types import EdgebenchError, Provenance, RunSpec
 
