@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,6 +171,7 @@ def run_pipeline(cfg: RunConfig, fresh: bool = False, progress: bool = True, log
                       disable=not progress) as bar:
             task = bar.add_task("benchmark", total=len(jobs))
             with tempfile.TemporaryDirectory(prefix="edgebench-bundles-") as tmp:
+                bundles: dict = {}  # one bundle per artifact, shared by every device (devices only read it)
                 for a, trained, device in jobs:
                     key = f"{a.name}@{device.name}"
                     if key in done:
@@ -177,9 +179,10 @@ def run_pipeline(cfg: RunConfig, fresh: bool = False, progress: bool = True, log
                         bar.update(task, advance=1)
                         continue
                     bar.update(task, description=f"benchmark {key}")
-                    bundle = make_bundle(a, Path(tmp) / f"{a.name}-{device.name}", trained.dataset.x_test,
-                                         trained.dataset.y_test, trained.dataset.preprocessing)
-                    m = device.run(bundle, spec)
+                    if a.name not in bundles:
+                        bundles[a.name] = make_bundle(a, Path(tmp) / a.name, trained.dataset.x_test,
+                                                      trained.dataset.y_test, trained.dataset.preprocessing)
+                    m = device.run(bundles[a.name], spec)
                     rec = Record.from_parts(run_id, a, m, device.kind)
                     store.append(rec, key)
                     if not m.ok:
@@ -227,8 +230,6 @@ def bench_file(model_path: Path, device_name: str, spec: RunSpec, eval_npz: Path
     with tempfile.TemporaryDirectory(prefix="edgebench-bench-") as tmp:
         bundle = make_bundle(artifact, Path(tmp) / "bundle", x, y)
         m = device.run(bundle, spec)
-    import uuid
-
     record = Record.from_parts(f"bench-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}", artifact, m,
                                device.kind)
     with Store(store_path or Path("out/edgebench.sqlite")) as store:
