@@ -3,7 +3,7 @@
 For two models (about 0.05 ms and 1-5 ms per inference on this machine) this script, in one run:
   * times a bare onnxruntime loop (a fresh Python process, the same session options and threads, the same
     perf_counter_ns around each `session.run`), and
-  * runs `edgebench bench` (library call `bench_file`: describe, bundle, local device subprocess, record),
+  * runs `edgebench bench` (library call `edgebench.bench`: describe, bundle, local device subprocess, record),
 interleaving the two REPEATS times, and prints
   ratio = median(edgebench p50s) / median(bare p50s)        target <= 1.02 for the larger model
   cv    = std / mean of the edgebench p50 over the repeats     target <= 3%
@@ -25,8 +25,7 @@ import torch
 from torch import nn
 
 from edgebench.export.onnx import export_onnx
-from edgebench.pipeline import bench_file
-from edgebench.types import RunSpec
+from edgebench.api import bench
 
 BARE_LOOP = r"""
 import json, sys, time
@@ -91,11 +90,12 @@ def main() -> None:
         for label, (net, example), runs in (("small", small_model(), 3000), ("large", large_model(), 300)):
             path = export_onnx(net.eval(), example, tmp / f"{label}.onnx")
             warmup = runs // 10
-            spec = RunSpec(runs=runs, warmup=warmup, threads=args.threads, eval=False)
+
             bare, eb = [], []
             for _ in range(args.repeats):  # interleaved, so drift on the machine hits both alike
                 bare.append(bare_p50(path, runs, warmup, args.threads, core))
-                rec = bench_file(path, "bench", spec, store_path=tmp / "store.sqlite", devices_file=str(devices))
+                rec = bench(path, device="bench", runs=runs, warmup=warmup, threads=args.threads,
+                            store=tmp / "store.sqlite", devices_file=devices)
                 assert rec.status == "ok", rec.error
                 eb.append(rec.latency_ms["p50"])
             ratio = statistics.median(eb) / statistics.median(bare)

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
+from edgebench.deploy.inputs import resolve_feeds
 from edgebench.types import Artifact, EdgebenchError, Format
 
 RUNNER_SOURCE = Path(__file__).with_name("runner.py")
 MANIFEST = "manifest.json"
 EVAL_FILE = "eval.npz"
-BUNDLE_VERSION = 1
+FEEDS_FILE = "inputs.npz"  # the exact arrays timed, one per model input
+BUNDLE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,11 @@ class Bundle:
             return None
         with np.load(f) as data:
             return data["y"].tolist()
+
+    def feed_arrays(self) -> dict:
+        """The exact arrays the runner feeds, by input name."""
+        with np.load(self.path / self.manifest["feeds_file"]) as data:
+            return {k: data[k] for k in data.files}
 
     @classmethod
     def load(cls, path: Path) -> "Bundle":
@@ -65,15 +72,27 @@ def check_eval(x: np.ndarray, y: np.ndarray, input_shape) -> None:
                 f"eval data shape {list(x.shape)} does not fit the model input {list(input_shape)} (dim {i})")
 
 
-def make_bundle(artifact: Artifact, out_dir: Path, eval_x=None, eval_y=None, preprocessing: str = "") -> Bundle:
-    """Write the bundle folder for one artifact (replacing an older one at the same place)."""
+def make_bundle(artifact: Artifact, out_dir: Path, eval_x=None, eval_y=None, preprocessing: str = "",
+                shapes: dict | None = None, inputs: dict | None = None) -> Bundle:
+    """Write the bundle folder for one artifact (replacing an older one at the same place).
+
+    `shapes` (input name -> shape) sets free dimensions, `inputs` (name -> array, number or 'zeros' /
+    'ones' / 'random') gives values; the rest is resolved by edgebench.deploy.inputs, which never guesses a
+    free dimension other than a leading batch. `eval_x` is the first input's eval samples, or a dict of
+    per-sample arrays by input name (e.g. token ids and their mask)."""
     out_dir = Path(out_dir)
+    eval_arrays = dict(eval_x) if isinstance(eval_x, dict) else (
+        {artifact.inputs[0].name: np.asarray(eval_x)} if eval_x is not None else {})
+    first = artifact.inputs[0].name
+    quantized_io = artifact.format is Format.TFLITE
+    feeds, arrays = resolve_feeds(artifact.inputs, shapes, inputs, eval_arrays.get(first), quantized_io)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
     model_file = "model" + Path(artifact.path).suffix
     shutil.copyfile(artifact.path, out_dir / model_file)
     shutil.copyfile(RUNNER_SOURCE, out_dir / "runner.py")
+    np.savez(out_dir / FEEDS_FILE, **arrays)
     manifest = {
         "bundle_version": BUNDLE_VERSION,
         "name": artifact.name,
@@ -85,17 +104,28 @@ def make_bundle(artifact: Artifact, out_dir: Path, eval_x=None, eval_y=None, pre
         "sha256": sha256_file(out_dir / model_file),
         "inputs": [t.to_dict() for t in artifact.inputs],
         "outputs": [t.to_dict() for t in artifact.outputs],
+        "feeds": [f.to_dict() for f in feeds],
+        "feeds_file": FEEDS_FILE,
         "labels": list(artifact.labels),
         "preprocessing": preprocessing,
         "eval_file": None,
     }
-    if eval_x is not None:
-        eval_x = np.asarray(eval_x)
+    if eval_arrays:
+        if eval_y is None:
+            raise EdgebenchError("eval data needs labels (y) as well as inputs")
         eval_y = np.asarray(eval_y)
-        check_eval(eval_x, eval_y, artifact.inputs[0].shape)
-        np.savez(out_dir / EVAL_FILE, x=eval_x.astype(np.float32), y=eval_y.astype(np.int64))
+        dtypes = {f.name: f.dtype for f in feeds}
+        specs = {t.name: t for t in artifact.inputs}
+        saved = {}
+        for name, x in eval_arrays.items():
+            if name not in specs:
+                raise EdgebenchError(f"eval data for '{name}', which is not a model input "
+                                     f"(inputs: {', '.join(specs)})")
+            check_eval(np.asarray(x), eval_y, specs[name].shape)
+            saved["x" if name == first else f"input:{name}"] = np.asarray(x).astype(dtypes[name])
+        np.savez(out_dir / EVAL_FILE, y=eval_y.astype(np.int64), **saved)
         manifest["eval_file"] = EVAL_FILE
-        manifest["n_eval"] = int(eval_x.shape[0])
+        manifest["n_eval"] = int(eval_y.shape[0])
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return Bundle(path=out_dir, manifest=manifest)
 

@@ -58,20 +58,9 @@ class OnnxBackend(object):
     def input_specs(self):
         return [(i.name, list(i.shape), _ORT_DTYPES.get(i.type, "float32")) for i in self.inputs]
 
-    def _feed(self, x):
-        """x for the first input; any further inputs (e.g. a text model's attention_mask) get neutral
-        values of the same batch: ones for a '*mask*' input, zeros otherwise."""
-        feed = {self.inputs[0].name: x}
-        for inp in self.inputs[1:]:
-            dtype = _ORT_DTYPES.get(inp.type, "float32")
-            shape = concrete_shape(inp.shape, x.shape[0])
-            fill = np.ones if "mask" in inp.name.lower() else np.zeros
-            feed[inp.name] = fill(shape, dtype=dtype)
-        return feed
-
-    def prepare(self, x):
-        """Return a zero-argument callable that runs one inference on batch x."""
-        feed = self._feed(x)
+    def prepare(self, feed):
+        """Return a zero-argument callable that runs one inference on `feed` (input name -> array)."""
+        feed = as_feed(feed, self.input_specs())
         run = self.session.run
         names = self.output_names
 
@@ -80,8 +69,8 @@ class OnnxBackend(object):
 
         return infer
 
-    def predict(self, x):
-        return self.session.run(self.output_names, self._feed(x))[0]
+    def predict(self, feed):
+        return self.session.run(self.output_names, as_feed(feed, self.input_specs()))[0]
 
     def end_profile(self):
         path = self.session.end_profiling()
@@ -96,7 +85,15 @@ _ORT_DTYPES = {
     "tensor(int32)": "int32",
     "tensor(int8)": "int8",
     "tensor(uint8)": "uint8",
+    "tensor(bool)": "bool",
 }
+
+
+def as_feed(feed, specs):
+    """A feed dict by input name; a bare array is the first input (older callers, single-input models)."""
+    if isinstance(feed, dict):
+        return feed
+    return {specs[0][0]: feed}
 
 
 def summarize_ort_profile(path, top=15):
@@ -144,13 +141,18 @@ class TfliteBackend(object):
         self._version = getattr(pkg, "__version__", "unknown")
         self.interp = Interpreter(model_path=model_path, num_threads=int(threads))
         self.interp.allocate_tensors()
-        self.inp = self.interp.get_input_details()[0]
+        self._details()
+        self.fixed_batch = self.signatures[0][0] if self.signatures[0] and self.signatures[0][0] > 0 else None
+
+    def _details(self):
+        self.ins = self.interp.get_input_details()
         self.out = self.interp.get_output_details()[0]
-        signature = self.inp.get("shape_signature")
-        if signature is None or len(signature) == 0:
-            signature = self.inp["shape"]
-        self.signature = [int(d) for d in signature]
-        self.fixed_batch = self.signature[0] if self.signature and self.signature[0] > 0 else None
+        self.signatures = []
+        for d in self.ins:
+            sig = d.get("shape_signature")
+            if sig is None or len(sig) == 0:
+                sig = d["shape"]
+            self.signatures.append([int(v) for v in sig])
 
     @property
     def name(self):
@@ -161,13 +163,15 @@ class TfliteBackend(object):
         return self._version
 
     def input_specs(self):
-        shape = [d if d > 0 else None for d in self.signature]
-        return [(self.inp["name"], shape, np.dtype(self.inp["dtype"]).name)]
+        return [(d["name"], [v if v > 0 else None for v in sig], np.dtype(d["dtype"]).name)
+                for d, sig in zip(self.ins, self.signatures)]
 
-    def _quantize(self, x):
-        dtype = np.dtype(self.inp["dtype"])
+    @staticmethod
+    def _quantize(x, detail):
+        dtype = np.dtype(detail["dtype"])
+        x = np.asarray(x)
         if dtype.kind in "iu" and x.dtype.kind == "f":
-            scale, zero = self.inp.get("quantization", (0.0, 0))
+            scale, zero = detail.get("quantization", (0.0, 0))
             if scale:
                 info = np.iinfo(dtype)
                 x = np.clip(np.round(x / scale + zero), info.min, info.max)
@@ -179,44 +183,57 @@ class TfliteBackend(object):
             return (y.astype(np.float32) - zero) * np.float32(scale)
         return y
 
-    def _resize(self, x):
-        if [int(d) for d in self.inp["shape"]] != list(x.shape):
-            self.interp.resize_tensor_input(self.inp["index"], list(x.shape))
+    def _resize(self, feed):
+        changed = False
+        for d in self.ins:
+            x = feed[d["name"]]
+            if [int(v) for v in d["shape"]] != list(x.shape):
+                self.interp.resize_tensor_input(d["index"], list(x.shape))
+                changed = True
+        if changed:
             self.interp.allocate_tensors()
-            self.inp = self.interp.get_input_details()[0]
-            self.out = self.interp.get_output_details()[0]
+            self._details()
 
-    def prepare(self, x):
-        self._resize(x)
-        xq = self._quantize(x)
+    def _set(self, feed):
+        self._resize(feed)
+        values = [(d["index"], self._quantize(feed[d["name"]], d)) for d in self.ins]
+        return values
+
+    def prepare(self, feed):
+        values = self._set(as_feed(feed, self.input_specs()))
         interp = self.interp
-        index, out_index = self.inp["index"], self.out["index"]
+        out_index = self.out["index"]
 
         def infer():  # set, run and read the output, as onnxruntime's session.run does
-            interp.set_tensor(index, xq)
+            for index, value in values:
+                interp.set_tensor(index, value)
             interp.invoke()
             return interp.get_tensor(out_index)
 
         return infer
 
-    def _run(self, x):
-        self._resize(x)
-        self.interp.set_tensor(self.inp["index"], self._quantize(x))
+    def _run(self, feed):
+        for index, value in self._set(feed):
+            self.interp.set_tensor(index, value)
         self.interp.invoke()
         return self._dequantize(self.interp.get_tensor(self.out["index"]))
 
-    def predict(self, x):
+    def predict(self, feed):
+        feed = as_feed(feed, self.input_specs())
+        n_total = next(iter(feed.values())).shape[0]
         b = self.fixed_batch
-        if b is None or x.shape[0] == b:
-            return self._run(x)
+        if b is None or n_total == b:
+            return self._run(feed)
         # a fixed-batch file: whole batches, the last one padded with zeros and its padding dropped
         outs = []
-        for i in range(0, x.shape[0], b):
-            chunk = x[i : i + b]
-            n = chunk.shape[0]
-            if n < b:
-                chunk = np.concatenate([chunk, np.zeros((b - n,) + chunk.shape[1:], dtype=chunk.dtype)])
-            outs.append(self._run(chunk)[:n])
+        for i in range(0, n_total, b):
+            chunk = {}
+            for k, v in feed.items():
+                c = v[i : i + b]
+                if c.shape[0] < b:
+                    c = np.concatenate([c, np.zeros((b - c.shape[0],) + c.shape[1:], dtype=c.dtype)])
+                chunk[k] = c
+            outs.append(self._run(chunk)[: min(b, n_total - i)])
         return np.concatenate(outs, axis=0)
 
     def end_profile(self):
@@ -272,24 +289,30 @@ def with_insn_markers(infer):
     return marked
 
 
-def concrete_shape(shape, batch):
-    out = []
-    for i, d in enumerate(shape):
-        if isinstance(d, int) and d > 0:
-            out.append(d)
-        else:
-            out.append(batch if i == 0 else 1)
-    return out
+def eval_feeds(eval_data, specs):
+    """Per-sample eval inputs by name: 'x' is the first input, 'input:NAME' any other; inputs without eval
+    data repeat the bench feed's first row for every sample (e.g. a mask of ones, a sample rate)."""
+    arrays = {}
+    for key in eval_data.files:
+        if key == "x":
+            arrays[specs[0][0]] = eval_data[key]
+        elif key.startswith("input:"):
+            arrays[key[len("input:"):]] = eval_data[key]
+    return arrays
 
 
-def run_eval(backend, x, batch_size):
+def run_eval(backend, arrays, feed, batch_size):
     """Argmax predictions over the eval inputs, in batches when the model allows it."""
     preds = []
-    n = x.shape[0]
+    n = next(iter(arrays.values())).shape[0]
     i = 0
     while i < n:
-        xb = x[i : i + batch_size]
-        y = np.asarray(backend.predict(xb))
+        batch = {k: v[i : i + batch_size] for k, v in arrays.items()}
+        m = next(iter(batch.values())).shape[0]
+        for k, v in feed.items():
+            if k not in batch:
+                batch[k] = np.repeat(v[:1], m, axis=0) if v.ndim and v.shape[0] == 1 else v
+        y = np.asarray(backend.predict(batch))
         y = y.reshape(y.shape[0], -1) if y.ndim > 1 else y.reshape(1, -1)
         preds.extend(int(v) for v in np.argmax(y, axis=-1))
         i += batch_size
@@ -388,26 +411,19 @@ def main(argv=None):
         result["runtime_version"] = backend.version
         result["threads"] = args.threads
 
-        name, shape, dtype = backend.input_specs()[0]
-        eval_x = None
-        eval_file = manifest.get("eval_file")
-        if eval_file and os.path.exists(os.path.join(args.bundle, eval_file)):
-            data = np.load(os.path.join(args.bundle, eval_file))
-            eval_x = data["x"]  # labels stay on the host: accuracy is computed there from predictions
-        in_dtype = "float32" if dtype in ("int8", "uint8") else dtype  # quantized inputs are fed as float
-        batch = manifest.get("bench_batch", 1)
-        fixed_batch = isinstance(shape[0], int) and shape[0] > 0
-        if fixed_batch:
-            batch = shape[0]
-        if eval_x is not None and eval_x.shape[0] >= batch:
-            x = np.ascontiguousarray(eval_x[:batch].astype(in_dtype))
-        else:
-            if np.dtype(in_dtype).kind in "iub":  # ids or flags: zeros are valid for any vocabulary
-                x = np.zeros(concrete_shape(shape, batch), dtype=in_dtype)
-            else:
-                x = np.random.default_rng(0).standard_normal(concrete_shape(shape, batch)).astype(in_dtype)
+        # The host resolved every input (shapes, dtypes, values) and wrote the exact arrays: nothing is
+        # guessed here, and what was fed is what the record says was fed.
+        specs = backend.input_specs()
+        with np.load(os.path.join(args.bundle, manifest["feeds_file"])) as data:
+            feed = {name: np.array(data[name], order="C") for name in data.files}
+        missing = [n for n, _, _ in specs if n not in feed]
+        if missing:
+            raise ValueError("no value for model input(s) %s in the bundle" % ", ".join(missing))
+        sources = dict((f["name"], f.get("source", "")) for f in manifest.get("feeds", []))
+        result["inputs_fed"] = [{"name": n, "shape": list(feed[n].shape), "dtype": feed[n].dtype.name,
+                                 "source": sources.get(n, "")} for n, _, _ in specs]
 
-        infer = backend.prepare(x)
+        infer = backend.prepare(feed)
         result["first_inference_ns"] = timed(infer)
         result["load_ns"] = load_ns
         measured_infer = None
@@ -416,15 +432,18 @@ def main(argv=None):
             insn_marker(INSN_MARK_END)
             measured_infer = with_insn_markers(infer)
         result["samples_ns"] = measure(infer, args.runs, args.warmup, args.min_time, measured_infer)
-        result["batch"] = int(x.shape[0])
+        result["batch"] = int(feed[specs[0][0]].shape[0]) if feed[specs[0][0]].ndim else 1
 
-        if eval_x is not None and not args.no_eval:
-            eval_batch = batch if fixed_batch else int(manifest.get("eval_batch", 64))
-            x_eval = eval_x.astype(in_dtype)
-            result["predictions"] = run_eval(backend, x_eval, eval_batch)
+        eval_file = manifest.get("eval_file")
+        if eval_file and not args.no_eval:
+            with np.load(os.path.join(args.bundle, eval_file)) as data:
+                arrays = eval_feeds(data, specs)  # labels stay on the host: accuracy is computed there
+            fixed_batch = isinstance(specs[0][1][0], int) and specs[0][1][0] > 0 if specs[0][1] else False
+            eval_batch = specs[0][1][0] if fixed_batch else int(manifest.get("eval_batch", 64))
+            result["predictions"] = run_eval(backend, arrays, feed, eval_batch)
             result["n_eval"] = len(result["predictions"])
         if args.profile:
-            result["profile"] = profile_pass(backend_cls, model_path, args.threads, x)
+            result["profile"] = profile_pass(backend_cls, model_path, args.threads, feed)
         result["peak_rss_mb"] = peak_rss_mb()
         result["ok"] = True
     except Exception as exc:  # reported, not raised: the host records a failed measurement
@@ -433,10 +452,10 @@ def main(argv=None):
     return result
 
 
-def profile_pass(backend_cls, model_path, threads, x, runs=50):
+def profile_pass(backend_cls, model_path, threads, feed, runs=50):
     """A separate session with the profiler on, so profiling never touches the timed runs."""
     backend = backend_cls(model_path, threads, profile=True)
-    infer = backend.prepare(x)
+    infer = backend.prepare(feed)
     for _ in range(runs):
         infer()
     return backend.end_profile()

@@ -98,4 +98,5 @@ def measurement_from_output(
         device_facts=facts,
         profile=doc.get("profile", []) or [],
         extra={"batch": doc.get("batch", 1)},
+        inputs_fed=list(doc.get("inputs_fed") or []),
     )

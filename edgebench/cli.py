@@ -14,17 +14,31 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgebench.types import EdgebenchError, Format, Precision, RunSpec
+from edgebench.types import EdgebenchError, Format, Precision
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Export PyTorch models to ONNX/TFLite, run them on edge devices, report what they measure.")
 devices_app = typer.Typer(no_args_is_help=True, help="List, check and prepare the devices in devices.toml.")
 app.add_typer(devices_app, name="devices")
 
+
+def _version(value: bool):
+    if value:
+        from edgebench import __version__
+
+        print(f"edgebench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")):
+    """Export PyTorch models to ONNX/TFLite, run them on edge devices, report what they measure."""
+
 # Wide when not a terminal (pipes, CI logs): a summary table should not be cut to 80 columns.
 out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
-DEFAULT_STORE = Path("out/edgebench.sqlite")
+from edgebench.reports.store import DEFAULT_STORE  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -162,26 +176,36 @@ def export(checkpoint: Path = typer.Argument(..., help="Checkpoint written by `e
 
 
 @app.command()
-def bench(model: Path = typer.Argument(..., help="An .onnx or .tflite file (any classifier, not only edgebench's)"),
+def bench(model: Path = typer.Argument(..., help="An .onnx or .tflite file (any model, not only edgebench's)"),
           device: str = typer.Option("local", help="Device name from devices.toml"),
           runs: int = typer.Option(100, min=1, help="Measured inferences (at least)"),
           warmup: int = typer.Option(10, min=0, help="Warm-up inferences"),
           threads: int = typer.Option(1, min=1, help="Runtime threads"),
           min_time: float = typer.Option(0.0, min=0.0, help="Keep measuring at least this many seconds"),
           eval_file: Optional[Path] = typer.Option(None, "--eval", help=".npz with arrays x and y: accuracy on the device"),
+          shape: List[str] = typer.Option([], "--shape", help="NAME=1x3x640x640: a free dimension's size "
+                                          "(repeatable). A leading batch dimension defaults to 1; any other free "
+                                          "dimension must be given."),
+          input_: List[str] = typer.Option([], "--input", help="NAME=FILE.npy, NAME=VALUE (e.g. sr=16000) or "
+                                           "NAME=zeros|ones|random (repeatable)"),
+          inputs_file: Optional[Path] = typer.Option(None, "--inputs", help=".npz with one array per input name"),
           profile: bool = typer.Option(False, help="Per-operator profile (onnxruntime)"),
           timeout: float = typer.Option(600.0, min=1.0, help="Seconds before the run is abandoned"),
           store: Path = typer.Option(DEFAULT_STORE, help="SQLite result store"),
           devices_file: Optional[Path] = typer.Option(None, "--devices", help="devices.toml (default ./devices.toml)"),
           as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")):
     """Benchmark a model file on a device; the record goes to the store."""
-    from edgebench.pipeline import bench_file
+    from edgebench.api import bench as bench_model
+    from edgebench.deploy.inputs import load_inputs_npz, parse_input_args, parse_shape_args
 
-    spec = RunSpec(runs=runs, warmup=warmup, threads=threads, min_time_s=min_time, eval=eval_file is not None,
-                   profile=profile, timeout_s=timeout)
+    shapes = parse_shape_args(shape)
+    values = load_inputs_npz(inputs_file) if inputs_file else {}
+    values.update(parse_input_args(input_))
     with err.status(f"benchmarking {model.name} on {device} ...", spinner="dots") if not as_json and err.is_terminal \
             else _nothing():
-        record = bench_file(model, device, spec, eval_file, store, str(devices_file) if devices_file else None)
+        record = bench_model(model, device=device, runs=runs, warmup=warmup, threads=threads, shapes=shapes,
+                             inputs=values, eval=eval_file, min_time_s=min_time, profile=profile, timeout_s=timeout,
+                             store=store, devices_file=devices_file)
     if as_json:
         print(json.dumps(record.summary(), default=str))
     else:

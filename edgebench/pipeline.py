@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgebench.config import RunConfig
@@ -31,26 +30,13 @@ class RunResult:
 def export_artifact(trained, fmt: Format, precision: Precision, out_dir: Path, opset: int, atol: float,
                     fp32_onnx: Artifact | None = None, fp32_tflite: Artifact | None = None,
                     min_agreement: float = 0.0) -> Artifact:
-    """One artifact of a trained model; heavy converters are imported only when asked for. Quantized
-    artifacts reuse the fp32 file of their format when given (no second conversion)."""
-    agreement = {"min_agreement": min_agreement} if min_agreement > 0 else {}
-    if fmt is Format.ONNX and precision is Precision.FP32:
-        from edgebench.export.onnx import export_and_validate
+    """One artifact of a trained model, through the exporter registry; quantized artifacts reuse the fp32
+    file of their format when given (no second conversion)."""
+    from edgebench.export.registry import ExportOptions, export_trained
 
-        return export_and_validate(trained, out_dir, opset=opset, atol=atol)
-    if fmt is Format.ONNX:
-        from edgebench.export.quantize import quantize_onnx
-
-        if fp32_onnx is None:
-            from edgebench.export.onnx import export_and_validate
-
-            fp32_onnx = export_and_validate(trained, out_dir, opset=opset, atol=atol)
-        return quantize_onnx(fp32_onnx, trained, out_dir, precision, **agreement)
-    from edgebench.export.tflite import export_tflite
-
-    calib = trained.dataset.x_train if precision is Precision.INT8 else None
-    return export_tflite(trained, out_dir, precision, calib_x=calib, atol=atol, fp32_tflite=fp32_tflite,
-                         **agreement)
+    fp32 = fp32_onnx if Format(fmt) is Format.ONNX else fp32_tflite
+    return export_trained(trained, Format(fmt), Precision(precision), out_dir,
+                          ExportOptions(opset=opset, atol=atol, min_agreement=min_agreement), fp32)
 
 
 def _trained(name: str, out: Path, resumed: bool, log, make):
@@ -90,105 +76,170 @@ def _run_id(store, cfg: RunConfig, fresh: bool) -> tuple[str, bool]:
     return f"{cfg.name}-{time.strftime('%Y%m%dT%H%M%S')}-{digest}", False
 
 
-def run_pipeline(cfg: RunConfig, fresh: bool = False, progress: bool = True, log=print) -> RunResult:
+@dataclass
+class Job:
+    """One artifact to measure, with what its bundle needs."""
+
+    artifact: Artifact
+    eval_x: object = None
+    eval_y: object = None
+    preprocessing: str = ""
+    shapes: dict = field(default_factory=dict)
+    inputs: dict = field(default_factory=dict)
+
+
+def _failed_rows(store, run_id: str, name: str, model: str, dataset: str, devices, fmt: str, prec: str,
+                 reason: str) -> None:
+    from edgebench.reports.record import Record
+
+    for device in devices:
+        store.append(Record(run_id=run_id, name=name, model=model, dataset=dataset, device=device.name,
+                            status="failed", error=reason, format=fmt, precision=prec, device_kind=device.kind),
+                     f"{name}@{device.name}")
+
+
+def _train_step(cfg: RunConfig, m, out: Path, resumed: bool, log, progress: bool) -> list:
+    """The trained model and its pruned variants, each with the formats and precisions it exports to."""
+    from edgebench.train.registry import train_model
+
+    if m.kind == "python":
+        from edgebench.train.user import train_user_model, user_config
+
+        make = lambda: train_user_model(m.name, user_config(m, cfg.base_dir), progress=progress)  # noqa: E731
+    else:
+        make = lambda: train_model(m.name, m.kind, m.dataset, m.model, m.train, m.data,  # noqa: E731
+                                   progress=progress)
+    trained = _trained(m.name, out, resumed, log, make)
+    variants = [(trained, cfg.export.formats, cfg.export.precisions)]
+    for sparsity in m.prune:
+        from edgebench.train.prune import prune_and_finetune
+
+        vname = f"{m.name}-pruned{round(sparsity * 100)}"
+        variants.append((_trained(vname, out, resumed, log, lambda s=sparsity: prune_and_finetune(
+            trained, s, m.finetune_epochs, progress=progress)), m.prune_formats, m.prune_precisions))
+    return variants
+
+
+def _export_step(cfg: RunConfig, m, variants: list, out: Path, store, run_id: str, devices, log, t_start) -> list:
+    """Every format x precision of every variant; a failed export is a failed row and the sweep goes on."""
+    jobs = []
+    for variant, formats, precisions in variants:
+        log(f"{variant.name}: test accuracy in PyTorch {variant.metrics.get('test_accuracy', float('nan')):.2%} "
+            f"({time.perf_counter() - t_start:.0f} s into the run)")
+        model_extra = model_metrics(variant)
+        fp32 = {}
+        for fmt in formats:
+            for prec in precisions:
+                t_export = time.perf_counter()
+                try:
+                    a = export_artifact(variant, Format(fmt), Precision(prec), out / "artifacts", cfg.export.opset,
+                                        cfg.export.atol, fp32.get(Format.ONNX), fp32.get(Format.TFLITE),
+                                        cfg.export.min_agreement)
+                except ExportError as exc:
+                    name = f"{variant.name}-{fmt}-{prec}"
+                    log(f"  export of {name} failed: {exc}")
+                    _failed_rows(store, run_id, name, variant.name, variant.dataset.name, devices, fmt, prec,
+                                 f"export: {exc}")
+                    continue
+                a.extra.update(model_extra)
+                if a.precision is Precision.FP32:
+                    fp32[a.format] = a
+                v = a.validation
+                log(f"  exported {a.name} in {time.perf_counter() - t_export:.1f} s: {a.size_bytes:,} bytes"
+                    + (f", max |diff| {v.max_abs_diff:.2g}, top-1 agreement {v.top1_agreement:.2%}" if v else ""))
+                ds = variant.dataset
+                jobs.append(Job(a, ds.x_test, ds.y_test, ds.preprocessing, dict(m.shapes), dict(m.inputs)))
+    return jobs
+
+
+def _hf_step(cfg: RunConfig, m, out: Path, store, run_id: str, devices, log) -> list:
+    """A Hugging Face folder: ONNX through optimum, benched with its own tokenizer's token inputs."""
+    from edgebench.export.hf import export_hf
+
+    jobs = []
+    for fmt in cfg.export.formats:
+        for prec in cfg.export.precisions:
+            name = f"{m.name}-{fmt}-{prec}"
+            if (fmt, prec) != ("onnx", "fp32"):
+                reason = "export: kind = \"hf\" exports ONNX fp32 through optimum only"
+                log(f"  {name}: {reason}")
+                _failed_rows(store, run_id, name, m.name, "", devices, fmt, prec, reason)
+                continue
+            folder = Path(m.path).expanduser()
+            folder = folder if folder.is_absolute() else cfg.base_dir / folder
+            try:
+                a, tokens = export_hf(m.name, folder, out / "artifacts", m.task, m.sequence_length, m.text,
+                                      cfg.export.opset)
+            except ExportError as exc:
+                log(f"  export of {name} failed: {exc}")
+                _failed_rows(store, run_id, name, m.name, "", devices, fmt, prec, f"export: {exc}")
+                continue
+            log(f"  exported {a.name} with optimum: {a.size_bytes:,} bytes, max |diff| {a.validation.max_abs_diff:.2g}")
+            jobs.append(Job(a, shapes=dict(m.shapes), inputs={**tokens, **m.inputs}))
+    return jobs
+
+
+def _measure_step(jobs: list, devices, spec: RunSpec, store, run_id: str, done: set, log, progress: bool) -> int:
+    """Bundle each artifact once, run it on every device, append each record as soon as it exists."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from edgebench.api import with_fed_macs
     from edgebench.deploy.bundle import make_bundle
-    from edgebench.devices.registry import get_device
     from edgebench.reports.record import Record
+
+    skipped = 0
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  disable=not progress) as bar, tempfile.TemporaryDirectory(prefix="edgebench-bundles-") as tmp:
+        task = bar.add_task("benchmark", total=len(jobs) * len(devices))
+        for job in jobs:
+            bundle = None  # one bundle per artifact, shared by every device (devices only read it)
+            for device in devices:
+                key = f"{job.artifact.name}@{device.name}"
+                bar.update(task, description=f"benchmark {key}")
+                if key in done:
+                    skipped += 1
+                    bar.update(task, advance=1)
+                    continue
+                if bundle is None:
+                    bundle = make_bundle(job.artifact, Path(tmp) / job.artifact.name, job.eval_x, job.eval_y,
+                                         job.preprocessing, shapes=job.shapes, inputs=job.inputs)
+                    if job.shapes or job.inputs or job.artifact.macs is None:
+                        job.artifact = with_fed_macs(job.artifact, bundle)
+                m = device.run(bundle, spec)
+                store.append(Record.from_parts(run_id, job.artifact, m, device.kind), key)
+                if not m.ok:
+                    log(f"  {key} failed: {m.error}")
+                bar.update(task, advance=1)
+    return skipped
+
+
+def run_pipeline(cfg: RunConfig, fresh: bool = False, progress: bool = True, log=print) -> RunResult:
+    """train -> export -> measure -> report, resumable (see the module docstring)."""
+    from edgebench.devices.registry import get_device
     from edgebench.reports.render import write_report
     from edgebench.reports.store import Store
-    from edgebench.train.registry import train_model
 
     t_start = time.perf_counter()
     out = cfg.out_path
     out.mkdir(parents=True, exist_ok=True)
     # Resolve every device before any work: an unknown name fails now, not after training.
-    devices_file = cfg.bench.devices_file or None
-    devices = [get_device(name, devices_file) for name in cfg.bench.devices]
+    devices = [get_device(name, cfg.bench.devices_file or None) for name in cfg.bench.devices]
     spec = RunSpec(runs=cfg.bench.runs, warmup=cfg.bench.warmup, threads=cfg.bench.threads,
                    min_time_s=cfg.bench.min_time_s, profile=cfg.bench.profile, timeout_s=cfg.bench.timeout_s)
-
     with Store(cfg.store_path) as store:
         run_id, resumed = _run_id(store, cfg, fresh)
         store.begin_run(run_id, cfg.name, cfg.to_dict())
         done = store.done_keys(run_id)
         log(f"run {run_id}" + (f" (resuming: {len(done)} measurements already done)" if resumed else ""))
-
-        # 1. train + 2. export
-        artifacts: list[tuple[Artifact, object]] = []
-        train_metrics = {}
+        jobs, train_metrics = [], {}
         for m in cfg.models:
-            trained = _trained(m.name, out, resumed, log,
-                               lambda: train_model(m.name, m.kind, m.dataset, m.model, m.train, m.data,
-                                                   progress=progress))
-            variants = [(trained, cfg.export.formats, cfg.export.precisions)]
-            for sparsity in m.prune:
-                from edgebench.train.prune import prune_and_finetune
-
-                vname = f"{m.name}-pruned{round(sparsity * 100)}"
-                variants.append((_trained(vname, out, resumed, log, lambda s=sparsity: prune_and_finetune(
-                    trained, s, m.finetune_epochs, progress=progress)), m.prune_formats, m.prune_precisions))
-            for variant, formats, precisions in variants:
-                train_metrics[variant.name] = variant.metrics
-                log(f"{variant.name}: test accuracy in PyTorch {variant.metrics.get('test_accuracy', float('nan')):.2%} "
-                    f"({time.perf_counter() - t_start:.0f} s into the run)")
-                model_extra = model_metrics(variant)
-                fp32_onnx = fp32_tflite = None
-                for fmt in formats:
-                    for prec in precisions:
-                        t_export = time.perf_counter()
-                        try:
-                            a = export_artifact(variant, Format(fmt), Precision(prec), out / "artifacts",
-                                                cfg.export.opset, cfg.export.atol, fp32_onnx, fp32_tflite,
-                                                cfg.export.min_agreement)
-                        except ExportError as exc:
-                            # One artifact that fails conversion or validation is a failed row with its
-                            # reason; the rest of the sweep goes on.
-                            name = f"{variant.name}-{fmt}-{prec}"
-                            log(f"  export of {name} failed: {exc}")
-                            for device in devices:
-                                store.append(Record(run_id=run_id, name=name, model=variant.name,
-                                                    dataset=variant.dataset.name, device=device.name,
-                                                    status="failed", error=f"export: {exc}", format=fmt,
-                                                    precision=prec, device_kind=device.kind),
-                                             f"{name}@{device.name}")
-                            continue
-                        a.extra.update(model_extra)
-                        if a.format is Format.ONNX and a.precision is Precision.FP32:
-                            fp32_onnx = a
-                        if a.format is Format.TFLITE and a.precision is Precision.FP32:
-                            fp32_tflite = a
-                        v = a.validation
-                        log(f"  exported {a.name} in {time.perf_counter() - t_export:.1f} s: {a.size_bytes:,} bytes"
-                            + (f", max |diff| {v.max_abs_diff:.2g}, top-1 agreement {v.top1_agreement:.2%}" if v else ""))
-                        artifacts.append((a, variant))
-
-        # 3. bundle + 4. measure, one record appended per measurement
-        jobs = [(a, t, d) for a, t in artifacts for d in devices]
-        skipped = 0
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      disable=not progress) as bar:
-            task = bar.add_task("benchmark", total=len(jobs))
-            with tempfile.TemporaryDirectory(prefix="edgebench-bundles-") as tmp:
-                bundles: dict = {}  # one bundle per artifact, shared by every device (devices only read it)
-                for a, trained, device in jobs:
-                    key = f"{a.name}@{device.name}"
-                    if key in done:
-                        skipped += 1
-                        bar.update(task, advance=1)
-                        continue
-                    bar.update(task, description=f"benchmark {key}")
-                    if a.name not in bundles:
-                        bundles[a.name] = make_bundle(a, Path(tmp) / a.name, trained.dataset.x_test,
-                                                      trained.dataset.y_test, trained.dataset.preprocessing)
-                    m = device.run(bundles[a.name], spec)
-                    rec = Record.from_parts(run_id, a, m, device.kind)
-                    store.append(rec, key)
-                    if not m.ok:
-                        log(f"  {key} failed: {m.error}")
-                    bar.update(task, advance=1)
-
+            if m.kind == "hf":
+                jobs += _hf_step(cfg, m, out, store, run_id, devices, log)
+                continue
+            variants = _train_step(cfg, m, out, resumed, log, progress)
+            train_metrics.update({v.name: v.metrics for v, _, _ in variants})
+            jobs += _export_step(cfg, m, variants, out, store, run_id, devices, log, t_start)
+        skipped = _measure_step(jobs, devices, spec, store, run_id, done, log, progress)
         records = store.query(run_id=run_id)
         report_dir = write_report(records, out / "report", title=f"edgebench report: {cfg.name} ({run_id})")
         store.finish_run(run_id)
@@ -196,44 +247,3 @@ def run_pipeline(cfg: RunConfig, fresh: bool = False, progress: bool = True, log
                      wall_s=time.perf_counter() - t_start, train_metrics=train_metrics)
 
 
-def describe_model_file(path: Path, dataset: str = "") -> Artifact:
-    """An Artifact for any model file a user brings (.onnx or .tflite)."""
-    path = Path(path)
-    if not path.exists():
-        raise EdgebenchError(f"model file not found: {path}")
-    try:
-        fmt = Format.from_path(path)
-    except ValueError as exc:
-        raise EdgebenchError(str(exc)) from None
-    if fmt is Format.ONNX:
-        from edgebench.export.onnx import describe_onnx
-
-        return describe_onnx(path, dataset=dataset)
-    from edgebench.export.tflite_model import describe_tflite
-
-    return describe_tflite(path, dataset=dataset)
-
-
-def bench_file(model_path: Path, device_name: str, spec: RunSpec, eval_npz: Path | None = None,
-               store_path: Path | None = None, devices_file: str | None = None):
-    """Benchmark one model file on one device; the record is stored and returned (ok or failed)."""
-    from edgebench.deploy.bundle import load_eval_npz, make_bundle
-    from edgebench.devices.registry import get_device
-    from edgebench.reports.record import Record
-    from edgebench.reports.store import Store
-
-    device = get_device(device_name, devices_file)
-    artifact = describe_model_file(Path(model_path), dataset=Path(eval_npz).stem if eval_npz else "")
-    x = y = None
-    if eval_npz is not None:
-        x, y = load_eval_npz(Path(eval_npz))
-    with tempfile.TemporaryDirectory(prefix="edgebench-bench-") as tmp:
-        bundle = make_bundle(artifact, Path(tmp) / "bundle", x, y)
-        m = device.run(bundle, spec)
-    record = Record.from_parts(f"bench-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}", artifact, m,
-                               device.kind)
-    with Store(store_path or Path("out/edgebench.sqlite")) as store:
-        store.begin_run(record.run_id, f"bench {artifact.name}", {"model": str(model_path), "device": device_name})
-        store.append(record)
-        store.finish_run(record.run_id, "finished" if m.ok else "failed")
-    return record

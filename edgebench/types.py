@@ -126,6 +126,7 @@ class Measurement:
     device_facts: dict = field(default_factory=dict)
     profile: list = field(default_factory=list)  # [{"op": ..., "total_us": ..., "count": ...}]
     extra: dict = field(default_factory=dict)  # e.g. guest instructions per inference
+    inputs_fed: list = field(default_factory=list)  # [{"name", "shape", "dtype", "source"}] as the runner fed them
 
     @classmethod
     def failed(cls, device: str, provenance: Provenance, reason: str, **kw) -> "Measurement":

@@ -19,8 +19,7 @@ import torch
 from edgebench.export.errors import AtolError, ExportError, ShapeError
 from edgebench.types import Artifact, EdgebenchError, Format, Precision, TensorSpec, Validation
 
-DEFAULT_OPSET = 17
-DEFAULT_ATOL = 1e-4
+from edgebench.export.registry import DEFAULT_ATOL, DEFAULT_OPSET  # noqa: E402  (one place for both)
 MACS_DEFINITION = (
     "onnx-tool graph count: multiply-accumulates of Conv/Gemm/MatMul plus one per element for bias adds, "
     "activations, pooling and other elementwise ops (shape ops excluded)"
@@ -91,21 +90,49 @@ def tensor_specs(values, initializers=()) -> tuple:
     return tuple(specs)
 
 
-def count_macs_params(path: Path, input_shape: tuple) -> tuple[int, int, dict]:
-    """MACs (batch 1), parameters and MACs per operator type, read from the graph by onnx-tool."""
+def count_params(model: onnx.ModelProto) -> int:
+    """Weights: elements of the floating-point initializers and Constant nodes (graphs exported from Paddle
+    and others keep their weights in Constant nodes); integer constants (shapes, indices) are not weights."""
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16,
+              onnx.TensorProto.INT8, onnx.TensorProto.UINT8}  # int8/uint8: quantized weights
+    def count(graph) -> int:
+        total = sum(int(np.prod(t.dims)) for t in graph.initializer
+                    if t.data_type in floats or t.data_type == onnx.TensorProto.INT32)  # int32: quantized biases
+        for node in graph.node:
+            for a in node.attribute:
+                if node.op_type == "Constant" and a.name == "value" and a.t.data_type in floats:
+                    total += int(np.prod(a.t.dims))
+                elif a.type == onnx.AttributeProto.GRAPH:  # If/Loop branches carry their own weights
+                    total += count(a.g)
+        return total
+
+    return count(model.graph)
+
+
+def count_macs(path: Path, arrays: dict) -> tuple[int, dict]:
+    """MACs for the given input arrays (the values matter for graphs whose shapes depend on them) and MACs
+    per operator type, read from the graph by onnx-tool."""
     import onnx_tool
 
-    shape = [d if isinstance(d, int) and d > 0 else 1 for d in input_shape]
     model = onnx_tool.Model(str(path), {"verbose": False})
     g = model.graph
-    name = g.input[0]
     with redirect_stdout(io.StringIO()):
-        g.shape_infer({name: np.zeros(shape, dtype=np.float32)})
+        g.shape_infer({k: np.asarray(v) for k, v in arrays.items()})
         g.profile()
     by_op: dict = {}
     for node in g.nodemap.values():
         by_op[node.op_type] = by_op.get(node.op_type, 0) + int(node.macs[0])
-    return int(g.macs[0]), int(g.params), by_op
+    return int(g.macs[0]), by_op
+
+
+def macs_for_feed(path: Path, arrays: dict) -> tuple[int | None, dict, str]:
+    """(MACs, MACs per op, why there is no count) for one concrete feed; never raises."""
+    try:
+        macs, by_op = count_macs(path, arrays)
+    except Exception as exc:  # a graph onnx-tool cannot shape-infer still benchmarks; the record says why
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        return None, {}, f"onnx-tool could not shape-infer the graph: {first}"
+    return macs, by_op, ""
 
 
 def _fmt_attr(value) -> str:
@@ -217,13 +244,20 @@ def describe_onnx(path: Path, name: str | None = None, model_name: str | None = 
     inputs = tensor_specs(model.graph.input, inits)
     outputs = tensor_specs(model.graph.output)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    try:
-        macs, params, macs_by_op = count_macs_params(path, inputs[0].shape)
-    except Exception:  # a graph onnx-tool cannot profile still benchmarks; MACs stay unknown
-        macs, params, macs_by_op = None, sum(int(np.prod(i.dims)) for i in model.graph.initializer), {}
     extra = dict(extra or {})
+    macs, macs_by_op, why = None, {}, ""
+    try:  # MACs at batch 1 where every other dimension is fixed; else they wait for the shapes fed
+        from edgebench.deploy.inputs import resolve_feeds
+
+        feeds, arrays = resolve_feeds(inputs)
+        macs, macs_by_op, why = macs_for_feed(path, arrays)
+    except EdgebenchError as exc:
+        why = f"depends on the input shapes ({exc})"
     if macs_by_op:
         extra["macs_by_op"] = macs_by_op
+    if why:
+        extra["macs_unavailable"] = why
+    params = count_params(model)
     return Artifact(
         name=name or path.stem, model=model_name or path.stem, dataset=dataset, path=path,
         format=Format.ONNX, precision=precision, inputs=inputs, outputs=outputs,

@@ -104,7 +104,7 @@ def quantize_onnx_file(src: Path, dst: Path, precision: Precision, calib_x: np.n
 
 
 def quantize_onnx(fp32_artifact: Artifact, trained, out_dir: Path, precision: Precision,
-                  min_agreement: float = DEFAULT_MIN_AGREEMENT) -> Artifact:
+                  min_agreement: float = DEFAULT_MIN_AGREEMENT, calib_x: np.ndarray | None = None) -> Artifact:
     """Quantize an fp32 ONNX artifact of `trained` and validate it against PyTorch on the eval split."""
     precision = Precision(precision)
     if fp32_artifact.format != Format.ONNX or fp32_artifact.precision != Precision.FP32:
@@ -113,9 +113,8 @@ def quantize_onnx(fp32_artifact: Artifact, trained, out_dir: Path, precision: Pr
     name = f"{trained.name}-onnx-{precision.value}"
     spec = fp32_artifact.inputs[0]
     extra = {"quantized_from": fp32_artifact.name, "min_agreement": min_agreement}
-    calib_x = None
     if precision == Precision.INT8:
-        calib_x = _calibration_samples(trained, spec)
+        calib_x = _calibration_samples(trained, spec) if calib_x is None else np.asarray(calib_x, np.float32)
         extra.update(calibration_samples=int(len(calib_x)), calibration_method="MinMax", quant_format="QDQ",
                      per_channel=True)
     path = quantize_onnx_file(fp32_artifact.path, Path(out_dir) / f"{name}.onnx", precision, calib_x, spec.name)

@@ -26,7 +26,7 @@ from edgebench.export.onnx import compare, export_view, reference_outputs
 from edgebench.export.tflite_model import _fd2_silenced, _first_line, describe_tflite, run_tflite
 from edgebench.types import Artifact, Precision
 
-DEFAULT_ATOL = 1e-4  # float TFLite matches PyTorch to ~1e-7 on the digits CNN
+from edgebench.export.registry import DEFAULT_ATOL  # float TFLite matches PyTorch to ~1e-7 on the digits CNN
 DEFAULT_MIN_AGREEMENT = 0.98  # top-1 agreement a quantized file must reach
 CALIB_SAMPLES = 300  # training samples used for static calibration when calib_x is not given
 MIN_CALIB_SAMPLES = 16
@@ -167,6 +167,15 @@ def quantize_tflite_dynamic(fp32_path: Path, path: Path) -> Path:
     except Exception as exc:
         raise ExportError(f"TFLite dynamic-range quantization failed: {_first_line(exc)}") from None
     return Path(path)
+
+
+def export(trained, precision: Precision, out_dir: Path, opts, fp32: Artifact | None = None) -> Artifact:
+    """The registry's TFLite exporter (edgebench.export.registry)."""
+    agreement = {"min_agreement": opts.min_agreement} if opts.min_agreement > 0 else {}
+    calib = opts.calibration
+    if calib is None and precision is Precision.INT8:
+        calib = trained.dataset.x_train
+    return export_tflite(trained, out_dir, precision, calib_x=calib, atol=opts.atol, fp32_tflite=fp32, **agreement)
 
 
 def export_tflite(trained, out_dir: Path, precision: Precision = Precision.FP32, calib_x: np.ndarray | None = None,

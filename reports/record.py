@@ -13,7 +13,7 @@ from typing import Optional
 
 from edgebench.types import Artifact, Measurement, Provenance
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: inputs_fed
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,7 @@ class Record:
     accuracy: Optional[float] = None  # computed on the host from predictions the device produced
     accuracy_provenance: str = ""  # "measured": the deployed file's outputs on the device
     n_eval: int = 0
+    inputs_fed: list = field(default_factory=list)  # every input's shape, dtype and value source as timed
     samples_ns: list = field(default_factory=list)
     predictions: Optional[list] = None
     profile: list = field(default_factory=list)
@@ -117,7 +118,7 @@ class Record:
             load_ms=measurement.load_ms, first_inference_ms=measurement.first_inference_ms,
             peak_rss_mb=measurement.peak_rss_mb, accuracy=measurement.accuracy,
             accuracy_provenance=(Provenance.MEASURED.value if measurement.accuracy is not None else ""),
-            n_eval=measurement.n_eval, samples_ns=list(measurement.samples_ns),
+            n_eval=measurement.n_eval, inputs_fed=list(measurement.inputs_fed), samples_ns=list(measurement.samples_ns),
             predictions=measurement.predictions, profile=list(measurement.profile), extra=extra,
         )
 
@@ -144,6 +145,7 @@ class Record:
             "load_ms": self.load_ms,
             "first_inference_ms": self.first_inference_ms,
             "peak_rss_mb": self.peak_rss_mb,
+            "inputs_fed": self.inputs_fed,
             "macs": self.macs,
             "macs_definition": self.macs_definition,
             "params": self.params,
@@ -163,7 +165,7 @@ class Record:
             out["profile"] = self.profile
         for key in ("instructions_per_inference", "estimated_latency_ms", "estimated_provenance",
                     "activation_sparsity", "synops_per_sample", "effective_macs_per_sample", "dense_macs_per_sample",
-                    "spike_rate_by_population", "weight_sparsity", "macs_by_op"):
+                    "spike_rate_by_population", "weight_sparsity", "macs_by_op", "macs_unavailable"):
             if key in self.extra:
                 out[key] = self.extra[key]
         return out

@@ -13,6 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
+from edgebench.deploy.inputs import feeds_text
 from edgebench.reports.record import Record
 
 CSV_COLUMNS = [
@@ -25,7 +26,7 @@ CSV_COLUMNS = [
     "accuracy_delta_vs_fp32", "latency_ratio_vs_fp32", "top1_agreement_vs_fp32",
     "activation_sparsity", "synops_per_sample", "effective_macs_per_sample", "dense_macs_per_sample",
     "weight_sparsity", "instructions_per_inference", "estimated_latency_ms",
-    "runtime", "threads", "macs_definition", "error",
+    "runtime", "threads", "inputs_fed", "macs_definition", "error",
 ]
 
 
@@ -79,7 +80,8 @@ def csv_row(r: Record, cmp: dict) -> dict:
         "instructions_per_inference": r.extra.get("instructions_per_inference"),
         "estimated_latency_ms": r.extra.get("estimated_latency_ms"),
         "runtime": f"{r.runtime} {r.runtime_version}".strip(), "threads": r.threads,
-        "macs_definition": r.macs_definition, "error": r.error,
+        "inputs_fed": feeds_text(r.inputs_fed),
+        "macs_definition": r.macs_definition or r.extra.get("macs_unavailable", ""), "error": r.error,
     }
 
 
@@ -106,8 +108,9 @@ def write_onnx_with_metadata(records: list[Record], out_dir: Path) -> list[Path]
             props["latency_p50_ms"] = f"{first.latency_ms['p50']:.6f}" if first.latency_ms else ""
             props["latency_device"] = first.device
             props["latency_provenance"] = first.latency_provenance
+            props["inputs_fed"] = feeds_text(first.inputs_fed)
         props["edgebench.measurements"] = json.dumps([
-            {"device": r.device, "status": r.status, "accuracy": r.accuracy,
+            {"device": r.device, "status": r.status, "accuracy": r.accuracy, "inputs_fed": r.inputs_fed,
              "latency_ms": r.latency_ms, "provenance": r.latency_provenance, "error": r.error} for r in recs])
         del model.metadata_props[:]
         for k, v in props.items():
@@ -202,7 +205,7 @@ def render_html(records: list[Record], cmp: dict, title: str) -> str:
             "<tr class='{cls}'><td>{name}</td><td>{dev}</td><td>{fmt}</td><td>{prec}</td><td>{acc}</td>"
             "<td>{dacc}</td><td>{p50}</td><td>{p90}</td><td>{p99}</td><td>{cv}</td><td>{ratio}</td><td>{agree}</td>"
             "<td>{macs}</td><td>{params}</td><td>{size}</td><td>{sparsity}</td><td>{synops}</td><td>{insn}</td><td>{est}</td>"
-            "<td>{prov}</td><td>{status}</td></tr>".format(
+            "<td>{prov}</td><td>{fed}</td><td>{status}</td></tr>".format(
                 cls="failed" if r.status != "ok" else "", name=html.escape(r.name), dev=html.escape(r.device),
                 fmt=r.format, prec=r.precision, acc=_fmt(acc, "{:.2f}%"),
                 dacc=_fmt(None if "accuracy_delta" not in c else c["accuracy_delta"] * 100, "{:+.2f} pp"),
@@ -210,6 +213,7 @@ def render_html(records: list[Record], cmp: dict, title: str) -> str:
                 cv=_fmt(lat.get("cv"), "{:.1%}"), ratio=_fmt(c.get("latency_ratio"), "{:.2f}x"),
                 agree=_fmt(c.get("top1_agreement"), "{:.1%}"),
                 macs=_fmt(r.macs), params=_fmt(r.params), size=_fmt(r.size_bytes),
+                fed=html.escape(feeds_text(r.inputs_fed)) or "–",
                 sparsity=_fmt(r.extra.get("activation_sparsity"), "{:.1%}"),
                 synops=_fmt(r.extra.get("synops_per_sample"), "{:,.0f}"),
                 insn=_fmt(r.extra.get("instructions_per_inference"), "{:,.0f}"),
@@ -266,7 +270,8 @@ MACs (batch 1): {html.escape('; '.join(macs_defs)) or '–'}.</p>
 <table><tr><th>artifact</th><th>device</th><th>format</th><th>precision</th><th>accuracy</th><th>Δ acc</th>
 <th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>CV</th><th>latency vs fp32</th><th>top-1 agreement vs fp32</th>
 <th>MACs</th><th>params</th><th>size bytes</th><th>activation sparsity</th><th>SynOps / sample</th>
-<th>guest instructions / inference</th><th>estimated latency ms</th><th>latency provenance</th><th>status</th></tr>
+<th>guest instructions / inference</th><th>estimated latency ms</th><th>latency provenance</th><th>inputs fed</th>
+<th>status</th></tr>
 {''.join(rows)}</table>
 <h2>Plots</h2>
 {''.join(plots) or '<p>No successful measurements to plot.</p>'}

@@ -34,6 +34,9 @@ CREATE INDEX IF NOT EXISTS records_key ON records(run_id, measure_key);
 """
 
 
+DEFAULT_STORE = Path("out/edgebench.sqlite")  # the embedded default: one SQLite file per working folder
+
+
 class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)

@@ -83,8 +83,13 @@ def load_checkpoint(path: Path) -> Trained:
     if not isinstance(ckpt, dict) or ckpt.get("format") != "edgebench-checkpoint-1":
         raise EdgebenchError(f"{path} is not an edgebench checkpoint")
     config = ckpt["config"]
-    dataset = load_dataset(config["dataset"], config.get("data", {}))
-    module = build_model(ckpt["kind"], config.get("model", {}), dataset)
+    if ckpt["kind"] == "python":  # the user's own model: rebuilt by its factory, from its data
+        from edgebench.train.user import rebuild
+
+        module, dataset = rebuild(config)
+    else:
+        dataset = load_dataset(config["dataset"], config.get("data", {}))
+        module = build_model(ckpt["kind"], config.get("model", {}), dataset)
     module.load_state_dict(ckpt["state_dict"])
     module.eval()
     return Trained(name=ckpt["name"], kind=ckpt["kind"], module=module, dataset=dataset,

@@ -305,9 +305,9 @@ class _LeanL2MU(nn.Module):
 
 def build_l2mu(cfg: dict, dataset) -> L2MU:
     """Registry entry; model config keys are L2MU's keyword arguments."""
-    keys = ("hidden_size", "memory_size", "order", "theta", "input_size", "neuron", "beta", "alpha", "threshold",
-            "learn_beta", "learn_threshold", "slope", "readout", "memory_gain", "learn_memory_gain")
-    kwargs = {k: cfg[k] for k in keys if k in cfg}
+    from edgebench.train.registry import MODEL_KEYS
+
+    kwargs = {k: cfg[k] for k in MODEL_KEYS["l2mu"] if k in cfg}
     kwargs.setdefault("theta", float(dataset.input_shape[-1]))
     return L2MU(in_channels=dataset.input_shape[0], num_classes=len(dataset.labels), **kwargs)
 

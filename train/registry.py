@@ -15,6 +15,13 @@ MODELS = {
     "l2mu": "edgebench.train.l2mu:build_l2mu",
     "lmu": "edgebench.train.lmu:build_lmu",
 }
+# kind -> the model config keys its builder reads (an unknown key is an error, not a silent default)
+MODEL_KEYS = {
+    "cnn": ("width",),
+    "l2mu": ("hidden_size", "memory_size", "order", "theta", "input_size", "neuron", "beta", "alpha", "threshold",
+             "learn_beta", "learn_threshold", "slope", "readout", "memory_gain", "learn_memory_gain"),
+    "lmu": ("hidden_size", "memory_size", "order", "theta"),
+}
 # name -> "module:function(**data_config) -> Dataset"
 DATASETS = {
     "digits": "edgebench.train.digits:load_digits_dataset",
@@ -28,6 +35,13 @@ def _resolve(table: dict, key: str, what: str):
         raise EdgebenchError(f"unknown {what} '{key}' (known: {', '.join(sorted(table))})")
     module, func = table[key].split(":")
     return getattr(importlib.import_module(module), func)
+
+
+def dataset_keys(name: str) -> tuple:
+    """The options a dataset loader takes, read from its signature."""
+    import inspect
+
+    return tuple(inspect.signature(_resolve(DATASETS, name, "dataset")).parameters)
 
 
 def build_cnn(cfg: dict, dataset: Dataset) -> nn.Module:

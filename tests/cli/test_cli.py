@@ -62,7 +62,7 @@ def test_eval_set_of_the_wrong_shape(cli, onnx_artifact, tmp_path):
     bad = tmp_path / "bad.npz"
     np.savez(bad, x=np.zeros((10, 3, 8, 8), np.float32), y=np.zeros(10, np.int64))
     line = one_error_line(cli("bench", onnx_artifact.path, "--eval", bad, "--store", tmp_path / "s.sqlite"))
-    assert "does not fit the model input" in line
+    assert "does not fit the model's input" in line
     nox = tmp_path / "nox.npz"
     np.savez(nox, data=np.zeros(3))
     assert "must hold arrays 'x' and 'y'" in one_error_line(
@@ -79,7 +79,7 @@ def test_malformed_toml_config(cli, tmp_path):
     cfg.write_text('name = "x"\n[[models]\nkind = "cnn"\n')
     assert "malformed TOML" in one_error_line(cli("run", cfg))
     cfg.write_text('name = "x"\n[[models]]\nname = "m"\nkind = "cnn"\ndataset = "digits"\n[bench]\nrunz = 3\n')
-    assert "unknown key(s) runz" in one_error_line(cli("run", cfg))
+    assert one_error_line(cli("run", cfg)) == "edgebench: error: unknown key 'runz' in bench; did you mean 'runs'?"
     assert "config file not found" in one_error_line(cli("run", tmp_path / "none.toml"))
 
 
@@ -147,7 +147,12 @@ def test_bench_a_users_text_classifier_with_ids_and_mask(cli, tmp_path):
     torch.onnx.export(TinyText().eval(), (ids, mask), str(path), dynamo=False, input_names=["input_ids",
                       "attention_mask"], output_names=["logits"],
                       dynamic_axes={"input_ids": {0: "b", 1: "seq"}, "attention_mask": {0: "b", 1: "seq"}})
-    p = cli("bench", path, "--runs", "30", "--json", "--store", tmp_path / "s.sqlite")
+    unset = cli("bench", path, "--runs", "30", "--json", "--store", tmp_path / "s.sqlite")
+    assert unset.returncode == 2 and "--shape input_ids=" in one_error_line(unset)  # the length is never guessed
+    p = cli("bench", path, "--runs", "30", "--json", "--store", tmp_path / "s.sqlite",
+            "--shape", "input_ids=1x12", "--shape", "attention_mask=1x12")
     assert p.returncode == 0, p.stderr
     doc = json.loads(p.stdout)
     assert doc["latency_ms"]["n"] == 30 and doc["status"] == "ok"
+    assert [(f["name"], f["shape"], f["dtype"], f["source"]) for f in doc["inputs_fed"]] == [
+        ("input_ids", [1, 12], "int64", "zeros"), ("attention_mask", [1, 12], "int64", "ones (a mask)")]

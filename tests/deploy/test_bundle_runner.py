@@ -12,7 +12,7 @@ from edgebench.types import EdgebenchError
 
 def test_bundle_holds_model_manifest_eval_and_runner(cnn_bundle, onnx_artifact):
     files = sorted(p.name for p in cnn_bundle.path.iterdir())
-    assert files == ["eval.npz", "manifest.json", "model.onnx", "runner.py"]
+    assert files == ["eval.npz", "inputs.npz", "manifest.json", "model.onnx", "runner.py"]
     m = json.loads((cnn_bundle.path / "manifest.json").read_text())
     assert m["sha256"] == onnx_artifact.sha256 == sha256_file(cnn_bundle.path / "model.onnx")
     assert m["inputs"] == [{"name": "input", "shape": ["batch", 1, 8, 8], "dtype": "float32"}]
@@ -67,7 +67,7 @@ def test_runner_reports_a_corrupt_model_as_an_error_document(cnn_bundle):
 
 
 def test_eval_data_of_the_wrong_shape_is_refused(onnx_artifact, tmp_path):
-    with pytest.raises(EdgebenchError, match="does not fit the model input"):
+    with pytest.raises(EdgebenchError, match="does not fit the model's input"):
         make_bundle(onnx_artifact, tmp_path / "b", np.zeros((4, 1, 6, 6), np.float32), np.zeros(4))
     with pytest.raises(EdgebenchError, match="rank differs"):
         check_eval(np.zeros((4, 64)), np.zeros(4), ("batch", 1, 8, 8))

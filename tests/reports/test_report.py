@@ -62,7 +62,7 @@ def test_report_folder_is_onnx_bench_style(tmp_path, measured):
     assert props["latency_provenance"] == "measured"
     assert json.loads(props["edgebench.measurements"])[0]["device"] == "local"
     doc = json.loads((out / "records.json").read_text())
-    assert doc[0]["schema_version"] == 1 and doc[0]["latency_provenance"] == "measured"
+    assert doc[0]["schema_version"] == 2 and doc[0]["latency_provenance"] == "measured"
 
 
 def test_quantized_rows_compare_with_their_float_twin(tmp_path, measured):
