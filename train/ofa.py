@@ -1,0 +1,627 @@
+"""An Once-for-All (Cai et al., ICLR 2020) MobileNetV3-style elastic supernet sized for a CPU.
+
+One network holds every subnetwork of the space
+    kernel size  ks in {3, 5, 7}   per block (depthwise kernel; 5 and 3 are transformed centres of the 7x7)
+    expand ratio e  in {3, 4, 6}   per block (middle channels = input channels x e, most important first)
+    depth        d  in {2, 3, 4}   per stage (the first d blocks of the stage are kept)
+    resolution   r  in {20, 24, 28} (the input image is resized to r x r)
+An arch is OFA's dict {"ks": [...], "e": [...], "d": [...], "r": R}: ks and e have one entry per block
+slot (stages x max depth, slots beyond a stage's depth are ignored), d one per stage.
+
+Training is progressive shrinking: the full network first, then elastic kernel, then depth, then
+expand ratio (after sorting middle channels by importance), each later phase training a randomly sampled
+subnetwork per step with knowledge distillation from the full network. A subnetwork taken out with
+get_active_subnet() is a standalone module with copied weights; its BatchNorm statistics must be
+recalibrated on training images (recalibrate_bn) before it is evaluated or exported: the supernet's
+running statistics belong to the full network, and without recalibration subnets fall to about 30%.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgebench.types import EdgebenchError
+
+CKPT_FORMAT = "edgebench-ofa-supernet-1"
+
+
+def make_divisible(v: float, divisor: int = 8) -> int:
+    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new + divisor if new < 0.9 * v else new
+
+
+@dataclass(frozen=True)
+class OFASpec:
+    """The supernet's shape and its elastic choices (the [model] table of an OFA run config)."""
+
+    stem_width: int = field(default=8, metadata={"help": "channels of the 3x3 stem convolution"})
+    stem_stride: int = field(default=1, metadata={"help": "stride of the stem"})
+    widths: tuple = field(default=(16, 24, 32, 48), metadata={"help": "output channels of every stage"})
+    strides: tuple = field(default=(2, 2, 1, 2), metadata={"help": "stride of every stage's first block"})
+    se: tuple = field(default=(False, True, True, True), metadata={"help": "squeeze-excite per stage"})
+    hswish: tuple = field(default=(False, True, True, True), metadata={"help": "hardswish (else relu) per stage"})
+    final_width: int = field(default=96, metadata={"help": "channels of the final 1x1 expansion"})
+    ks_list: tuple = field(default=(3, 5, 7), metadata={"help": "elastic depthwise kernel sizes"})
+    expand_list: tuple = field(default=(3, 4, 6), metadata={"help": "elastic expand ratios"})
+    depth_list: tuple = field(default=(2, 3, 4), metadata={"help": "elastic depths per stage"})
+    resolutions: tuple = field(default=(20, 24, 28), metadata={"help": "elastic input resolutions"})
+    in_channels: int = field(default=1, metadata={"help": "image channels"})
+    num_classes: int = field(default=10, metadata={"help": "classes"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout before the classifier (training only)"})
+
+    def __post_init__(self):
+        n = len(self.widths)
+        for name in ("strides", "se", "hswish"):
+            if len(getattr(self, name)) != n:
+                raise EdgebenchError(f"ofa model: {name} needs one entry per stage ({n}), got {getattr(self, name)}")
+        for name in ("ks_list", "expand_list", "depth_list", "resolutions"):
+            vals = getattr(self, name)
+            if not vals or list(vals) != sorted(set(vals)) or any(int(v) <= 0 for v in vals):
+                raise EdgebenchError(f"ofa model: {name} must be distinct increasing positive values, got {vals}")
+        if any(k % 2 == 0 for k in self.ks_list):
+            raise EdgebenchError(f"ofa model: kernel sizes must be odd, got {self.ks_list}")
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.widths)
+
+    @property
+    def max_depth(self) -> int:
+        return max(self.depth_list)
+
+    @property
+    def n_slots(self) -> int:
+        return self.n_stages * self.max_depth
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "OFASpec":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise EdgebenchError(f"ofa model: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+    # -------------------------------------------------- arch helpers
+    def largest(self) -> dict:
+        return {"ks": [max(self.ks_list)] * self.n_slots, "e": [max(self.expand_list)] * self.n_slots,
+                "d": [self.max_depth] * self.n_stages, "r": max(self.resolutions)}
+
+    def smallest(self) -> dict:
+        return {"ks": [min(self.ks_list)] * self.n_slots, "e": [min(self.expand_list)] * self.n_slots,
+                "d": [min(self.depth_list)] * self.n_stages, "r": min(self.resolutions)}
+
+    def random_arch(self, rng: np.random.Generator, ks=None, e=None, d=None, r=None) -> dict:
+        """A uniformly random arch; the choice lists can be narrowed (progressive shrinking)."""
+        ks, e, d, r = ks or self.ks_list, e or self.expand_list, d or self.depth_list, r or self.resolutions
+        return {"ks": [int(rng.choice(ks)) for _ in range(self.n_slots)],
+                "e": [int(rng.choice(e)) for _ in range(self.n_slots)],
+                "d": [int(rng.choice(d)) for _ in range(self.n_stages)],
+                "r": int(rng.choice(r))}
+
+    def blocks(self, arch: dict) -> list[dict]:
+        """The active blocks of an arch with their shapes: what a latency table is keyed by."""
+        out = []
+        side = _out_side(int(arch["r"]), self.stem_stride)
+        c_in = self.stem_width
+        for s in range(self.n_stages):
+            for j in range(int(arch["d"][s])):
+                slot = s * self.max_depth + j
+                stride = self.strides[s] if j == 0 else 1
+                o_side = _out_side(side, stride)
+                out.append({"slot": slot, "stage": s, "in_side": side, "out_side": o_side, "c_in": c_in,
+                            "c_out": self.widths[s], "expand": int(arch["e"][slot]), "kernel": int(arch["ks"][slot]),
+                            "stride": stride, "idskip": int(stride == 1 and c_in == self.widths[s]),
+                            "se": bool(self.se[s]), "hswish": bool(self.hswish[s])})
+                side, c_in = o_side, self.widths[s]
+        return out
+
+
+def _out_side(side: int, stride: int) -> int:
+    return (side - 1) // stride + 1  # 'same' padding (k // 2) for odd k
+
+
+def _act(hswish: bool) -> nn.Module:
+    return nn.Hardswish() if hswish else nn.ReLU()
+
+
+# ====================================================================== standalone (static) modules
+class SE(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        mid = make_divisible(channels // 4)
+        self.reduce = nn.Conv2d(channels, mid, 1)
+        self.expand = nn.Conv2d(mid, channels, 1)
+
+    def forward(self, x):
+        y = x.mean((2, 3), keepdim=True)
+        return x * F.hardsigmoid(self.expand(F.relu(self.reduce(y))))
+
+
+class MBConv(nn.Module):
+    """Inverted residual: 1x1 expand - BN - act - kxk depthwise - BN - act - (SE) - 1x1 project - BN (+ x)."""
+
+    def __init__(self, c_in, c_out, expand, kernel, stride, se, hswish):
+        super().__init__()
+        mid = make_divisible(c_in * expand)
+        self.expand_conv = nn.Sequential(nn.Conv2d(c_in, mid, 1, bias=False), nn.BatchNorm2d(mid), _act(hswish))
+        self.dw = nn.Sequential(nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False),
+                                nn.BatchNorm2d(mid), _act(hswish))
+        self.se = SE(mid) if se else nn.Identity()
+        self.project = nn.Sequential(nn.Conv2d(mid, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+        self.residual = stride == 1 and c_in == c_out
+
+    def forward(self, x):
+        y = self.project(self.se(self.dw(self.expand_conv(x))))
+        return x + y if self.residual else y
+
+
+class Stem(nn.Module):
+    def __init__(self, c_in, c_out, stride):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn = nn.BatchNorm2d(c_out)
+        self.act = nn.Hardswish()
+
+    def forward(self, x):
+        return self.act(self.bn(self.conv(x)))
+
+
+class Head(nn.Module):
+    """Final 1x1 expansion (BN, hardswish); the pooling and the classifier are separate modules."""
+
+    def __init__(self, c_in, c_out):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 1, bias=False)
+        self.bn = nn.BatchNorm2d(c_out)
+        self.act = nn.Hardswish()
+
+    def forward(self, x):
+        return self.act(self.bn(self.conv(x)))
+
+
+class Pool(nn.Module):
+    def forward(self, x):
+        return torch.flatten(x.mean((2, 3), keepdim=True), 1)
+
+
+class SubNet(nn.Module):
+    """A standalone subnetwork: plain Conv/BN/Linear layers, input 1 x r x r. `arch` says which one."""
+
+    def __init__(self, spec: OFASpec, arch: dict):
+        super().__init__()
+        self.arch = copy.deepcopy(arch)
+        self.resolution = int(arch["r"])
+        self.stem = Stem(spec.in_channels, spec.stem_width, spec.stem_stride)
+        self.blocks = nn.ModuleList(MBConv(b["c_in"], b["c_out"], b["expand"], b["kernel"], b["stride"], b["se"],
+                                           b["hswish"]) for b in spec.blocks(arch))
+        self.head = Head(spec.widths[-1], spec.final_width)
+        self.pool = Pool()
+        self.classifier = nn.Linear(spec.final_width, spec.num_classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for b in self.blocks:
+            x = b(x)
+        return self.classifier(self.pool(self.head(x)))
+
+
+# ====================================================================== dynamic (elastic) modules
+def _bn(x, bn: nn.BatchNorm2d, c: int):
+    """BatchNorm over the first c channels of `bn` (running statistics updated in place in training)."""
+    training = bn.training
+    momentum = 0.0 if bn.momentum is None else bn.momentum
+    if training and bn.momentum is None:  # cumulative average, as nn.BatchNorm2d does (BN recalibration)
+        bn.num_batches_tracked += 1
+        momentum = 1.0 / float(bn.num_batches_tracked)
+    return F.batch_norm(x, bn.running_mean[:c], bn.running_var[:c], bn.weight[:c], bn.bias[:c],
+                        training, momentum, bn.eps)
+
+
+class DynamicMBConv(nn.Module):
+    """An MBConv at its largest (kernel max, expand max) whose active kernel and expand ratio can shrink."""
+
+    def __init__(self, c_in, c_out, stride, se, hswish, ks_list, expand_list):
+        super().__init__()
+        self.c_in, self.c_out, self.stride, self.has_se, self.hswish = c_in, c_out, stride, se, hswish
+        self.ks_list, self.expand_list = sorted(ks_list), sorted(expand_list)
+        kmax, mid = max(ks_list), make_divisible(c_in * max(expand_list))
+        self.max_mid = mid
+        self.expand_conv = nn.Conv2d(c_in, mid, 1, bias=False)
+        self.expand_bn = nn.BatchNorm2d(mid)
+        self.dw = nn.Conv2d(mid, mid, kmax, stride, kmax // 2, groups=mid, bias=False)
+        self.dw_bn = nn.BatchNorm2d(mid)
+        # OFA's kernel transformation: a k x k kernel is the centre of the next larger kernel (already
+        # transformed), times a learned k^2 x k^2 matrix shared by all channels of the layer.
+        for big, small in zip(self.ks_list[::-1], self.ks_list[::-1][1:]):
+            self.register_parameter(f"transform_{big}to{small}", nn.Parameter(torch.eye(small * small)))
+        if se:
+            self.se_reduce = nn.Conv2d(mid, make_divisible(mid // 4), 1)
+            self.se_expand = nn.Conv2d(make_divisible(mid // 4), mid, 1)
+        self.project = nn.Conv2d(mid, c_out, 1, bias=False)
+        self.project_bn = nn.BatchNorm2d(c_out)
+        self.residual = stride == 1 and c_in == c_out
+        self.active_kernel, self.active_expand = max(ks_list), max(expand_list)
+
+    def act(self, x):
+        return F.hardswish(x) if self.hswish else F.relu(x)
+
+    def active_mid(self) -> int:
+        return make_divisible(self.c_in * self.active_expand)
+
+    def active_dw_weight(self, mid: int) -> torch.Tensor:
+        w = self.dw.weight[:mid]
+        k = max(self.ks_list)
+        for big, small in zip(self.ks_list[::-1], self.ks_list[::-1][1:]):
+            if k <= self.active_kernel:
+                break
+            start = (big - small) // 2
+            centre = w[:, :, start:start + small, start:start + small].reshape(mid, small * small)
+            w = F.linear(centre, getattr(self, f"transform_{big}to{small}")).reshape(mid, 1, small, small)
+            k = small
+        return w
+
+    def forward(self, x):
+        mid = self.active_mid()
+        k = self.active_kernel
+        y = self.act(_bn(F.conv2d(x, self.expand_conv.weight[:mid]), self.expand_bn, mid))
+        y = F.conv2d(y, self.active_dw_weight(mid), None, self.stride, k // 2, 1, mid)
+        y = self.act(_bn(y, self.dw_bn, mid))
+        if self.has_se:
+            red = make_divisible(mid // 4)
+            s = y.mean((2, 3), keepdim=True)
+            s = F.relu(F.conv2d(s, self.se_reduce.weight[:red, :mid], self.se_reduce.bias[:red]))
+            s = F.hardsigmoid(F.conv2d(s, self.se_expand.weight[:mid, :red], self.se_expand.bias[:mid]))
+            y = y * s
+        y = _bn(F.conv2d(y, self.project.weight[:, :mid]), self.project_bn, self.c_out)
+        return x + y if self.residual else y
+
+    @torch.no_grad()
+    def sort_channels(self) -> None:
+        """Reorder middle channels by importance (L1 norm of their projection weights), most important
+        first, so that a smaller expand ratio keeps the channels that matter most (OFA)."""
+        order = torch.argsort(self.project.weight.abs().sum((0, 2, 3)), descending=True)
+        self.project.weight.copy_(self.project.weight[:, order])
+        for t in (self.expand_conv.weight, self.dw.weight):
+            t.copy_(t[order])
+        for bn in (self.expand_bn, self.dw_bn):
+            for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var):
+                t.copy_(t[order])
+        if self.has_se:
+            self.se_expand.weight.copy_(self.se_expand.weight[order])
+            self.se_expand.bias.copy_(self.se_expand.bias[order])
+            self.se_reduce.weight.copy_(self.se_reduce.weight[:, order])
+            # and the SE's own hidden units, by the L1 norm of their outgoing weights
+            red_order = torch.argsort(self.se_expand.weight.abs().sum((0, 2, 3)), descending=True)
+            self.se_expand.weight.copy_(self.se_expand.weight[:, red_order])
+            self.se_reduce.weight.copy_(self.se_reduce.weight[red_order])
+            self.se_reduce.bias.copy_(self.se_reduce.bias[red_order])
+
+    @torch.no_grad()
+    def export_into(self, block: MBConv) -> None:
+        """Copy the active weights into a static MBConv of the same active shape."""
+        mid = self.active_mid()
+        block.expand_conv[0].weight.copy_(self.expand_conv.weight[:mid])
+        block.dw[0].weight.copy_(self.active_dw_weight(mid))
+        _copy_bn(block.expand_conv[1], self.expand_bn, mid)
+        _copy_bn(block.dw[1], self.dw_bn, mid)
+        if self.has_se:
+            red = make_divisible(mid // 4)
+            block.se.reduce.weight.copy_(self.se_reduce.weight[:red, :mid])
+            block.se.reduce.bias.copy_(self.se_reduce.bias[:red])
+            block.se.expand.weight.copy_(self.se_expand.weight[:mid, :red])
+            block.se.expand.bias.copy_(self.se_expand.bias[:mid])
+        block.project[0].weight.copy_(self.project.weight[:, :mid])
+        _copy_bn(block.project[1], self.project_bn, self.c_out)
+
+
+def _copy_bn(dst: nn.BatchNorm2d, src: nn.BatchNorm2d, c: int) -> None:
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        getattr(dst, name).copy_(getattr(src, name)[:c])
+    dst.num_batches_tracked.copy_(src.num_batches_tracked)
+
+
+class OFASupernet(nn.Module):
+    """The elastic network. set_active_subnet(ks, e, d) selects a subnetwork; forward runs it."""
+
+    def __init__(self, spec: OFASpec = OFASpec()):
+        super().__init__()
+        self.spec = spec
+        self.stem = Stem(spec.in_channels, spec.stem_width, spec.stem_stride)
+        blocks, c_in = [], spec.stem_width
+        for s in range(spec.n_stages):
+            for j in range(spec.max_depth):
+                blocks.append(DynamicMBConv(c_in, spec.widths[s], spec.strides[s] if j == 0 else 1, spec.se[s],
+                                            spec.hswish[s], spec.ks_list, spec.expand_list))
+                c_in = spec.widths[s]
+        self.blocks = nn.ModuleList(blocks)
+        self.head = Head(spec.widths[-1], spec.final_width)
+        self.pool = Pool()
+        self.dropout = nn.Dropout(spec.dropout)
+        self.classifier = nn.Linear(spec.final_width, spec.num_classes)
+        self.active_depth = [spec.max_depth] * spec.n_stages
+
+    def set_active_subnet(self, ks=None, e=None, d=None) -> None:
+        """OFA's call: per-slot kernel sizes and expand ratios, per-stage depths (None: unchanged; an int:
+        every slot/stage)."""
+        n, st = self.spec.n_slots, self.spec.n_stages
+        if ks is not None:
+            ks = [ks] * n if isinstance(ks, int) else list(ks)
+            for b, k in zip(self.blocks, ks):
+                if k not in self.spec.ks_list:
+                    raise EdgebenchError(f"kernel size {k} is not in {list(self.spec.ks_list)}")
+                b.active_kernel = int(k)
+        if e is not None:
+            e = [e] * n if isinstance(e, int) else list(e)
+            for b, v in zip(self.blocks, e):
+                if v not in self.spec.expand_list:
+                    raise EdgebenchError(f"expand ratio {v} is not in {list(self.spec.expand_list)}")
+                b.active_expand = int(v)
+        if d is not None:
+            d = [d] * st if isinstance(d, int) else list(d)
+            if any(v not in self.spec.depth_list for v in d):
+                raise EdgebenchError(f"depths {d} not all in {list(self.spec.depth_list)}")
+            self.active_depth = [int(v) for v in d]
+
+    def set_arch(self, arch: dict) -> None:
+        self.set_active_subnet(arch["ks"], arch["e"], arch["d"])
+
+    def active_arch(self, r: int | None = None) -> dict:
+        return {"ks": [b.active_kernel for b in self.blocks], "e": [b.active_expand for b in self.blocks],
+                "d": list(self.active_depth), "r": int(r or max(self.spec.resolutions))}
+
+    def forward(self, x):
+        x = self.stem(x)
+        md = self.spec.max_depth
+        for s, depth in enumerate(self.active_depth):
+            for j in range(depth):
+                x = self.blocks[s * md + j](x)
+        return self.classifier(self.dropout(self.pool(self.head(x))))
+
+    @torch.no_grad()
+    def get_active_subnet(self, r: int | None = None) -> SubNet:
+        """The active subnetwork as a standalone module with copied weights (BN statistics still the
+        supernet's: recalibrate them with recalibrate_bn before use)."""
+        arch = self.active_arch(r)
+        sub = SubNet(self.spec, arch)
+        sub.stem.load_state_dict(self.stem.state_dict())
+        md = self.spec.max_depth
+        slots = [s * md + j for s, depth in enumerate(self.active_depth) for j in range(depth)]
+        for block, slot in zip(sub.blocks, slots):
+            self.blocks[slot].export_into(block)
+        sub.head.load_state_dict(self.head.state_dict())
+        sub.classifier.load_state_dict(self.classifier.state_dict())
+        return sub.eval()
+
+    def sort_channels(self) -> None:
+        for b in self.blocks:
+            b.sort_channels()
+
+
+# ====================================================================== data helpers
+def resize(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Images to r x r (bilinear, antialiased when shrinking): training, evaluation and the deployed data
+    all use this one function."""
+    if x.shape[-1] == r and x.shape[-2] == r:
+        return x
+    return F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False, antialias=True)
+
+
+def resize_np(x: np.ndarray, r: int, batch: int = 2048) -> np.ndarray:
+    with torch.no_grad():
+        return np.concatenate([resize(torch.from_numpy(x[i:i + batch]), r).numpy()
+                               for i in range(0, len(x), batch)]) if len(x) else x
+
+
+@torch.no_grad()
+def recalibrate_bn(module: nn.Module, x: np.ndarray, r: int, batch: int = 250) -> nn.Module:
+    """Recompute every BatchNorm's running mean/var as the average of per-batch statistics over `x`
+    (training images) resized to r, as OFA does: the statistics of this subnetwork, not of the full
+    supernet (exact averages over `x` when its length is a multiple of `batch`)."""
+    bns = [m for m in module.modules() if isinstance(m, nn.BatchNorm2d)]
+    saved = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over all batches
+    module.train()
+    for i in range(0, len(x), batch):
+        module(resize(torch.from_numpy(x[i:i + batch]), r))
+    for bn, m in zip(bns, saved):
+        bn.momentum = m
+    return module.eval()
+
+
+@torch.no_grad()
+def evaluate(module: nn.Module, x: np.ndarray, y: np.ndarray, r: int, batch: int = 500) -> float:
+    module.eval()
+    correct = 0
+    for i in range(0, len(x), batch):
+        out = module(resize(torch.from_numpy(x[i:i + batch]), r))
+        correct += int((out.argmax(-1).numpy() == y[i:i + batch]).sum())
+    return correct / max(len(x), 1)
+
+
+def extract_subnet(supernet: OFASupernet, arch: dict, calib_x: np.ndarray) -> SubNet:
+    """set_active_subnet + get_active_subnet + BN recalibration: the deployable subnetwork of `arch`."""
+    supernet.set_arch(arch)
+    sub = supernet.get_active_subnet(int(arch["r"]))
+    return recalibrate_bn(sub, calib_x, int(arch["r"]))
+
+
+def subnet_accuracy(supernet: OFASupernet, arch: dict, calib_x: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
+    """Accuracy of `arch` after BN recalibration, evaluated in the supernet's own dynamic modules."""
+    sub = extract_subnet(supernet, arch, calib_x)
+    return evaluate(sub, x, y, int(arch["r"]))
+
+
+# ====================================================================== progressive shrinking
+@dataclass(frozen=True)
+class ShrinkConfig:
+    """Progressive shrinking: epochs per phase and the optimiser (the [train] table of an OFA config)."""
+
+    full_epochs: float = field(default=3.0, metadata={"help": "epochs of the full network (fractions allowed)"})
+    kernel_epochs: float = field(default=1.0, metadata={"help": "epochs with elastic kernel"})
+    depth_epochs: float = field(default=1.0, metadata={"help": "epochs with elastic kernel and depth"})
+    expand_epochs: float = field(default=2.0, metadata={"help": "epochs with everything elastic"})
+    batch_size: int = field(default=128, metadata={"help": "images per step"})
+    lr: float = field(default=3e-3, metadata={"help": "AdamW learning rate of the full-network phase"})
+    shrink_lr: float = field(default=1.5e-3, metadata={"help": "learning rate of the shrinking phases"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
+    kd_ratio: float = field(default=1.0, metadata={"help": "weight of the distillation loss from the full network"})
+    subnets_per_step: int = field(default=1, metadata={"help": "sampled subnetworks whose gradients add up per step"})
+    bn_calib_images: int = field(default=2000, metadata={"help": "training images for BN recalibration"})
+    threads: int = field(default=1, metadata={"help": "torch threads for training"})
+    seed: int = field(default=0, metadata={"help": "seed"})
+
+    def __post_init__(self):
+        if min(self.full_epochs, self.kernel_epochs, self.depth_epochs, self.expand_epochs) < 0:
+            raise EdgebenchError("ofa train: epochs must be >= 0")
+        if self.batch_size < 1 or self.subnets_per_step < 1 or self.bn_calib_images < 1 or self.threads < 1:
+            raise EdgebenchError("ofa train: batch_size, subnets_per_step, bn_calib_images, threads must be >= 1")
+
+
+def _phases(spec: OFASpec, cfg: ShrinkConfig):
+    """(name, epochs, lr, choices) of every phase; choices narrow what random subnets may use."""
+    big_k, big_e, big_d = (max(spec.ks_list),), (max(spec.expand_list),), (spec.max_depth,)
+    return [
+        ("full", cfg.full_epochs, cfg.lr, dict(ks=big_k, e=big_e, d=big_d)),
+        ("kernel", cfg.kernel_epochs, cfg.shrink_lr, dict(ks=spec.ks_list, e=big_e, d=big_d)),
+        ("depth", cfg.depth_epochs, cfg.shrink_lr, dict(ks=spec.ks_list, e=big_e, d=spec.depth_list)),
+        ("expand", cfg.expand_epochs, cfg.shrink_lr, dict(ks=spec.ks_list, e=spec.expand_list, d=spec.depth_list)),
+    ]
+
+
+def train_supernet(supernet: OFASupernet, x_train: np.ndarray, y_train: np.ndarray, cfg: ShrinkConfig,
+                   progress: bool = True, log=print) -> dict:
+    """Progressive shrinking in place. Every step draws a resolution; after the full phase every step
+    trains `subnets_per_step` random subnets (within the phase's choices) with KD from the full network
+    (a frozen copy taken when the full phase ends)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    spec = supernet.spec
+    torch.set_num_threads(cfg.threads)
+    x_all = torch.from_numpy(x_train)
+    y_all = torch.from_numpy(y_train.astype(np.int64))
+    n = len(x_all)
+    # channels-last halves the time of the depthwise convolutions' backward pass on CPU (measured)
+    supernet.to(memory_format=torch.channels_last)
+    steps_per_epoch = max(1, math.ceil(n / cfg.batch_size))
+    teacher = None
+    history = {}
+    t0 = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), disable=not progress) as bar:
+        for name, epochs, lr, choices in _phases(spec, cfg):
+            steps = int(round(epochs * steps_per_epoch))
+            if steps == 0:
+                continue
+            if name == "expand":
+                supernet.sort_channels()  # before width shrinks: keep the important channels first
+            if name != "full" and teacher is None and cfg.kd_ratio > 0:
+                teacher = copy.deepcopy(supernet).eval()
+                teacher.set_arch(spec.largest())
+                for p in teacher.parameters():
+                    p.requires_grad_(False)
+            opt = torch.optim.AdamW(supernet.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
+                                                        pct_start=0.15 if name == "full" else 0.05)
+            task = bar.add_task(f"ofa {name}", total=steps, loss=float("nan"))
+            supernet.train()
+            perm = torch.from_numpy(rng.permutation(n))
+            pos, last = 0, float("nan")
+            for _ in range(steps):
+                if pos + cfg.batch_size > n:
+                    perm, pos = torch.from_numpy(rng.permutation(n)), 0
+                idx = perm[pos:pos + cfg.batch_size]
+                pos += cfg.batch_size
+                r = int(rng.choice(spec.resolutions))
+                xb, yb = resize(x_all[idx], r).contiguous(memory_format=torch.channels_last), y_all[idx]
+                soft = None
+                if teacher is not None and name != "full":
+                    with torch.no_grad():
+                        soft = F.softmax(teacher(xb), -1)
+                opt.zero_grad(set_to_none=True)
+                total = 0.0
+                for _k in range(1 if name == "full" else cfg.subnets_per_step):
+                    if name == "full":
+                        supernet.set_arch(spec.largest())
+                    else:
+                        supernet.set_arch(spec.random_arch(rng, **choices))
+                    out = supernet(xb)
+                    loss = F.cross_entropy(out, yb)
+                    if soft is not None:
+                        loss = loss + cfg.kd_ratio * torch.mean(torch.sum(-soft * F.log_softmax(out, -1), -1))
+                    loss.backward()
+                    total += loss.item()
+                opt.step()
+                sched.step()
+                last = 0.9 * last + 0.1 * total if last == last else total
+                bar.update(task, advance=1, loss=last)
+            history[name] = {"steps": steps, "epochs": epochs, "final_loss": last,
+                             "elapsed_s": time.perf_counter() - t0}
+            log(f"ofa {name}: {steps} steps, loss {last:.3f}, {time.perf_counter() - t0:.0f} s")
+    supernet.to(memory_format=torch.contiguous_format)
+    supernet.set_arch(spec.largest())
+    supernet.eval()
+    return {"phases": history, "train_s": time.perf_counter() - t0}
+
+
+# ====================================================================== checkpoints
+def save_supernet(supernet: OFASupernet, path, metrics: dict | None = None, config: dict | None = None):
+    from pathlib import Path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"format": CKPT_FORMAT, "spec": supernet.spec.to_dict(), "config": config or {},
+                "metrics": metrics or {}, "state_dict": supernet.state_dict()}, path)
+    return path
+
+
+def load_supernet(path) -> tuple[OFASupernet, dict]:
+    """(supernet, checkpoint dict without the weights); a missing or foreign file is one line."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        raise EdgebenchError(f"supernet checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise EdgebenchError(f"cannot read supernet checkpoint {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
+        raise EdgebenchError(f"{path} is not an edgebench OFA supernet checkpoint")
+    net = OFASupernet(OFASpec.from_dict(ckpt["spec"]))
+    net.load_state_dict(ckpt["state_dict"])
+    net.eval()
+    ckpt.pop("state_dict")
+    return net, ckpt
+
+
+def subnet_trained(sub: SubNet, dataset, name: str, metrics: dict | None = None, eval_limit: int = 0):
+    """A Trained for the export stage: the subnetwork plus the dataset resized to its resolution (the
+    deployed model takes r x r images; the bundle's eval data is the test split at r)."""
+    import dataclasses
+
+    from edgebench.train.base import Trained
+
+    r = sub.resolution
+    x_te, y_te = dataset.x_test, dataset.y_test
+    if eval_limit:
+        x_te, y_te = x_te[:eval_limit], y_te[:eval_limit]
+    ds = dataclasses.replace(
+        dataset, x_train=resize_np(dataset.x_train[:2000], r), x_test=resize_np(x_te, r), y_test=y_te,
+        y_train=dataset.y_train[:2000],
+        preprocessing=f"{dataset.preprocessing}; resized to {r} x {r} (bilinear, antialiased)")
+    return Trained(name=name, kind="ofa-subnet", module=sub, dataset=ds,
+                   config={"arch": sub.arch, "dataset": dataset.name}, metrics=dict(metrics or {}))
