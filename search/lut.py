@@ -1,0 +1,539 @@
+"""A latency lookup table (LUT) of the OFA space, measured on a named device through its adapter.
+
+Every distinct block configuration a subnet can contain gets OFA's key, e.g.
+    expanded_conv-input:14x14x16-output:14x14x16-expand:4-kernel:5-stride:1-idskip:1
+plus the stem (`Conv-...`), the final expansion (`Conv_1-...`), the pooling (`AvgPool2D-...`), the
+classifier (`Logits-...`) and an empty model (`Identity-...`). Each is exported alone as a tiny ONNX file
+(the same exporter and opset as a deployed subnet) and timed on the device: all models of a chunk in one
+runner process (search/lut_runner.py, which loads them with the deployed runner's own session settings),
+measured in interleaved rounds. The table is saved in OFA's YAML form, `key: {count, mean, var}` (ms,
+ms^2), with p50, parameter count and, on an emulated device, guest instructions per inference, plus
+`_meta` (device, facts, runtime and version, provenance, settings) and `_fit`.
+
+Prediction (provenance `predicted`):
+  latency_ms = sum of the blocks' p50 + c + w * weight_MB
+  c and w are fitted by least squares on whole subnets measured in the same way (`_fit` says which and
+  how many). A block timed alone keeps its weights in cache while a whole net streams them, so a plain
+  sum runs low by an amount that grows with the weight size; the per-inference constant absorbs the
+  call overhead counted once per block in the sum but once per network in reality.
+  instructions = sum of the blocks' instructions - (n_blocks - 1) * instructions of the empty model
+  (each block's count includes one runtime call; a whole net makes one); no fitting.
+
+The build is resumable: the table file is rewritten after every chunk and keys already in it are not
+measured again. `resolutions` narrows the keys to what chosen input resolutions can reach.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgebench.train.ofa import MBConv, OFASpec, SubNet
+from edgebench.types import EdgebenchError, Provenance, RunSpec
+
+LUT_FORMAT = "edgebench-ofa-lut-1"
+RUNNER = Path(__file__).with_name("lut_runner.py")
+
+
+@dataclass(frozen=True)
+class LUTConfig:
+    runs: int = field(default=200, metadata={"help": "measured inferences per key (over all rounds)"})
+    rounds: int = field(default=5, metadata={"help": "interleaved rounds over all keys of a chunk"})
+    warmup: int = field(default=5, metadata={"help": "unmeasured inferences per key and round"})
+    threads: int = field(default=1, metadata={"help": "runtime threads (as the deployed subnets run)"})
+    chunk: int = field(default=128, metadata={"help": "models per runner process (the table is saved after each)"})
+    calib_nets: int = field(default=10, metadata={"help": "whole subnets measured to fit c and w"})
+    seed: int = field(default=0, metadata={"help": "seed of the calibration subnets"})
+    timeout_s: float = field(default=1800.0, metadata={"help": "timeout of one runner process"})
+
+    def for_device(self, kind: str) -> "LUTConfig":
+        """Under emulation instruction counts are exact after one run, and wall time is no latency."""
+        import dataclasses
+
+        if kind == "emulated":
+            return dataclasses.replace(self, runs=min(self.runs, 3), rounds=1, warmup=min(self.warmup, 1))
+        return self
+
+
+# ============================================================ keys
+def _hwc(side: int, c: int) -> str:
+    return f"{side}x{side}x{c}"
+
+
+def block_key(b: dict) -> str:
+    return (f"expanded_conv-input:{_hwc(b['in_side'], b['c_in'])}-output:{_hwc(b['out_side'], b['c_out'])}"
+            f"-expand:{b['expand']}-kernel:{b['kernel']}-stride:{b['stride']}-idskip:{b['idskip']}")
+
+
+def _sides(spec: OFASpec, r: int) -> tuple[int, int]:
+    """(side after the stem, side after the last stage) at resolution r."""
+    side = (r - 1) // spec.stem_stride + 1
+    stem = side
+    for s in spec.strides:
+        side = (side - 1) // s + 1
+    return stem, side
+
+
+def fixed_entries(spec: OFASpec, r: int) -> list[dict]:
+    stem, last = _sides(spec, r)
+    f = spec.final_width
+    return [
+        {"key": f"Conv-input:{_hwc(r, spec.in_channels)}-output:{_hwc(stem, spec.stem_width)}", "kind": "stem", "r": r},
+        {"key": f"Conv_1-input:{_hwc(last, spec.widths[-1])}-output:{_hwc(last, f)}", "kind": "head", "side": last},
+        {"key": f"AvgPool2D-input:{_hwc(last, f)}-output:{_hwc(1, f)}", "kind": "pool", "side": last},
+        {"key": f"Logits-input:{_hwc(1, f)}-output:{spec.num_classes}", "kind": "logits"},
+    ]
+
+
+def empty_entry(spec: OFASpec) -> dict:
+    return {"key": f"Identity-input:{_hwc(1, spec.num_classes)}", "kind": "empty"}
+
+
+def arch_entries(spec: OFASpec, arch: dict) -> list[dict]:
+    """The table entries one subnet is made of, in order."""
+    fixed = fixed_entries(spec, int(arch["r"]))
+    blocks = [dict(b, key=block_key(b), kind="block") for b in spec.blocks(arch)]
+    return [fixed[0], *blocks, *fixed[1:]]
+
+
+def all_entries(spec: OFASpec, resolutions=None) -> dict[str, dict]:
+    """Every distinct entry the space can produce (at the given resolutions), plus the empty model."""
+    out: dict[str, dict] = {}
+    for r in resolutions or spec.resolutions:
+        for e in fixed_entries(spec, r):
+            out.setdefault(e["key"], e)
+        for k in spec.ks_list:
+            for x in spec.expand_list:
+                arch = {"ks": [k] * spec.n_slots, "e": [x] * spec.n_slots, "d": [spec.max_depth] * spec.n_stages,
+                        "r": r}
+                for b in spec.blocks(arch):
+                    out.setdefault(block_key(b), dict(b, key=block_key(b), kind="block"))
+    out[empty_entry(spec)["key"]] = empty_entry(spec)
+    return out
+
+
+def entry_params(spec: OFASpec, e: dict) -> int:
+    module, _ = entry_module(spec, e)
+    return int(sum(p.numel() for p in module.parameters()) + sum(b.numel() for n, b in module.named_buffers()
+                                                                  if "running" in n))
+
+
+def entry_module(spec: OFASpec, e: dict):
+    """(module with random weights, input shape) of one entry: latency depends on shapes, not values."""
+    import torch
+    from torch import nn
+
+    from edgebench.train.ofa import Head, Pool, Stem
+
+    kind = e["kind"]
+    if kind == "block":
+        m = MBConv(e["c_in"], e["c_out"], e["expand"], e["kernel"], e["stride"], e["se"], e["hswish"])
+        shape = (1, e["c_in"], e["in_side"], e["in_side"])
+    elif kind == "stem":
+        m, shape = Stem(spec.in_channels, spec.stem_width, spec.stem_stride), (1, spec.in_channels, e["r"], e["r"])
+    elif kind == "head":
+        m, shape = Head(spec.widths[-1], spec.final_width), (1, spec.widths[-1], e["side"], e["side"])
+    elif kind == "pool":
+        m, shape = Pool(), (1, spec.final_width, e["side"], e["side"])
+    elif kind == "logits":
+        m, shape = nn.Linear(spec.final_width, spec.num_classes), (1, spec.final_width)
+    elif kind == "empty":
+        m, shape = nn.Identity(), (1, spec.num_classes)
+    else:
+        raise ValueError(kind)
+    torch.manual_seed(0)
+    return m.eval(), shape
+
+
+def export_entry(spec: OFASpec, e: dict, path: Path) -> Path:
+    import torch
+
+    from edgebench.export.onnx import export_onnx
+
+    module, shape = entry_module(spec, e)
+    if e["kind"] == "empty":  # the TorchScript exporter drops a bare Identity graph: write it directly
+        import onnx
+        from onnx import TensorProto, helper
+
+        inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", shape[1]])
+        out = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", shape[1]])
+        graph = helper.make_graph([helper.make_node("Identity", ["input"], ["output"])], "empty", [inp], [out])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        onnx.save(model, str(path))
+        return path
+    return export_onnx(module, torch.randn(*shape), path)
+
+
+def arch_weight_mb(spec: OFASpec, arch: dict, params: dict) -> float:
+    return sum(params[e["key"]] for e in arch_entries(spec, arch)) * 4 / 1e6
+
+
+# ============================================================ measuring
+def _write_bundle(folder: Path, models: list[tuple[str, Path]], rounds: int):
+    from edgebench.deploy.bundle import RUNNER_SOURCE, Bundle
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(RUNNER, folder / "runner.py")
+    shutil.copyfile(RUNNER_SOURCE, folder / "eb_runner.py")
+    entries = []
+    for i, (key, path) in enumerate(models):
+        name = f"m{i:04d}.onnx"
+        shutil.copyfile(path, folder / name)
+        entries.append({"key": key, "file": name})
+    manifest = {"bundle_version": 1, "name": "ofa-lut", "model": "ofa-lut", "format": "onnx",
+                "model_file": entries[0]["file"], "eval_file": None, "kind": "edgebench-lut"}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (folder / "lut.json").write_text(json.dumps({"rounds": rounds, "models": entries}))
+    return Bundle(path=folder, manifest=manifest)
+
+
+def _run_emulated(device, bundle, spec: RunSpec):
+    """The LUT runner under qemu with the instruction counter, keeping the per-region counts.
+
+    EmulatedDevice.run reports only the median over regions; a LUT needs one count per model, so this
+    starts the same command the device builds (its setup(), _qemu_cmd() and guest environment) and reads
+    the plugin's region list itself. Hook wanted: the raw regions in Measurement.extra."""
+    from edgebench.devices import aarch64_root
+    from edgebench.devices.protocol import measurement_from_output, runner_args
+
+    device.setup()
+    with tempfile.TemporaryDirectory(prefix="edgebench-lut-emu-") as tmp:
+        counts_file = Path(tmp) / "insn_counts.json"
+        cmd = [*device._qemu_cmd(device._root, counts_file, spec.threads), str(Path(bundle.path) / "runner.py"),
+               str(bundle.path), *runner_args(spec), "--insn-markers"]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=spec.timeout_s,
+                                  env=aarch64_root.guest_env())
+        except subprocess.TimeoutExpired:
+            raise EdgebenchError(f"LUT runner under qemu timed out after {spec.timeout_s:g} s") from None
+        m = measurement_from_output(device.name, device.provenance, proc.stdout, proc.stderr, proc.returncode)
+        regions = json.loads(counts_file.read_text()).get("regions", []) if counts_file.exists() else []
+    return m, regions
+
+
+def measure_models(device, models: list[tuple[str, Path]], cfg: LUTConfig, workdir: Path) -> dict:
+    """{key: {"samples_ns": [...], "instructions": n or None}} for models run in ONE runner process."""
+    cfg = cfg.for_device(device.kind)
+    bundle = _write_bundle(Path(workdir), models, cfg.rounds)
+    spec = RunSpec(runs=cfg.runs, warmup=cfg.warmup, threads=cfg.threads, eval=False, timeout_s=cfg.timeout_s)
+    per_round = max(1, cfg.runs // cfg.rounds)
+    if device.kind == "emulated":
+        m, regions = _run_emulated(device, bundle, spec)
+    else:
+        m, regions = device.run(bundle, spec), None
+    if not m.ok:
+        raise EdgebenchError(f"LUT runner on {device.name} failed: {m.error}")
+    n = len(models)
+    if len(m.samples_ns) != cfg.rounds * per_round * n:
+        raise EdgebenchError(f"LUT runner on {device.name} returned {len(m.samples_ns)} samples, "
+                             f"expected {cfg.rounds} x {per_round} x {n}")
+    samples = np.asarray(m.samples_ns, dtype=np.int64).reshape(cfg.rounds, n, per_round)
+    counts = None
+    if regions:
+        if len(regions) != 1 + samples.size:
+            raise EdgebenchError(f"instruction counter saw {len(regions) - 1} regions, expected {samples.size}")
+        counts = (np.asarray(regions[1:], dtype=np.int64) - regions[0]).reshape(cfg.rounds, n, per_round)
+    out = {}
+    for i, (key, _) in enumerate(models):
+        out[key] = {"samples_ns": samples[:, i, :].ravel().tolist(),
+                    "instructions": int(np.median(counts[:, i, :])) if counts is not None else None}
+    out["_measurement"] = m
+    return out
+
+
+def _stats(samples_ns: list, instructions) -> dict:
+    ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
+    d = {"count": int(ms.size), "mean": float(ms.mean()), "var": float(ms.var()), "p50": float(np.median(ms))}
+    if instructions is not None:
+        d["instructions"] = int(instructions)
+    return d
+
+
+# ============================================================ building
+def _load_yaml(path: Path) -> dict:
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise EdgebenchError(f"cannot read latency table {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(doc, dict) or doc.get("_meta", {}).get("format") != LUT_FORMAT:
+        raise EdgebenchError(f"{path} is not an edgebench OFA latency table")
+    return doc
+
+
+def _save_yaml(doc: dict, path: Path) -> None:
+    import yaml
+
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("# edgebench OFA latency table: key: {count, mean, var} in ms (OFA's form), plus p50, params\n"
+                   + yaml.safe_dump(doc, sort_keys=False, width=200))
+    tmp.replace(path)
+
+
+def calibration_archs(spec: OFASpec, n: int, seed: int) -> list[dict]:
+    rng = np.random.default_rng(10_000 + seed)
+    return [spec.random_arch(rng) for _ in range(n)]
+
+
+def build_lut(spec: OFASpec, device, out_path: Path, cfg: LUTConfig = LUTConfig(), resolutions=None,
+              progress: bool = True, log=print) -> "LatencyTable":
+    """Measure every key not yet in `out_path` on `device`, then fit the overhead; resumable."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    import edgebench
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    res = tuple(resolutions or spec.resolutions)
+    bad = sorted(set(res) - set(spec.resolutions))
+    if bad:
+        raise EdgebenchError(f"resolutions {bad} are not in the space {list(spec.resolutions)}")
+    entries = all_entries(spec, res)
+    if out_path.exists():
+        doc = _load_yaml(out_path)
+        meta = doc["_meta"]
+        if meta.get("device") != device.name or meta.get("space") != spec.to_dict():
+            raise EdgebenchError(f"{out_path} holds a table of another device or space "
+                                 f"({meta.get('device')}); choose another --out")
+        log(f"resuming {out_path}: {sum(not k.startswith('_') for k in doc)} keys already measured")
+    else:
+        doc = {"_meta": {
+            "format": LUT_FORMAT, "device": device.name, "device_kind": device.kind,
+            "provenance": device.provenance.value,
+            "provenance_note": ("per-key figures are this device's own timings (emulated wall time on an emulated "
+                                "device, never a device latency; its instructions are counted on the guest); "
+                                "latencies predicted from the table are 'predicted'"),
+            "space": spec.to_dict(), "resolutions": list(res), "settings": {
+                "runs": cfg.for_device(device.kind).runs, "rounds": cfg.for_device(device.kind).rounds,
+                "warmup": cfg.for_device(device.kind).warmup, "threads": cfg.threads,
+                "statistic": "p50 of the measured runs; mean and var over the same runs"},
+            "edgebench_version": getattr(edgebench, "__version__", ""),
+            **_basis(device),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
+    todo = [k for k in entries if k not in doc]
+    calib = calibration_archs(spec, cfg.calib_nets, cfg.seed) if "_fit" not in doc else []
+    calib = [a for a in calib if int(a["r"]) in res]
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="edgebench-lut-") as tmp, \
+            Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                     disable=not progress) as bar:
+        task = bar.add_task(f"LUT on {device.name}", total=len(todo) + len(calib))
+        for start in range(0, len(todo), cfg.chunk):
+            chunk = todo[start:start + cfg.chunk]
+            files = []
+            for key in chunk:
+                path = Path(tmp) / "onnx" / f"k{len(files)}-{start}.onnx"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                files.append((key, export_entry(spec, entries[key], path)))
+            got = measure_models(device, files, cfg, Path(tmp) / f"bundle{start}")
+            m = got.pop("_measurement")
+            for key in chunk:
+                e = entries[key]
+                doc[key] = {**_stats(got[key]["samples_ns"], got[key]["instructions"]),
+                            "params": entry_params(spec, e), "kind": e["kind"]}
+            doc["_meta"].update({"runtime": m.runtime, "runtime_version": m.runtime_version,
+                                 "facts": _plain(m.device_facts)})
+            _save_yaml(doc, out_path)  # resumable from here
+            bar.update(task, advance=len(chunk))
+        if calib:
+            doc["_fit"] = _fit(spec, device, doc, calib, cfg, Path(tmp))
+            _save_yaml(doc, out_path)
+            bar.update(task, advance=len(calib))
+    log(f"latency table {out_path}: {sum(not k.startswith('_') for k in doc)} keys "
+        f"({len(todo)} measured now, {time.perf_counter() - t0:.0f} s)")
+    return LatencyTable(doc, out_path)
+
+
+def _basis(device) -> dict:
+    """What predicted latency is made of: the wall-time sum on a real device; on an emulated one, predicted
+    instructions at the device's ipc and clock (the same conversion its estimated_latency_ms uses)."""
+    if device.kind == "emulated":
+        return {"latency_basis": "instructions", "ipc": device.config.ipc, "clock_ghz": device.config.clock_ghz}
+    return {"latency_basis": "wall_time"}
+
+
+def _plain(v):
+    return json.loads(json.dumps(v, default=str))
+
+
+def measure_archs(spec: OFASpec, device, archs: list[dict], cfg: LUTConfig, workdir: Path) -> list[dict]:
+    """Whole subnets (random weights) measured exactly as the table's keys: [{p50_ms, instructions}]."""
+    import torch
+
+    from edgebench.export.onnx import export_onnx
+
+    files = []
+    for i, arch in enumerate(archs):
+        torch.manual_seed(i)
+        path = Path(workdir) / "nets" / f"net{i}.onnx"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        files.append((f"net{i}", export_onnx(SubNet(spec, arch).eval(), torch.randn(1, spec.in_channels,
+                                                                                  arch["r"], arch["r"]), path)))
+    got = measure_models(device, files, cfg, Path(workdir) / "nets-bundle")
+    return [{"p50_ms": float(np.median(got[k]["samples_ns"])) / 1e6, "instructions": got[k]["instructions"]}
+            for k, _ in files]
+
+
+def _fit(spec: OFASpec, device, doc: dict, archs: list[dict], cfg: LUTConfig, workdir: Path) -> dict:
+    table = LatencyTable(doc)
+    measured = measure_archs(spec, device, archs, cfg, workdir)
+    sums = np.array([table.block_sum_ms(a) for a in archs])
+    mb = np.array([table.weight_mb(a) for a in archs])
+    y = np.array([m["p50_ms"] for m in measured]) - sums
+    (c, w), *_ = np.linalg.lstsq(np.stack([np.ones_like(mb), mb], 1), y, rcond=None)
+    fit = {"c_ms": float(c), "w_ms_per_mb": float(w), "n_calib": len(archs), "seed": cfg.seed,
+           "method": ("least squares of (measured whole-subnet p50 - sum of block p50s) = c + w * weight_MB "
+                      "over n_calib random subnets (random weights) measured in one runner process like the keys"),
+           "calib": [{"arch": a, "measured_ms": m["p50_ms"], "sum_ms": float(s), "weight_mb": float(b)}
+                     for a, m, s, b in zip(archs, measured, sums, mb)]}
+    if all(m["instructions"] is not None for m in measured):
+        pred = [table.instructions(a) for a in archs]
+        fit["instructions_calib"] = [{"measured": m["instructions"], "predicted": p} for m, p in zip(measured, pred)]
+    return fit
+
+
+# ============================================================ predicting
+class LatencyTable:
+    """A loaded table: predicted latency (and instructions) of an arch, one at a time or vectorised."""
+
+    def __init__(self, doc: dict, path: Path | None = None):
+        self.doc = doc
+        self.path = path
+        self.meta = doc["_meta"]
+        self.spec = OFASpec.from_dict(self.meta["space"])
+        self.fit = doc.get("_fit")
+
+    @classmethod
+    def load(cls, path) -> "LatencyTable":
+        path = Path(path)
+        if not path.exists():
+            raise EdgebenchError(f"latency table not found: {path}")
+        return cls(_load_yaml(path), path)
+
+    @property
+    def device(self) -> str:
+        return self.meta["device"]
+
+    @property
+    def has_instructions(self) -> bool:
+        return "instructions" in self.doc.get(empty_entry(self.spec)["key"], {})
+
+    def _get(self, key: str) -> dict:
+        try:
+            return self.doc[key]
+        except KeyError:
+            raise EdgebenchError(f"latency table {self.path or ''} has no entry {key} (built for resolutions "
+                                 f"{self.meta.get('resolutions')})") from None
+
+    def block_sum_ms(self, arch: dict) -> float:
+        return float(sum(self._get(e["key"])["p50"] for e in arch_entries(self.spec, arch)))
+
+    def weight_mb(self, arch: dict) -> float:
+        return sum(self._get(e["key"])["params"] for e in arch_entries(self.spec, arch)) * 4 / 1e6
+
+    @property
+    def by_instructions(self) -> bool:
+        return self.meta.get("latency_basis") == "instructions"
+
+    def instructions_to_ms(self, instructions):
+        return instructions / (self.meta["ipc"] * self.meta["clock_ghz"] * 1e9) * 1e3
+
+    def predict_ms(self, arch: dict) -> float:
+        """sum of block p50s + c + w * weight_MB (the fit; without one, the plain sum); on an emulated
+        device, the predicted instructions at its ipc and clock."""
+        if self.by_instructions:
+            return float(self.instructions_to_ms(self.instructions(arch)))
+        total = self.block_sum_ms(arch)
+        if self.fit:
+            total += self.fit["c_ms"] + self.fit["w_ms_per_mb"] * self.weight_mb(arch)
+        return total
+
+    def instructions(self, arch: dict) -> int | None:
+        if not self.has_instructions:
+            return None
+        ents = arch_entries(self.spec, arch)
+        empty = self._get(empty_entry(self.spec)["key"])["instructions"]
+        return int(sum(self._get(e["key"])["instructions"] for e in ents) - (len(ents) - 1) * empty)
+
+    def predict(self, arch: dict) -> dict:
+        out = {"predicted_latency_ms": self.predict_ms(arch), "predicted_latency_provenance": Provenance.PREDICTED.value,
+               "lut_device": self.device, "lut_sum_ms": self.block_sum_ms(arch), "weight_mb": self.weight_mb(arch)}
+        ins = self.instructions(arch)
+        if ins is not None:
+            out["predicted_instructions"] = ins
+        return out
+
+    # ---------------------------------------------------------------- vectorised, for the finders
+    def gene_tables(self, space) -> dict:
+        """Arrays indexed by genes: per slot, resolution, kernel and expand choice, the block's p50 and
+        params (and instructions); per resolution the fixed parts. predict_genes() gathers from them."""
+        spec = self.spec
+        n_r, n_k, n_e = len(spec.resolutions), len(spec.ks_list), len(spec.expand_list)
+        lat = np.zeros((spec.n_slots, n_r, n_k, n_e))
+        par = np.zeros((spec.n_slots, n_r, n_k, n_e))
+        ins = np.zeros((spec.n_slots, n_r, n_k, n_e))
+        fixed_lat, fixed_par, fixed_ins = np.zeros(n_r), np.zeros(n_r), np.zeros(n_r)
+        have = set(k for k in self.doc if not k.startswith("_"))
+        for ri, r in enumerate(spec.resolutions):
+            if fixed_entries(spec, r)[0]["key"] not in have:
+                fixed_lat[ri] = np.inf  # a resolution the table was not built for: never within a budget
+                continue
+            for e in fixed_entries(spec, r):
+                d = self._get(e["key"])
+                fixed_lat[ri] += d["p50"]
+                fixed_par[ri] += d["params"]
+                fixed_ins[ri] += d.get("instructions", 0)
+            for ki, k in enumerate(spec.ks_list):
+                for ei, x in enumerate(spec.expand_list):
+                    arch = {"ks": [k] * spec.n_slots, "e": [x] * spec.n_slots,
+                            "d": [spec.max_depth] * spec.n_stages, "r": r}
+                    for b in spec.blocks(arch):
+                        d = self._get(block_key(b))
+                        lat[b["slot"], ri, ki, ei] = d["p50"]
+                        par[b["slot"], ri, ki, ei] = d["params"]
+                        ins[b["slot"], ri, ki, ei] = d.get("instructions", 0)
+        return {"lat": lat, "par": par, "ins": ins, "fixed_lat": fixed_lat, "fixed_par": fixed_par,
+                "fixed_ins": fixed_ins}
+
+    def predict_genes(self, space, genes: np.ndarray, tables: dict | None = None) -> np.ndarray:
+        """predict_ms for many archs at once (genes (N, n_genes)); same formula as predict_ms."""
+        t = tables or self.gene_tables(space)
+        genes = np.asarray(genes, dtype=np.int64)
+        n = self.spec.n_slots
+        slots = np.arange(n)[None, :]
+        r = genes[:, -1]
+        active = space.active_slots(genes)
+        if self.by_instructions:
+            ins = t["ins"][slots, r[:, None], genes[:, :n], genes[:, n:2 * n]]
+            n_entries = active.sum(1) + len(fixed_entries(self.spec, self.spec.resolutions[0]))
+            empty = self._get(empty_entry(self.spec)["key"])["instructions"]
+            return self.instructions_to_ms((ins * active).sum(1) + t["fixed_ins"][r] - (n_entries - 1) * empty)
+        lat = t["lat"][slots, r[:, None], genes[:, :n], genes[:, n:2 * n]]
+        par = t["par"][slots, r[:, None], genes[:, :n], genes[:, n:2 * n]]
+        total = (lat * active).sum(1) + t["fixed_lat"][r]
+        if self.fit:
+            mb = ((par * active).sum(1) + t["fixed_par"][r]) * 4 / 1e6
+            total = total + self.fit["c_ms"] + self.fit["w_ms_per_mb"] * mb
+        return total
+
+
+def latency_budget_keys(table: LatencyTable) -> int:
+    return sum(not k.startswith("_") for k in table.doc)
+
+
+def summary_line(table: LatencyTable) -> str:
+    fit = table.fit
+    return (f"{latency_budget_keys(table)} keys on {table.device} ({table.meta.get('runtime', '?')} "
+            f"{table.meta.get('runtime_version', '')})" + (
+                f"; overhead fit c = {fit['c_ms'] * 1e3:.1f} us, w = {fit['w_ms_per_mb'] * 1e3:.1f} us/MB on "
+                f"{fit['n_calib']} subnets" if fit else "; no overhead fit"))
+
+

@@ -1,0 +1,83 @@
+"""The latency table: OFA keys, measured on the local device in one runner process, resumable, fitted,
+and the vectorised prediction the finders use equals the per-arch one."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import yaml
+
+from edgebench.devices.local import LocalConfig, LocalDevice
+from edgebench.search.lut import LatencyTable, LUTConfig, all_entries, arch_entries, build_lut
+from edgebench.search.ofa_space import OFASpace
+from edgebench.train.ofa import OFASpec
+from edgebench.types import EdgebenchError
+
+SPEC = OFASpec(stem_width=8, widths=(8, 16), strides=(2, 2), se=(False, True), hswish=(False, True),
+               final_width=16, ks_list=(3, 5), expand_list=(3, 6), depth_list=(1, 2), resolutions=(12, 16))
+CFG = LUTConfig(runs=20, rounds=2, warmup=2, chunk=64, calib_nets=4)
+BLOCK = re.compile(r"^expanded_conv-input:\d+x\d+x\d+-output:\d+x\d+x\d+-expand:\d+-kernel:\d+-stride:[12]-idskip:[01]$")
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    path = tmp_path_factory.mktemp("lut") / "lut.yaml"
+    return build_lut(SPEC, LocalDevice(LocalConfig()), path, CFG, progress=False, log=lambda *_: None)
+
+
+def test_keys_are_ofas_and_cover_every_block_a_subnet_uses():
+    entries = all_entries(SPEC)
+    blocks = [k for k in entries if k.startswith("expanded_conv")]
+    assert all(BLOCK.match(k) for k in blocks)
+    # per resolution: 2 stages x (first block + a later block) x 2 kernels x 2 expands
+    assert len(blocks) == 2 * 2 * 2 * 2 * 2
+    assert "expanded_conv-input:6x6x8-output:6x6x8-expand:6-kernel:5-stride:1-idskip:1" in entries
+    for arch in OFASpace(SPEC).random_archs(20, seed=1):
+        assert all(e["key"] in entries for e in arch_entries(SPEC, arch))
+
+
+def test_table_is_ofa_yaml_with_provenance_and_a_fit(table):
+    doc = yaml.safe_load(table.path.read_text())
+    keys = [k for k in doc if not k.startswith("_")]
+    assert set(keys) == set(all_entries(SPEC))
+    for k in keys:
+        assert {"count", "mean", "var", "p50", "params"} <= set(doc[k])
+        assert doc[k]["count"] == 20 and doc[k]["mean"] > 0
+    meta = doc["_meta"]
+    assert meta["device"] == "local" and meta["runtime"] == "onnxruntime" and meta["runtime_version"]
+    assert meta["provenance"] == "measured" and meta["facts"]["machine"]
+    fit = doc["_fit"]
+    assert fit["n_calib"] == 4 and len(fit["calib"]) == 4 and "least squares" in fit["method"]
+    # the fit reproduces its calibration nets better than the plain sum does
+    err_sum = [abs(c["sum_ms"] - c["measured_ms"]) for c in fit["calib"]]
+    err_fit = [abs(table.predict_ms(c["arch"]) - c["measured_ms"]) for c in fit["calib"]]
+    assert np.mean(err_fit) <= np.mean(err_sum)
+
+
+def test_vectorised_prediction_equals_the_per_arch_one(table):
+    space = OFASpace(SPEC)
+    archs = space.random_archs(30, seed=2)
+    genes = np.stack([space.to_genes(a) for a in archs])
+    assert np.allclose(table.predict_genes(space, genes), [table.predict_ms(a) for a in archs])
+    p = table.predict(archs[0])
+    assert p["predicted_latency_provenance"] == "predicted" and p["predicted_latency_ms"] > 0
+
+
+def test_an_interrupted_table_resumes_measuring_only_what_is_missing(table, tmp_path):
+    doc = yaml.safe_load(table.path.read_text())
+    missing = [k for k in doc if k.startswith("expanded_conv")][:3]
+    for k in missing:
+        del doc[k]
+    partial = tmp_path / "partial.yaml"
+    partial.write_text(yaml.safe_dump(doc))
+    lines = []
+    again = build_lut(SPEC, LocalDevice(LocalConfig()), partial, CFG, progress=False, log=lines.append)
+    assert any("(3 measured now" in line for line in lines)
+    assert all(k in again.doc for k in missing)
+    assert again.fit["c_ms"] == table.fit["c_ms"]  # the fit was already there: kept, not remeasured
+    other = LocalDevice(LocalConfig(name="local-other"))
+    with pytest.raises(EdgebenchError, match="another device"):
+        build_lut(SPEC, other, partial, CFG, progress=False, log=lambda *_: None)
+    with pytest.raises(EdgebenchError, match="not found"):
+        LatencyTable.load(tmp_path / "none.yaml")
