@@ -39,9 +39,9 @@ class ADBConfig:
     workdir: str = field(default="/data/local/tmp", metadata={"help": "phone folder for temp folders"})
     taskset: str = field(default="", metadata={"help": "CPU affinity mask for the run, e.g. 'f0' (big cores)"})
     server_host: str = field(default="127.0.0.1", metadata={"help": "adb server host"})
-    server_port: int = field(default=5037, metadata={"help": "adb server port"})
+    server_port: int = field(default=5037, metadata={"min": 1, "max": 65535, "help": "adb server port"})
     stop_server: bool = field(default=True, metadata={"help": "stop an adb server this device had to start"})
-    run_timeout_s: float = field(default=600.0, metadata={"help": "longest a run may take"})
+    run_timeout_s: float = field(default=600.0, metadata={"gt": 0, "help": "longest a run may take"})
 
 
 # ---------------------------------------------------------------- transport

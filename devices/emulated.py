@@ -64,17 +64,17 @@ class EmulatedConfig:
                                                            "cortex-a53: Pi 3 / Zero 2; cortex-a76: Pi 5)"})
     root: str = field(default="", metadata={"help": "arm64 root folder; empty: ~/.cache/edgebench/"
                                                     "aarch64-root-bookworm, built by setup()"})
-    clock_ghz: float = field(default=1.5, metadata={"help": "clock of the board being estimated "
+    clock_ghz: float = field(default=1.5, metadata={"gt": 0, "help": "clock of the board being estimated "
                                                             "(Raspberry Pi 4: 1.5, 1.8 on later boards)"})
-    ipc: float = field(default=1.0, metadata={"help": (
+    ipc: float = field(default=1.0, metadata={"gt": 0, "help": (
         "instructions per cycle for estimated_latency_ms. 1.0 is a round figure for a 3-wide out-of-order "
         "Cortex-A72 running a mix of NEON kernels (which reach about 1.5) and interpreter/dispatch code "
         "(below 1). Calibrate on a real board: calibrate_ipc(instructions_per_inference, measured p50 ms, "
         "clock_ghz)")})
     count_instructions: bool = field(default=True, metadata={"help": "load the instruction-count plugin"})
-    max_runs: int = field(default=20, metadata={"help": "cap on measured runs: emulated wall time is no "
+    max_runs: int = field(default=20, metadata={"min": 1, "help": "cap on measured runs: emulated wall time is no "
                                                         "latency, and the counts are exact after a few"})
-    max_warmup: int = field(default=2, metadata={"help": "cap on warm-up runs under emulation"})
+    max_warmup: int = field(default=2, metadata={"min": 0, "help": "cap on warm-up runs under emulation"})
     qemu: str = field(default="qemu-aarch64", metadata={"help": "the dynamic qemu-user binary (the static "
                                                                 "build cannot load plugins)"})
 

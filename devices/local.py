@@ -18,7 +18,7 @@ class LocalConfig:
     name: str = "local"
     python: str = field(default=sys.executable, metadata={"help": "Python that runs the runner"})
     cores: tuple = field(default=(), metadata={"help": "CPU cores to pin the runner to (taskset); empty: no pinning"})
-    cpu_quota: float = field(default=0.0, metadata={
+    cpu_quota: float = field(default=0.0, metadata={"gt": 0, 
         "help": "CPU time limit in cores through cgroups (0.5 = half a core); 0: none. A throttled device's "
                 "latency is labelled 'emulated'"})
 

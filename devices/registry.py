@@ -5,7 +5,6 @@ A new device kind is one new file and one line in KINDS.
 """
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import os
 import tomllib
@@ -32,26 +31,11 @@ DEFAULT_FILE = "devices.toml"
 
 
 def config_from_dict(cls, name: str, raw: dict):
-    """A frozen config dataclass from a TOML table, with one clear line for every mistake."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise EdgebenchError(f"device '{name}': unknown setting(s) {', '.join(unknown)} "
-                             f"(known: {', '.join(sorted(fields))})")
-    values = {}
-    for key, value in raw.items():
-        default = fields[key].default
-        if isinstance(default, tuple) and isinstance(value, list):
-            value = tuple(value)
-        if default is not dataclasses.MISSING and default is not None and not isinstance(value, type(default)):
-            if not (isinstance(default, float) and isinstance(value, int)):
-                raise EdgebenchError(f"device '{name}': setting '{key}' should be {type(default).__name__}, "
-                                     f"got {type(value).__name__}")
-        values[key] = value
-    try:
-        return cls(name=name, **values)
-    except TypeError as exc:
-        raise EdgebenchError(f"device '{name}': {exc}") from None
+    """A frozen config dataclass from a TOML table, through the one strict config mechanism: an unknown
+    setting (with the closest valid name), a wrong type or an impossible value is one line."""
+    from edgebench.config import build_strict
+
+    return build_strict(cls, raw, f"devices.{name}", name=name)
 
 
 def devices_file(path: str | Path | None = None) -> Path | None:

@@ -36,18 +36,18 @@ from edgebench.types import EdgebenchError, Measurement, Provenance, RunSpec
 class SSHConfig:
     name: str
     host: str = field(metadata={"help": "host name or address of the board"})
-    port: int = field(default=22, metadata={"help": "sshd port"})
+    port: int = field(default=22, metadata={"min": 1, "max": 65535, "help": "sshd port"})
     user: str = field(default="", metadata={"help": "login user; empty: the local user name"})
     key_file: str = field(default="", metadata={"help": "private key; empty: ssh-agent and ~/.ssh/id_*"})
     python: str = field(default="python3", metadata={"help": "the board's Python (a path or a name on PATH)"})
     known_hosts: str = field(default="", metadata={"help": "known_hosts file; empty: ~/.ssh/known_hosts"})
     trust_unknown_host: bool = field(default=False, metadata={
         "help": "accept a host key that is not in known_hosts yet, and add it there (trust on first use)"})
-    connect_timeout_s: float = field(default=10.0, metadata={"help": "TCP connect + SSH handshake timeout"})
-    run_timeout_s: float = field(default=600.0, metadata={
+    connect_timeout_s: float = field(default=10.0, metadata={"gt": 0, "help": "TCP connect + SSH handshake timeout"})
+    run_timeout_s: float = field(default=600.0, metadata={"gt": 0, 
         "help": "longest a runner may take (the run spec's own timeout applies too; the shorter wins)"})
-    retries: int = field(default=3, metadata={"help": "reconnects after a dropped link before giving up"})
-    backoff_s: float = field(default=1.0, metadata={"help": "first wait before a retry; doubles each time"})
+    retries: int = field(default=3, metadata={"min": 0, "help": "reconnects after a dropped link before giving up"})
+    backoff_s: float = field(default=1.0, metadata={"min": 0, "help": "first wait before a retry; doubles each time"})
     workdir: str = field(default="/tmp", metadata={"help": "remote folder under which temp folders are made"})
     emulated: bool = field(default=False, metadata={
         "help": "the board's Python runs under an emulator (e.g. qemu-aarch64): its latency is labelled "

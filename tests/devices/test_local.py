@@ -67,7 +67,7 @@ def test_unknown_device_and_bad_devices_file(tmp_path):
         get_device("pi9")
     f = tmp_path / "devices.toml"
     f.write_text("[devices.x]\nkind = 'local'\ncores = 'zero'\n")
-    with pytest.raises(EdgebenchError, match="should be tuple"):
+    with pytest.raises(EdgebenchError, match=r"devices.x.cores: expected a list"):
         get_device("x", f)
     f.write_text("[devices.x\n")
     with pytest.raises(EdgebenchError, match="malformed devices file"):
