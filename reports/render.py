@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from edgebench.deploy.inputs import feeds_text
+from edgebench.reports.encoding import fold_blocks
 from edgebench.reports.record import Record
 
 CSV_COLUMNS = [
@@ -67,7 +68,7 @@ def csv_row(r: Record, cmp: dict) -> dict:
     lat = r.latency_ms or {}
     c = cmp.get(r.record_id, {})
     return {
-        "name": r.name, "dataset": r.dataset, "onnx_encoding": r.onnx_encoding, "accuracy": r.accuracy,
+        "name": r.name, "dataset": r.dataset, "onnx_encoding": fold_blocks(r.onnx_encoding), "accuracy": r.accuracy,
         "device": r.device, "format": r.format, "precision": r.precision, "status": r.status,
         **{f"latency_{k}_ms": lat.get(k) for k in ("p50", "p90", "p99", "mean", "std", "min", "max")},
         "latency_cv": lat.get("cv"), "latency_n": lat.get("n"), "latency_provenance": r.latency_provenance,
