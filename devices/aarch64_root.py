@@ -84,10 +84,10 @@ def require_tool(tool: str, package: str = "") -> str:
     return path
 
 
-def apt_mirror() -> str:
+def apt_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
     """The Debian mirror apt already uses here (main archive, not security), else deb.debian.org."""
     texts = []
-    for f in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]:
+    for f in [apt_dir / "sources.list", *sorted((apt_dir / "sources.list.d").glob("*"))]:
         if f.suffix in (".list", ".sources") or f.name == "sources.list":
             try:
                 texts.append((f.suffix, f.read_text()))
@@ -107,8 +107,10 @@ def apt_mirror() -> str:
                 parts = line.split("#", 1)[0].split()
                 if len(parts) >= 3 and parts[0] == "deb":
                     uri_at = 1
-                    while uri_at < len(parts) and parts[uri_at].startswith("["):
-                        uri_at += 1  # skip [arch=... signed-by=...] options
+                    if parts[1].startswith("["):  # skip [arch=... signed-by=...] options, spaces and all
+                        while uri_at < len(parts) and not parts[uri_at].endswith("]"):
+                            uri_at += 1
+                        uri_at += 1
                     if uri_at + 1 < len(parts) and parts[uri_at + 1] == SUITE and "security" not in parts[uri_at]:
                         return parts[uri_at].rstrip("/")
     return DEFAULT_MIRROR

@@ -178,6 +178,20 @@ def test_missing_tools_name_the_debian_package():
         aarch64_root.require_tool("no-such-tool")
 
 
-def test_apt_mirror_is_read_from_apt_sources():
-    mirror = aarch64_root.apt_mirror()
-    assert mirror.startswith(("http://", "https://")) and "security" not in mirror
+def test_apt_mirror_is_read_from_apt_sources(tmp_path):
+    """deb822 and one-line sources, security archives skipped, [options] skipped, else the default."""
+    from pathlib import Path
+
+    apt = tmp_path / "apt"
+    (apt / "sources.list.d").mkdir(parents=True)
+    assert aarch64_root.apt_mirror(apt) == aarch64_root.DEFAULT_MIRROR  # nothing configured
+    (apt / "sources.list").write_text(
+        "# a comment\ndeb [signed-by=/k.gpg] http://security.mirror.test/debian-security bookworm-security main\n"
+        f"deb [arch=amd64 signed-by=/k.gpg] http://list.mirror.test/debian/ {aarch64_root.SUITE} main\n")
+    assert aarch64_root.apt_mirror(apt) == "http://list.mirror.test/debian"
+    (apt / "sources.list").unlink()
+    (apt / "sources.list.d" / "debian.sources").write_text(
+        f"Types: deb\nURIs: http://security.mirror.test/debian-security\nSuites: {aarch64_root.SUITE}-security\n\n"
+        f"Types: deb\nURIs: http://deb822.mirror.test/debian/\nSuites: {aarch64_root.SUITE} {aarch64_root.SUITE}-updates\n")
+    assert aarch64_root.apt_mirror(apt) == "http://deb822.mirror.test/debian"
+    assert aarch64_root.apt_mirror(Path("/etc/apt")).startswith(("http://", "https://"))  # this machine's own
