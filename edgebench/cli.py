@@ -20,6 +20,8 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
                   help="Export PyTorch models to ONNX/TFLite, run them on edge devices, report what they measure.")
 devices_app = typer.Typer(no_args_is_help=True, help="List, check and prepare the devices in devices.toml.")
 app.add_typer(devices_app, name="devices")
+from edgebench.search.instatune_cli import app as instatune_app  # noqa: E402
+app.add_typer(instatune_app, name="instatune")
 
 
 def _version(value: bool):

@@ -175,7 +175,12 @@ def linas(space: InstaTuneSpace, acc_fn, lat_fn, macs_fn, cfg: LinasConfig, log=
         rounds.append(round_info)
         log(f"linas round {it}: {len(evaluated)} evaluated, front {len(front)}, NSGA-II {n_rows[0]} evaluations "
             f"in {search_s:.2f} s (accuracy: {acc_p.kind}, latency: {lat_p.kind})")
-    return {"front": front, "evaluated": evaluated, "rounds": rounds,
+    def predict_arch(arch: dict) -> tuple[float, float]:
+        """(accuracy, latency_ms) of any arch by the last round's predictors."""
+        f = space.features(arch)[None]
+        return float(acc_p.predict(f)[0]), float(lat_p.predict(f)[0])
+
+    return {"front": front, "evaluated": evaluated, "rounds": rounds, "predict": predict_arch,
             "search_s": rounds[-1]["search_s"], "evaluations": rounds[-1]["evaluations"]}
 
 
