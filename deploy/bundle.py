@@ -1,7 +1,6 @@
 """A bundle is a folder a device can run on its own: model file, manifest.json, eval data, runner.py."""
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -10,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edgebench.deploy.inputs import resolve_feeds
-from edgebench.types import Artifact, EdgebenchError, Format
+from edgebench.types import Artifact, EdgebenchError, Format, sha256_file
 
 RUNNER_SOURCE = Path(__file__).with_name("runner.py")
 MANIFEST = "manifest.json"
@@ -49,14 +48,6 @@ class Bundle:
         except (OSError, json.JSONDecodeError) as exc:
             raise EdgebenchError(f"not a bundle: {path} ({exc})") from None
         return cls(path=path, manifest=manifest)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_eval(x: np.ndarray, y: np.ndarray, input_shape) -> None:

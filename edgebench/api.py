@@ -106,15 +106,29 @@ def with_fed_macs(artifact: Artifact, bundle) -> Artifact:
     from edgebench.export.onnx import MACS_DEFINITION, macs_for_feed
 
     if artifact.format is not Format.ONNX or "quantized_from" in artifact.extra:
-        return artifact
-    macs, by_op, why = macs_for_feed(artifact.path, bundle.feed_arrays())
+        return artifact  # a quantized file states its fp32 graph's MACs (see export/quantize.py)
+    arrays = bundle.feed_arrays()
+    macs, by_op, why = macs_for_feed(artifact.path, arrays)
     extra = {k: v for k, v in artifact.extra.items() if k not in ("macs_by_op", "macs_unavailable")}
+    extra["macs_input_shapes"] = {k: list(v.shape) for k, v in arrays.items()}
     if by_op:
         extra["macs_by_op"] = by_op
     if why:
         extra["macs_unavailable"] = why
     return dataclasses.replace(artifact, macs=macs, macs_definition=MACS_DEFINITION if macs is not None else "",
                                extra=extra)
+
+
+def measure(artifact: Artifact, bundle, device, spec: RunSpec, run_id: str):
+    """Run a bundle on a device and make its Record; MACs follow the shapes actually fed. Shared by `bench`
+    and the run-config pipeline."""
+    from edgebench.reports.record import Record
+
+    fed = {f["name"]: list(f["shape"]) for f in bundle.manifest["feeds"]}
+    if artifact.format is Format.ONNX and artifact.extra.get("macs_input_shapes") != fed:
+        artifact = with_fed_macs(artifact, bundle)
+    m = device.run(bundle, spec)
+    return Record.from_parts(run_id, artifact, m, device.kind)
 
 
 def bench(model, device: str = "local", runs: int = 100, warmup: int = 10, threads: int = 1,
@@ -129,7 +143,6 @@ def bench(model, device: str = "local", runs: int = 100, warmup: int = 10, threa
     """
     from edgebench.deploy.bundle import make_bundle
     from edgebench.devices.registry import get_device
-    from edgebench.reports.record import Record
     from edgebench.reports.store import DEFAULT_STORE, Store
 
     dev = get_device(device, str(devices_file) if devices_file else None)
@@ -142,16 +155,13 @@ def bench(model, device: str = "local", runs: int = 100, warmup: int = 10, threa
                    profile=profile, timeout_s=timeout_s)
     with tempfile.TemporaryDirectory(prefix="edgebench-bench-") as tmp:
         bundle = make_bundle(artifact, Path(tmp) / "bundle", x, y, shapes=shapes, inputs=inputs)
-        if shapes or inputs or artifact.macs is None:
-            artifact = with_fed_macs(artifact, bundle)
-        m = dev.run(bundle, spec)
-    run_id = run_id or f"bench-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    record = Record.from_parts(run_id, artifact, m, dev.kind)
+        run_id = run_id or f"bench-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        record = measure(artifact, bundle, dev, spec, run_id)
     with Store(Path(store) if store else DEFAULT_STORE) as s:
         s.begin_run(record.run_id, f"bench {artifact.name}", {"model": str(artifact.path), "device": device,
                                                              "shapes": {k: list(v) for k, v in (shapes or {}).items()}})
         s.append(record)
-        s.finish_run(record.run_id, "finished" if m.ok else "failed")
+        s.finish_run(record.run_id, "finished" if record.status == "ok" else "failed")
     return record
 
 

@@ -183,9 +183,8 @@ def _measure_step(jobs: list, devices, spec: RunSpec, store, run_id: str, done: 
     """Bundle each artifact once, run it on every device, append each record as soon as it exists."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from edgebench.api import with_fed_macs
+    from edgebench.api import measure
     from edgebench.deploy.bundle import make_bundle
-    from edgebench.reports.record import Record
 
     skipped = 0
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -203,12 +202,10 @@ def _measure_step(jobs: list, devices, spec: RunSpec, store, run_id: str, done: 
                 if bundle is None:
                     bundle = make_bundle(job.artifact, Path(tmp) / job.artifact.name, job.eval_x, job.eval_y,
                                          job.preprocessing, shapes=job.shapes, inputs=job.inputs)
-                    if job.shapes or job.inputs or job.artifact.macs is None:
-                        job.artifact = with_fed_macs(job.artifact, bundle)
-                m = device.run(bundle, spec)
-                store.append(Record.from_parts(run_id, job.artifact, m, device.kind), key)
-                if not m.ok:
-                    log(f"  {key} failed: {m.error}")
+                record = measure(job.artifact, bundle, device, spec, run_id)
+                store.append(record, key)
+                if record.status != "ok":
+                    log(f"  {key} failed: {record.error}")
                 bar.update(task, advance=1)
     return skipped
 

@@ -133,5 +133,16 @@ class Measurement:
         return cls(ok=False, device=device, provenance=provenance, error=reason, **kw)
 
 
+def sha256_file(path: Path) -> str:
+    """The file's sha256, read in 1 MiB chunks (artifacts and bundles are hashed the same way)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 class EdgebenchError(Exception):
     """An error a user can cause: printed as one line, non-zero exit, no traceback."""

@@ -236,7 +236,7 @@ def describe_onnx(path: Path, name: str | None = None, model_name: str | None = 
                   precision: Precision = Precision.FP32, validation: Validation | None = None,
                   labels: tuple = (), extra: dict | None = None) -> Artifact:
     """An Artifact for any valid ONNX file, edgebench's own or one a user brings."""
-    from edgebench.deploy.bundle import sha256_file
+    from edgebench.types import sha256_file
 
     path = Path(path)
     model = load_onnx(path)
@@ -251,6 +251,7 @@ def describe_onnx(path: Path, name: str | None = None, model_name: str | None = 
 
         feeds, arrays = resolve_feeds(inputs)
         macs, macs_by_op, why = macs_for_feed(path, arrays)
+        extra["macs_input_shapes"] = {k: list(v.shape) for k, v in arrays.items()}
     except EdgebenchError as exc:
         why = f"depends on the input shapes ({exc})"
     if macs_by_op:

@@ -264,7 +264,7 @@ def describe_tflite(path: Path, name: str | None = None, model_name: str | None 
 
     precision None: read from the graph (int8 activations -> INT8, int8 weights only -> INT8_DYNAMIC).
     """
-    from edgebench.deploy.bundle import sha256_file
+    from edgebench.types import sha256_file
 
     path = Path(path)
     interp = _interpreter(path)

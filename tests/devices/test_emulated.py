@@ -44,7 +44,7 @@ def onnx_bundle(onnx_artifact, trained_cnn, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tflite_bundle(onnx_artifact, trained_cnn, tmp_path_factory):
     litert_torch = pytest.importorskip("litert_torch")
-    from edgebench.deploy.bundle import sha256_file
+    from edgebench.types import sha256_file
 
     folder = tmp_path_factory.mktemp("emu-tflite")
     path = folder / "digits_cnn.tflite"
