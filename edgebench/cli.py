@@ -22,6 +22,8 @@ devices_app = typer.Typer(no_args_is_help=True, help="List, check and prepare th
 app.add_typer(devices_app, name="devices")
 from edgebench.search.instatune_cli import app as instatune_app  # noqa: E402
 app.add_typer(instatune_app, name="instatune")
+from edgebench.search.ofa_cli import app as ofa_app  # noqa: E402
+app.add_typer(ofa_app, name="ofa")
 
 
 def _version(value: bool):

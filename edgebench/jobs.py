@@ -16,6 +16,7 @@ from edgebench.types import EdgebenchError
 # job name -> "module:function"
 JOBS: dict[str, str] = {
     "instatune": "edgebench.search.instatune_job:run",
+    "ofa": "edgebench.search.ofa_job:run",
 }
 
 

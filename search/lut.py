@@ -11,11 +11,11 @@ ms^2), with p50, parameter count and, on an emulated device, guest instructions 
 `_meta` (device, facts, runtime and version, provenance, settings) and `_fit`.
 
 Prediction (provenance `predicted`):
-  latency_ms = sum of the blocks' p50 + c + w * weight_MB
-  c and w are fitted by least squares on whole subnets measured in the same way (`_fit` says which and
-  how many). A block timed alone keeps its weights in cache while a whole net streams them, so a plain
-  sum runs low by an amount that grows with the weight size; the per-inference constant absorbs the
-  call overhead counted once per block in the sum but once per network in reality.
+  latency_ms = sum of the entries' p50 + c + w * weight_MB + v * n_entries
+  c, w and v are fitted by least squares on whole subnets measured in the same way (`_fit` says which
+  and how many). A block timed alone keeps its weights in cache while a whole net streams them, so a
+  plain sum runs low by an amount that grows with the weight size (w); every entry's p50 includes one
+  runtime call that a whole net makes once (v, negative); c is the per-inference rest.
   instructions = sum of the blocks' instructions - (n_blocks - 1) * instructions of the empty model
   (each block's count includes one runtime call; a whole net makes one); no fitting.
 
@@ -387,11 +387,14 @@ def _fit(spec: OFASpec, device, doc: dict, archs: list[dict], cfg: LUTConfig, wo
     measured = measure_archs(spec, device, archs, cfg, workdir)
     sums = np.array([table.block_sum_ms(a) for a in archs])
     mb = np.array([table.weight_mb(a) for a in archs])
+    nb = np.array([len(arch_entries(spec, a)) for a in archs], dtype=np.float64)
     y = np.array([m["p50_ms"] for m in measured]) - sums
-    (c, w), *_ = np.linalg.lstsq(np.stack([np.ones_like(mb), mb], 1), y, rcond=None)
-    fit = {"c_ms": float(c), "w_ms_per_mb": float(w), "n_calib": len(archs), "seed": cfg.seed,
-           "method": ("least squares of (measured whole-subnet p50 - sum of block p50s) = c + w * weight_MB "
-                      "over n_calib random subnets (random weights) measured in one runner process like the keys"),
+    (c, w, v), *_ = np.linalg.lstsq(np.stack([np.ones_like(mb), mb, nb], 1), y, rcond=None)
+    fit = {"c_ms": float(c), "w_ms_per_mb": float(w), "v_ms_per_entry": float(v), "n_calib": len(archs),
+           "seed": cfg.seed,
+           "method": ("least squares of (measured whole-subnet p50 - sum of entry p50s) = c + w * weight_MB + "
+                      "v * n_entries over n_calib random subnets (random weights) measured in one runner process "
+                      "like the keys; v absorbs the runtime call each entry's p50 includes once per entry"),
            "calib": [{"arch": a, "measured_ms": m["p50_ms"], "sum_ms": float(s), "weight_mb": float(b)}
                      for a, m, s, b in zip(archs, measured, sums, mb)]}
     if all(m["instructions"] is not None for m in measured):
@@ -453,7 +456,8 @@ class LatencyTable:
             return float(self.instructions_to_ms(self.instructions(arch)))
         total = self.block_sum_ms(arch)
         if self.fit:
-            total += self.fit["c_ms"] + self.fit["w_ms_per_mb"] * self.weight_mb(arch)
+            total += (self.fit["c_ms"] + self.fit["w_ms_per_mb"] * self.weight_mb(arch)
+                      + self.fit.get("v_ms_per_entry", 0.0) * len(arch_entries(self.spec, arch)))
         return total
 
     def instructions(self, arch: dict) -> int | None:
@@ -521,7 +525,9 @@ class LatencyTable:
         total = (lat * active).sum(1) + t["fixed_lat"][r]
         if self.fit:
             mb = ((par * active).sum(1) + t["fixed_par"][r]) * 4 / 1e6
-            total = total + self.fit["c_ms"] + self.fit["w_ms_per_mb"] * mb
+            n_entries = active.sum(1) + len(fixed_entries(self.spec, self.spec.resolutions[0]))
+            total = (total + self.fit["c_ms"] + self.fit["w_ms_per_mb"] * mb
+                     + self.fit.get("v_ms_per_entry", 0.0) * n_entries)
         return total
 
 
@@ -533,7 +539,7 @@ def summary_line(table: LatencyTable) -> str:
     fit = table.fit
     return (f"{latency_budget_keys(table)} keys on {table.device} ({table.meta.get('runtime', '?')} "
             f"{table.meta.get('runtime_version', '')})" + (
-                f"; overhead fit c = {fit['c_ms'] * 1e3:.1f} us, w = {fit['w_ms_per_mb'] * 1e3:.1f} us/MB on "
-                f"{fit['n_calib']} subnets" if fit else "; no overhead fit"))
+                f"; overhead fit c = {fit['c_ms'] * 1e3:.1f} us, w = {fit['w_ms_per_mb'] * 1e3:.1f} us/MB, "
+                f"v = {fit.get('v_ms_per_entry', 0) * 1e3:.2f} us/entry on {fit['n_calib']} subnets" if fit else "; no overhead fit"))
 
 

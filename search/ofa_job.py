@@ -1,0 +1,387 @@
+"""`edgebench run` for `job = "ofa"`: train the supernet, build a latency table per device, search several
+budgets, deploy the picks, report predicted against measured.
+
+    supernet (progressive shrinking; reused when this config already made it) -> accuracy predictor on
+    the validation split -> per device: LUT (resumable) -> evolution search per budget + NSGA-II front
+    -> every pick (and the largest and smallest subnet) extracted, BN recalibrated, exported, bundled
+    with the test split at its resolution, measured on the device -> records, report, search.html.
+
+The library functions here (load_ofa, predictor_for, search_picks, export_subnet) are what
+`edgebench ofa ...` calls too.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgebench.search.accuracy import AccuracyPredictor, PredictorConfig
+from edgebench.search.evolution import EvolutionConfig
+from edgebench.search.lut import LUTConfig
+from edgebench.train.ofa import OFASpec, ShrinkConfig
+from edgebench.types import EdgebenchError, Format, Precision, Provenance, RunSpec
+
+TOP_LEVEL = {"job", "name", "out_dir", "store", "data", "model", "train", "predictor", "lut", "search", "export",
+             "bench"}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str = field(default="", metadata={"help": "folder of the Fashion-MNIST IDX files (default: Debian's "
+                                                    "/usr/share/datasets/fashion-mnist)"})
+    val_size: int = field(default=5000, metadata={"help": "training images held out for validation", "min": 100})
+    seed: int = field(default=0, metadata={"help": "seed of the validation split"})
+    train_limit: int = field(default=0, metadata={"help": "use only this many training images (0: all)", "min": 0})
+    test_limit: int = field(default=0, metadata={"help": "use only this many test images (0: all)", "min": 0})
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    budgets: tuple = field(default=(0.3, 0.6, 0.9), metadata={
+        "help": "latency budgets per device as fractions of its predicted range (0: smallest subnet, 1: "
+                "largest), so one list serves devices of any speed"})
+    budgets_ms: dict = field(default_factory=dict, metadata={
+        "help": "absolute budgets per device, e.g. {local = [0.5, 1.0]}; replace the fractions for that device"})
+    pareto: bool = field(default=True, metadata={"help": "NSGA-II front of predicted accuracy vs latency for the report"})
+    pareto_population: int = field(default=50, metadata={"help": "NSGA-II population", "min": 4})
+    pareto_generations: int = field(default=50, metadata={"help": "NSGA-II generations", "min": 1})
+    population: int = field(default=100, metadata={"help": "evolution population", "min": 4})
+    generations: int = field(default=500, metadata={"help": "evolution generations", "min": 0})
+    seed: int = field(default=0, metadata={"help": "seed"})
+    deploy_extremes: bool = field(default=True, metadata={"help": "also deploy the largest and smallest subnet"})
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    formats: tuple = field(default=("onnx",), metadata={"help": "onnx and/or tflite"})
+    precisions: tuple = field(default=("fp32",), metadata={"help": "fp32, int8, int8-dynamic"})
+    opset: int = field(default=17, metadata={"help": "ONNX opset"})
+    atol: float = field(default=1e-4, metadata={"help": "fp32 tolerance against PyTorch", "gt": 0.0})
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    devices: tuple = field(default=("local",), metadata={"help": "device names (devices.toml or built in)"})
+    devices_file: str = field(default="", metadata={"help": "devices.toml path (default ./devices.toml)"})
+    runs: int = field(default=200, metadata={"help": "measured inferences per artifact", "min": 1})
+    warmup: int = field(default=20, metadata={"help": "warm-up inferences", "min": 0})
+    threads: int = field(default=1, metadata={"help": "runtime threads (the LUT is built with the same)", "min": 1})
+    timeout_s: float = field(default=900.0, metadata={"help": "per-measurement timeout", "gt": 0.0})
+    eval_images: int = field(default=0, metadata={"help": "test images bundled (0: all)", "min": 0})
+    emulated_eval_images: int = field(default=500, metadata={
+        "help": "test images bundled for an emulated device (qemu runs them 100x slower)", "min": 0})
+
+
+@dataclass(frozen=True)
+class OFAJob:
+    name: str
+    out: Path
+    store: Path
+    data: DataConfig
+    model: OFASpec
+    train: ShrinkConfig
+    predictor: PredictorConfig
+    lut: LUTConfig
+    search: SearchConfig
+    export: ExportConfig
+    bench: BenchConfig
+    digest: str
+
+    def train_identity(self) -> dict:
+        """What makes a supernet checkpoint reusable by this config."""
+        return {"data": asdict(self.data), "model": self.model.to_dict(), "train": asdict(self.train)}
+
+
+def parse(doc: dict, source: Path) -> OFAJob:
+    from edgebench.config import build_strict
+
+    where = str(source)
+    unknown = sorted(set(doc) - TOP_LEVEL)
+    if unknown:
+        raise EdgebenchError(f"{where}: unknown top-level key(s) {', '.join(unknown)} (known: {', '.join(sorted(TOP_LEVEL))})")
+    if not isinstance(doc.get("name"), str) or not doc["name"]:
+        raise EdgebenchError(f"{where}: needs a top-level name = \"...\"")
+    model = build_strict(OFASpec, doc.get("model", {}), f"{where}: [model]")
+    search = build_strict(SearchConfig, doc.get("search", {}), f"{where}: [search]")
+    export = build_strict(ExportConfig, doc.get("export", {}), f"{where}: [export]")
+    bench = build_strict(BenchConfig, doc.get("bench", {}), f"{where}: [bench]")
+    for f in export.formats:
+        if f not in {x.value for x in Format}:
+            raise EdgebenchError(f"{where}: [export] unknown format '{f}' (onnx, tflite)")
+    for p in export.precisions:
+        if p not in {x.value for x in Precision}:
+            raise EdgebenchError(f"{where}: [export] unknown precision '{p}' (fp32, int8, int8-dynamic)")
+    if any(not 0 <= float(b) <= 1 for b in search.budgets):
+        raise EdgebenchError(f"{where}: [search] budgets are fractions within [0, 1], got {list(search.budgets)}")
+    if not bench.devices:
+        raise EdgebenchError(f"{where}: [bench] devices must name at least one device")
+    name = doc["name"]
+    digest = hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return OFAJob(
+        name=name, out=Path(doc.get("out_dir") or f"out/{name}"), store=Path(doc.get("store") or "out/edgebench.sqlite"),
+        data=build_strict(DataConfig, doc.get("data", {}), f"{where}: [data]"), model=model,
+        train=build_strict(ShrinkConfig, doc.get("train", {}), f"{where}: [train]"),
+        predictor=build_strict(PredictorConfig, doc.get("predictor", {}), f"{where}: [predictor]"),
+        lut=build_strict(LUTConfig, doc.get("lut", {}), f"{where}: [lut]"), search=search, export=export,
+        bench=bench, digest=digest)
+
+
+# ============================================================ library functions (the CLI uses them too)
+def load_data(data_cfg: dict):
+    from edgebench.train.fashion import load_fashion_splits
+
+    return load_fashion_splits(**data_cfg)
+
+
+def load_ofa(ckpt_path: Path):
+    """(supernet, checkpoint info, space, predictor or None) from a supernet checkpoint."""
+    from edgebench.search.ofa_space import OFASpace
+    from edgebench.train.ofa import load_supernet
+
+    net, info = load_supernet(ckpt_path)
+    pred = info.get("accuracy_predictor")
+    return net, info, OFASpace(net.spec), AccuracyPredictor.from_state(pred) if pred else None
+
+
+def store_predictor(ckpt_path: Path, predictor: AccuracyPredictor) -> None:
+    import torch
+
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    ckpt["accuracy_predictor"] = predictor.state()
+    torch.save(ckpt, ckpt_path)
+
+
+def predictor_for(ckpt_path: Path, cfg: PredictorConfig = PredictorConfig(), progress: bool = True, log=print):
+    """The checkpoint's accuracy predictor; trained (validation split) and stored in it when missing."""
+    from edgebench.search.accuracy import train_predictor
+
+    net, info, space, pred = load_ofa(ckpt_path)
+    if pred is None:
+        ds, x_val, y_val = load_data(info.get("config", {}).get("data", {}))
+        log(f"{ckpt_path}: no accuracy predictor yet; evaluating {cfg.subnets} subnets on the validation split")
+        pred = train_predictor(net, space, ds.x_train, x_val, y_val, cfg, progress=progress, log=log)
+        store_predictor(ckpt_path, pred)
+    return net, info, space, pred
+
+
+def search_picks(space, table, predictor: AccuracyPredictor, budgets_ms: list[float],
+                 cfg: EvolutionConfig = EvolutionConfig()) -> list[dict]:
+    """One evolution search per budget: [{arch, predicted_accuracy, predicted_latency_ms, budget_ms, ...}]."""
+    from edgebench.search.evolution import evolution_search
+
+    tables = table.gene_tables(space)
+    lat = lambda g: table.predict_genes(space, g, tables)  # noqa: E731
+    acc = lambda g: predictor.predict(space.features_batch(g))  # noqa: E731
+    picks = []
+    for b in budgets_ms:
+        res = evolution_search(space, lat, acc, float(b), cfg)
+        res.update(table.predict(res["arch"]))
+        picks.append(res)
+    return picks
+
+
+def pareto_front(space, table, predictor: AccuracyPredictor, pop_size: int = 50, n_gen: int = 50,
+                 seed: int = 0) -> list[dict]:
+    """NSGA-II (search/nsga.py, pymoo) on (-predicted accuracy, predicted latency)."""
+    from edgebench.search.nsga import nsga2
+
+    tables = table.gene_tables(space)
+
+    def objectives(g):
+        return np.stack([-predictor.predict(space.features_batch(g)), table.predict_genes(space, g, tables)], 1)
+
+    front = nsga2(space, objectives, pop_size=pop_size, n_gen=n_gen, seed=seed)
+    out = [{"arch": f["arch"], "genes": f["genes"], "predicted_accuracy": -float(f["objectives"][0]),
+            "predicted_latency_ms": float(f["objectives"][1])} for f in front]
+    return sorted(out, key=lambda p: p["predicted_latency_ms"])
+
+
+def latency_range(space, table) -> tuple[float, float]:
+    spec = table.spec
+    return table.predict_ms(spec.smallest()), table.predict_ms(spec.largest())
+
+
+def export_subnet(supernet, arch: dict, dataset, fmt: Format, precision: Precision, out_dir: Path, name: str,
+                  calib_images: int = 2000, opset: int = 17, atol: float = 1e-4, eval_limit: int = 0,
+                  fp32_onnx=None, fp32_tflite=None):
+    """Extract, recalibrate BN on training images, export (validated against PyTorch): (Artifact, Trained)."""
+    from edgebench.pipeline import export_artifact
+    from edgebench.train.ofa import extract_subnet, subnet_trained
+
+    sub = extract_subnet(supernet, arch, dataset.x_train[:calib_images])
+    trained = subnet_trained(sub, dataset, name, eval_limit=eval_limit)
+    artifact = export_artifact(trained, fmt, precision, Path(out_dir), opset, atol, fp32_onnx, fp32_tflite)
+    artifact.extra.update({"arch": arch, "bn_recalibration_images": int(min(calib_images, len(dataset.x_train)))})
+    return artifact, trained
+
+
+# ============================================================ the job
+def _supernet(job: OFAJob, ds, x_val, y_val, fresh: bool, progress: bool, log):
+    from edgebench.search.accuracy import train_predictor
+    from edgebench.search.ofa_space import OFASpace
+    from edgebench.train.ofa import (OFASupernet, load_supernet, save_supernet, subnet_accuracy,
+                                     train_supernet)
+
+    path = job.out / "supernet.pt"
+    if path.exists() and not fresh:
+        net, info = load_supernet(path)
+        if info.get("config", {}).get("identity") == job.train_identity():
+            log(f"reusing the supernet {path} this config trained")
+            _, _, _, pred = load_ofa(path)
+            if pred is not None:
+                return net, info.get("metrics", {}), pred, path
+    net = OFASupernet(job.model)
+    metrics = train_supernet(net, ds.x_train, ds.y_train, job.train, progress=progress, log=log)
+    calib = ds.x_train[:job.train.bn_calib_images]
+    for which, arch in (("largest", job.model.largest()), ("smallest", job.model.smallest())):
+        metrics[f"{which}_val_accuracy"] = subnet_accuracy(net, arch, calib, x_val, y_val)
+    log(f"supernet: validation accuracy (PyTorch, BN recalibrated) largest {metrics['largest_val_accuracy']:.2%}, "
+        f"smallest {metrics['smallest_val_accuracy']:.2%}")
+    config = {"identity": job.train_identity(), "data": asdict(job.data)}
+    save_supernet(net, path, metrics, config)
+    pred = train_predictor(net, OFASpace(job.model), ds.x_train, x_val, y_val, job.predictor, progress=progress,
+                           log=log)
+    metrics["accuracy_predictor"] = pred.report
+    save_supernet(net, path, metrics, config)
+    store_predictor(path, pred)
+    return net, metrics, pred, path
+
+
+def _run_id(store, job: OFAJob, fresh: bool) -> tuple[str, bool]:
+    if not fresh:
+        for run in reversed(store.runs()):
+            if run["name"] == job.name and run["run_id"].endswith(job.digest) and run["status"] == "running":
+                return run["run_id"], True
+    return f"{job.name}-{time.strftime('%Y%m%dT%H%M%S')}-{job.digest}", False
+
+
+def _budgets(job: OFAJob, device: str, lo: float, hi: float) -> list[float]:
+    if device in job.search.budgets_ms:
+        return [float(b) for b in job.search.budgets_ms[device]]
+    return [lo + float(f) * (hi - lo) for f in job.search.budgets]
+
+
+def _measured_point(rec, table) -> dict:
+    """The figure a pick's prediction is compared with on this device: the p50 wall time, or on an
+    emulated device the instruction-based estimate (the table predicts instructions there)."""
+    ex = rec.extra
+    if table.by_instructions:
+        lat, prov = ex.get("estimated_latency_ms"), ex.get("estimated_provenance", Provenance.ESTIMATED.value)
+    else:
+        lat, prov = (rec.latency_ms or {}).get("p50"), rec.latency_provenance
+    pred = ex.get("predicted_latency_ms")
+    err = (lat - pred) / pred * 100 if lat is not None and pred else None
+    return {"name": rec.name, "arch": ex.get("arch"), "accuracy": rec.accuracy, "latency_ms": lat,
+            "predicted_latency_ms": pred, "error_pct": err, "budget_ms": ex.get("latency_budget_ms"),
+            "provenance": prov, "predicted_instructions": ex.get("predicted_instructions"),
+            "instructions": ex.get("instructions_per_inference")}
+
+
+def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log=print):
+    import dataclasses
+    import tempfile
+
+    from edgebench.deploy.bundle import make_bundle
+    from edgebench.devices.registry import get_device
+    from edgebench.export.errors import ExportError
+    from edgebench.pipeline import RunResult
+    from edgebench.reports.record import Record
+    from edgebench.reports.render import write_report
+    from edgebench.reports.store import Store
+    from edgebench.search.lut import build_lut
+    from edgebench.search.ofa_space import OFASpace
+    from edgebench.search.report import write_search_page
+
+    t0 = time.perf_counter()
+    job = parse(doc, Path(source))
+    devices = [get_device(n, job.bench.devices_file or None) for n in job.bench.devices]  # fail before work
+    job.out.mkdir(parents=True, exist_ok=True)
+    ds, x_val, y_val = load_data(asdict(job.data))
+    net, metrics, predictor, ckpt = _supernet(job, ds, x_val, y_val, fresh, progress, log)
+    space = OFASpace(job.model)
+    evo = EvolutionConfig(population=job.search.population, generations=job.search.generations, seed=job.search.seed)
+    spec = RunSpec(runs=job.bench.runs, warmup=job.bench.warmup, threads=job.bench.threads, timeout_s=job.bench.timeout_s)
+    lut_cfg = dataclasses.replace(job.lut, threads=job.bench.threads)
+    pages: dict = {}
+    with Store(job.store) as store, tempfile.TemporaryDirectory(prefix="edgebench-ofa-") as tmp:
+        run_id, resumed = _run_id(store, job, fresh)
+        store.begin_run(run_id, job.name, doc)
+        done = store.done_keys(run_id)
+        skipped = 0
+        for device in devices:
+            table = build_lut(job.model, device, job.out / f"lut-{device.name}.yaml", lut_cfg, progress=progress,
+                              log=log)
+            lo, hi = latency_range(space, table)
+            picks = search_picks(space, table, predictor, _budgets(job, device.name, lo, hi), evo)
+            front = (pareto_front(space, table, predictor, job.search.pareto_population, job.search.pareto_generations,
+                                  job.search.seed) if job.search.pareto else picks)
+            deploy = [(f"ofa-{device.name}-b{i}", p["arch"], p["budget_ms"], p) for i, p in enumerate(picks)]
+            if job.search.deploy_extremes:
+                deploy += [(f"ofa-{device.name}-largest", job.model.largest(), None, None),
+                           (f"ofa-{device.name}-smallest", job.model.smallest(), None, None)]
+            for name, arch, budget, pick in deploy:
+                log(f"{device.name}: {name} r={arch['r']} d={arch['d']}"
+                    + (f", budget {budget:.4g} ms, predicted {pick['predicted_latency_ms']:.4g} ms, accuracy "
+                       f"{pick['predicted_accuracy']:.2%}" if pick else ""))
+                limit = job.bench.emulated_eval_images if device.kind == "emulated" else job.bench.eval_images
+                fp32_onnx = fp32_tflite = None
+                for fmt in job.export.formats:
+                    for prec in job.export.precisions:
+                        aname = f"{name}-{fmt}-{prec}"
+                        key = f"{aname}@{device.name}"
+                        if key in done:
+                            skipped += 1
+                            continue
+                        try:
+                            a, trained = export_subnet(net, arch, ds, Format(fmt), Precision(prec), job.out / "artifacts",
+                                                       name, job.train.bn_calib_images, job.export.opset,
+                                                       job.export.atol, limit, fp32_onnx, fp32_tflite)
+                        except ExportError as exc:
+                            log(f"  export of {aname} failed: {exc}")
+                            store.append(Record(run_id=run_id, name=aname, model=name, dataset=ds.name,
+                                                device=device.name, status="failed", error=f"export: {exc}",
+                                                format=fmt, precision=prec, device_kind=device.kind), key)
+                            continue
+                        if fmt == "onnx" and prec == "fp32":
+                            fp32_onnx = a
+                            # the table was measured on fp32 ONNX with these session settings: only this
+                            # artifact carries the prediction
+                            a.extra.update(table.predict(arch))
+                        elif fmt == "tflite" and prec == "fp32":
+                            fp32_tflite = a
+                        a.extra.update({"latency_budget_ms": budget, "lut": str(table.path), "supernet": str(ckpt)})
+                        if pick:
+                            a.extra.update({"predicted_accuracy": pick["predicted_accuracy"],
+                                            "predicted_accuracy_provenance": Provenance.PREDICTED.value})
+                        bundle = make_bundle(a, Path(tmp) / f"{aname}-{device.name}", trained.dataset.x_test,
+                                             trained.dataset.y_test)
+                        m = device.run(bundle, spec)
+                        rec = Record.from_parts(run_id, a, m, device.kind)
+                        if budget is not None:
+                            point = _measured_point(rec, table)
+                            rec.extra["latency_budget_met"] = (None if point["latency_ms"] is None
+                                                               else bool(point["latency_ms"] <= budget))
+                        store.append(rec, key)
+                        if not m.ok:
+                            log(f"  {key} failed: {m.error}")
+            pages[device.name] = {"table": table, "front": front}
+        records = store.query(run_id=run_id)
+        report_dir = write_report(records, job.out / "report", title=f"edgebench OFA: {job.name} ({run_id})")
+        devices_page = {}
+        for dname, info in pages.items():
+            measured = [_measured_point(r, info["table"]) for r in records
+                        if r.device == dname and r.status == "ok" and r.format == "onnx" and r.precision == "fp32"]
+            devices_page[dname] = {
+                "predicted": [{"arch": p["arch"], "accuracy": p["predicted_accuracy"],
+                               "latency_ms": p["predicted_latency_ms"]} for p in info["front"]],
+                "measured": measured}
+        write_search_page(report_dir, f"OFA search: {job.name}", devices_page)
+        (report_dir / "ofa_summary.json").write_text(json.dumps(
+            {"supernet": str(ckpt), "train_metrics": metrics, "devices": devices_page}, indent=1, default=str))
+        store.finish_run(run_id)
+    return RunResult(run_id=run_id, resumed=resumed, report_dir=report_dir, records=records, skipped=skipped,
+                     wall_s=time.perf_counter() - t0, train_metrics={"supernet": metrics})

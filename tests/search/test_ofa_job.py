@@ -1,0 +1,126 @@
+"""`edgebench run` with job = "ofa" on a tiny config (seconds), then the `edgebench ofa` commands on what
+it left: search, predict, export; strict config and one-line errors."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgebench.types import EdgebenchError
+
+TINY = {
+    "job": "ofa", "name": "ofa_tiny",
+    "data": {"train_limit": 600, "val_size": 300, "test_limit": 200},
+    "model": {"stem_width": 8, "widths": [8, 16], "strides": [2, 2], "se": [False, True], "hswish": [False, True],
+              "final_width": 16, "ks_list": [3, 5], "expand_list": [3, 6], "depth_list": [1, 2],
+              "resolutions": [20, 28]},
+    "train": {"full_epochs": 1, "kernel_epochs": 0.5, "depth_epochs": 0.5, "expand_epochs": 0.5, "batch_size": 100,
+              "bn_calib_images": 200},
+    "predictor": {"subnets": 12, "hidden": 32, "epochs": 50, "calib_images": 200, "val_images": 300},
+    "lut": {"runs": 10, "rounds": 2, "warmup": 1, "calib_nets": 5},
+    "search": {"budgets": [0.5], "population": 8, "generations": 4, "deploy_extremes": False,
+               "pareto_population": 16, "pareto_generations": 5},
+    "bench": {"devices": ["local"], "runs": 20, "warmup": 2},
+}
+
+
+class _Done:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """The real entry point (edgebench.cli:main) in this process: exit code, stdout, stderr."""
+    from edgebench import cli as cli_module
+
+    def call(*args):
+        monkeypatch.setattr(sys, "argv", ["edgebench", *args])
+        code = 0
+        try:
+            cli_module.main()
+        except SystemExit as exc:
+            code = exc.code or 0
+        out = capsys.readouterr()
+        return _Done(code, out.out, out.err)
+
+    return call
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    from edgebench.search.ofa_job import run
+
+    root = tmp_path_factory.mktemp("ofa")
+    doc = dict(TINY, out_dir=str(root / "out"), store=str(root / "store.sqlite"))
+    result = run(doc, root / "ofa_tiny.toml", progress=False, log=lambda *_: None)
+    return root, result
+
+
+def test_job_deploys_the_pick_and_reports_predicted_against_measured(done):
+    root, result = done
+    recs = [r for r in result.records if r.status == "ok"]
+    assert len(recs) == 1
+    rec = recs[0]
+    ex = rec.extra
+    assert ex["predicted_latency_provenance"] == "predicted" and ex["predicted_latency_ms"] > 0
+    assert rec.latency_provenance == "measured" and rec.latency_ms["p50"] > 0
+    assert ex["latency_budget_ms"] > 0 and isinstance(ex["latency_budget_met"], bool)
+    assert ex["latency_budget_met"] == (rec.latency_ms["p50"] <= ex["latency_budget_ms"])
+    assert rec.accuracy is not None and rec.n_eval == 200
+    assert set(ex["arch"]) == {"ks", "e", "d", "r"}
+    page = (result.report_dir / "search.html").read_text()
+    assert "<h2>local</h2>" in page and "data:image/png;base64," in page
+    summary = json.loads((result.report_dir / "ofa_summary.json").read_text())
+    assert summary["devices"]["local"]["measured"][0]["predicted_latency_ms"] == pytest.approx(ex["predicted_latency_ms"])
+    assert len(summary["devices"]["local"]["predicted"]) >= 1  # the NSGA-II front
+    assert "heldout_mae" in summary["train_metrics"]["accuracy_predictor"]
+    assert (root / "out" / "supernet.pt").exists() and (root / "out" / "lut-local.yaml").exists()
+
+
+def test_cli_search_predict_and_export_on_the_jobs_outputs(done, tmp_path, cli):
+    root, _ = done
+    ckpt, lut = root / "out" / "supernet.pt", root / "out" / "lut-local.yaml"
+    proc = cli("ofa", "search", "--supernet", str(ckpt), "--lut", str(lut), "--latency-ms", "1000", "--json",
+                "--generations", "3", "--population", "8", "--out", str(tmp_path / "arch.json"))
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    pick = doc["picks"][0]
+    assert pick["predicted_latency_ms"] <= 1000 and 0 <= pick["predicted_accuracy"] <= 1
+    assert pick["predicted_latency_provenance"] == "predicted"
+    proc = cli("ofa", "predict", "--lut", str(lut), "--arch", str(tmp_path / "arch.json"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["predicted_latency_ms"] == pytest.approx(pick["predicted_latency_ms"])
+    proc = cli("ofa", "export", "--supernet", str(ckpt), "--arch", str(tmp_path / "arch.json"), "--format", "onnx",
+                "--precision", "fp32", "--out", str(tmp_path / "art"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    exp = json.loads(proc.stdout)
+    assert Path(exp["path"]).exists() and exp["max_abs_diff"] <= 1e-4 and exp["top1_agreement"] >= 0.99
+
+
+def test_arch_errors_are_one_line_and_exit_2(done, tmp_path, cli):
+    root, _ = done
+    lut = root / "out" / "lut-local.yaml"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"ks": [3] * 4, "e": [3] * 4, "d": [1, 1], "r": 24}))
+    proc = cli("ofa", "predict", "--lut", str(lut), "--arch", str(bad))
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "'r' must be one of [20, 28]" in proc.stderr
+    bad.write_text("[1, 2")
+    proc = cli("ofa", "predict", "--lut", str(lut), "--arch", str(bad))
+    assert proc.returncode == 2 and "malformed arch file" in proc.stderr and proc.stderr.strip().count("\n") == 0
+
+
+def test_config_typos_are_errors_before_any_work(tmp_path):
+    from edgebench.search.ofa_job import parse
+
+    with pytest.raises(EdgebenchError, match="unknown key"):
+        parse(dict(TINY, train={"full_epoch": 1}), tmp_path / "c.toml")
+    with pytest.raises(EdgebenchError, match="unknown top-level"):
+        parse(dict(TINY, bench_devices=["local"]), tmp_path / "c.toml")
+    with pytest.raises(EdgebenchError, match="fractions"):
+        parse(dict(TINY, search={"budgets": [1.5]}), tmp_path / "c.toml")
+    with pytest.raises(EdgebenchError, match="unknown format"):
+        parse(dict(TINY, export={"formats": ["tf"]}), tmp_path / "c.toml")
