@@ -186,13 +186,12 @@ class L2MU(nn.Module):
         return self.run(x)[0]
 
     def export_module(self) -> nn.Module:
-        """An inference-only twin with the same forward for converters that trace node by node (litert-torch).
-
-        See _LeanL2MU: the weight layers that do not sit in the recurrence run once over all time steps, the
-        neuron parameters are frozen constants, and no snntorch/autograd plumbing is traced. About 46 instead
-        of 68 torch.export nodes per time step (LIF); validated against this module, spike for spike, by the exporters.
-        """
+        """An inference-only twin with the same forward and the fewest graph nodes (see _LeanL2MU)."""
         return _LeanL2MU(self).eval()
+
+    def step_module(self) -> nn.Module:
+        """The streaming step model (see _L2MUStep): explicit state in and out, one time step per call."""
+        return _L2MUStep(_LeanL2MU(self)).eval()
 
     @torch.no_grad()
     def spike_record(self, x: torch.Tensor) -> dict:
@@ -215,92 +214,152 @@ class L2MU(nn.Module):
 
 
 class _LeanL2MU(nn.Module):
-    """L2MU.forward for export: same equations, fewer traced nodes (frozen copy; build with L2MU.export_module).
+    """L2MU.forward for export: same equations, the fewest graph nodes (frozen copy; L2MU.export_module).
 
-    - P (raw input), e_x and W_x (input spikes) and R (hidden spikes) are applied once to all time steps: the
-      input population does not depend on the recurrence, and the readout only reads hidden spikes;
-    - clamped decays and thresholds are constants; spike = (mem > threshold), which is snntorch's forward
-      heaviside(mem - threshold) (the sign of a float difference is the order of its operands);
-    - the loop body holds only the recurrent products (e_h, e_m, Abar, g*Bbar, W_h, W_m) and neuron updates.
-    Float sums of the hoisted layers may round differently from per-step Linear calls (~1e-7): the exporters
-    validate the result against L2MU itself.
+    Per population and time step ONE matrix product computes the new membrane (CuBa: synaptic current and
+    membrane) from everything it depends on, concatenated:
+
+        LIF    mem' = [sources, mem, spk] @ [W; diag(beta); -diag(thr)] + b          spk' = mem' > thr
+        CuBa   [syn' | mem'] = [sources, syn, mem, spk] @ [[W, W]; [diag(alpha), diag(alpha)];
+                                                          [0, diag(beta)]; [0, -diag(thr)]] + [b, b]
+
+    (the reset by subtraction and the leak are linear in the previous state, so they fold into the product;
+    where a population's own spikes are already a source, as the memory's and the hidden's are, -diag(thr)
+    is added to that block). A step is then Concat, Gemm, (Split), Greater, Where per population: the
+    unrolled 100-step LIF window has about 2.2x fewer nodes after onnxruntime's optimizations than the
+    per-term form (benchmarks/lean_graphs.py). Sums run in a different order than in L2MU.run (~1e-7): the
+    exporters validate against L2MU itself, and the tests check the spikes.
+
+    The same `step` is the streaming step model's (L2MU.step_module): window and stream are one function.
     """
 
     def __init__(self, m: "L2MU"):
         super().__init__()
         self.readout_mode = m.readout_mode
-
-        def const(name, t):
-            self.register_buffer(name, t.detach().clone().contiguous())
-
-        # weights stay out x in and are applied with F.linear, as nn.Linear does (same kernels, and PT2E
-        # quantizers annotate linear ops)
-        for lin in ("P", "e_x", "W_x", "R"):
-            const(f"{lin}_w", getattr(m, lin).weight)
-            const(f"{lin}_b", getattr(m, lin).bias)
-        for lin in ("e_h", "e_m", "W_h", "W_m"):
-            const(f"{lin}_w", getattr(m, lin).weight)
-        const("A", m.memory.A_block)
-        const("Bg", m.memory.B_block * m.memory_gain)
         self.neuron = m.pop["input"].neuron
-        for name, p in m.pop.items():
-            cell = p.cell
-            const(f"{name}_beta", cell.beta.clamp(0, 1).expand(p.size))
-            const(f"{name}_thr", cell.threshold.expand(p.size))
-            if self.neuron == "cuba":
-                const(f"{name}_alpha", cell.alpha.clamp(0, 1).expand(p.size))
         self.sizes = {name: p.size for name, p in m.pop.items()}
+        self.in_channels = m.P.weight.shape[1]
+        f64 = torch.float64
+        cell = {name: p.cell for name, p in m.pop.items()}
 
-    def _step(self, name: str, current, state):
-        beta, thr = getattr(self, f"{name}_beta"), getattr(self, f"{name}_thr")
-        if self.neuron == "lif":
-            mem, spk = state
-            mem = beta * mem + current - spk * thr
-            spk = torch.where(mem > thr, 1.0, 0.0)  # no dtype cast: .to() traces two nodes
-            return spk, (mem, spk)
-        syn, mem, spk = state
-        syn = getattr(self, f"{name}_alpha") * syn + current
-        mem = beta * mem + syn - spk * thr
-        spk = torch.where(mem > thr, 1.0, 0.0)
-        return spk, (syn, mem, spk)
+        def neuron_param(name, attr):
+            return getattr(cell[name], attr).detach().clamp(0, 1).to(f64).expand(self.sizes[name]) \
+                if attr != "threshold" else cell[name].threshold.detach().to(f64).expand(self.sizes[name])
 
-    @staticmethod
-    def _linear_over_time(x, w, b):
-        """F.linear over batch x time x features as one 2-D product (TFLite's dynamic-range FULLY_CONNECTED
-        rejects the 3-D form)."""
-        return F.linear(x.reshape(-1, x.shape[-1]), w, b).reshape(x.shape[0], x.shape[1], -1)
+        w = {k: getattr(m, k).weight.detach().to(f64) for k in ("P", "e_x", "e_h", "e_m", "W_x", "W_h", "W_m", "R")}
+        a_w = m.memory.A_block.detach().t().to(f64)                                        # out d x in d
+        b_w = (m.memory.B_block * m.memory_gain).detach().t().to(f64)                      # out d x in memory_size
+        # (population, [(source, weight out x in)], bias); a source named like the population is its own spikes
+        wiring = [
+            ("input", [("x", w["P"])], m.P.bias),
+            ("u", [("input", w["e_x"]), ("hidden", w["e_h"]), ("memory", w["e_m"])], m.e_x.bias),
+            ("memory", [("memory", a_w), ("u", b_w)], None),
+            ("hidden", [("input", w["W_x"]), ("hidden", w["W_h"]), ("memory", w["W_m"])], m.W_x.bias),
+            ("readout", [("hidden", w["R"])], m.R.bias),
+        ]
+        self.sources = {}
+        for name, srcs, bias in wiring:
+            n = self.sizes[name]
+            thr, beta = neuron_param(name, "threshold"), neuron_param(name, "beta")
+            raw = [wt for _, wt in srcs]
+            # the reset by subtraction, folded into the own-spike block (membrane rows only)
+            blocks = [wt - torch.diag(thr) if src == name else wt for src, wt in srcs]
+            state_blocks = [torch.diag(beta)]                                              # mem -> mem'
+            if name not in [s for s, _ in srcs]:
+                state_blocks.append(-torch.diag(thr))                                     # spk -> mem'
+            b = torch.zeros(n, dtype=f64) if bias is None else bias.detach().to(f64)
+            if self.neuron == "lif":
+                weight = torch.cat(blocks + state_blocks, dim=1)
+            else:
+                alpha = torch.diag(neuron_param(name, "alpha"))
+                zero = torch.zeros(n, n, dtype=f64)
+                syn_rows = torch.cat(raw + [alpha, zero] + ([zero] if len(state_blocks) > 1 else []), dim=1)
+                mem_rows = torch.cat(blocks + [alpha] + state_blocks, dim=1)
+                weight, b = torch.cat([syn_rows, mem_rows], dim=0), torch.cat([b, b])
+            self.register_buffer(f"{name}_w", weight.to(torch.float32).contiguous())
+            self.register_buffer(f"{name}_b", b.to(torch.float32).contiguous())
+            self.register_buffer(f"{name}_thr", thr.to(torch.float32).contiguous())
+            self.sources[name] = [s for s, _ in srcs]
 
-    def _zeros(self, x, name):
-        z = x.new_zeros(x.shape[0], self.sizes[name])
-        return (z, z) if self.neuron == "lif" else (z, z, z)
+    def state_names(self) -> list:
+        """The step model's state tensors, in input (and output) order."""
+        per = ("mem", "spk") if self.neuron == "lif" else ("syn", "mem", "spk")
+        return [f"{pop}_{v}" for pop in POPULATIONS for v in per]
+
+    def state_sizes(self) -> list:
+        per = 2 if self.neuron == "lif" else 3
+        return [self.sizes[pop] for pop in POPULATIONS for _ in range(per)]
+
+    def zero_state(self, x: torch.Tensor) -> list:
+        return [x.new_zeros(x.shape[0], n) for n in self.state_sizes()]
+
+    def step(self, x_t: torch.Tensor, state: list) -> tuple:
+        """One time step: (readout term for the class scores, new state, spikes by population)."""
+        per = 2 if self.neuron == "lif" else 3
+        st = {pop: state[k * per:(k + 1) * per] for k, pop in enumerate(POPULATIONS)}
+        spikes = {"x": x_t}
+        # the previous spikes of the recurrent sources (u reads hidden and memory of step t-1)
+        prev = {pop: st[pop][-1] for pop in POPULATIONS}
+        new_state = []
+        for pop in POPULATIONS:
+            srcs = [spikes[s] if s in spikes else prev[s] for s in self.sources[pop]]
+            own = list(st[pop][:-1]) + ([] if pop in self.sources[pop] else [st[pop][-1]])
+            out = F.linear(torch.cat(srcs + own, dim=1), getattr(self, f"{pop}_w"), getattr(self, f"{pop}_b"))
+            if self.neuron == "lif":
+                mem, new = out, [out]
+            else:
+                syn, mem = torch.split(out, self.sizes[pop], dim=1)
+                new = [syn, mem]
+            spk = torch.where(mem > getattr(self, f"{pop}_thr"), 1.0, 0.0)  # snntorch: heaviside(mem - thr)
+            spikes[pop] = spk
+            new_state += new + [spk]
+        term = new_state[-2] if self.readout_mode == "membrane" else new_state[-1]
+        del spikes["x"]
+        return term, new_state, spikes
+
+    def run(self, x: torch.Tensor, record: bool = False) -> tuple:
+        steps = x.shape[-1]
+        state = self.zero_state(x)
+        score, rec = None, {pop: [] for pop in POPULATIONS}
+        for t in range(steps):
+            term, state, spikes = self.step(x[:, :, t], state)
+            score = term if score is None else score + term
+            if record:
+                for pop in POPULATIONS:
+                    rec[pop].append(spikes[pop])
+        score = score / steps if self.readout_mode == "membrane" else score
+        return score, ({k: torch.stack(v, 1) for k, v in rec.items()} if record else {})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        steps = x.shape[-1]
-        cur_in = self._linear_over_time(x.transpose(1, 2), self.P_w, self.P_b)          # batch x time x input
-        st = self._zeros(x, "input")
-        s_in = []
-        for c in cur_in.unbind(1):
-            s, st = self._step("input", c, st)
-            s_in.append(s)
-        s_in = torch.stack(s_in, 1)
-        cur_u = self._linear_over_time(s_in, self.e_x_w, self.e_x_b).unbind(1)
-        cur_h = self._linear_over_time(s_in, self.W_x_w, self.W_x_b).unbind(1)
-        st_u, st_m, st_h = self._zeros(x, "u"), self._zeros(x, "memory"), self._zeros(x, "hidden")
-        s_h, s_m = st_h[-1], st_m[-1]
-        hid = []
-        for t in range(steps):
-            s_u, st_u = self._step("u", cur_u[t] + F.linear(s_h, self.e_h_w) + F.linear(s_m, self.e_m_w), st_u)
-            s_m, st_m = self._step("memory", torch.matmul(s_m, self.A) + torch.matmul(s_u, self.Bg), st_m)
-            s_h, st_h = self._step("hidden", cur_h[t] + F.linear(s_h, self.W_h_w) + F.linear(s_m, self.W_m_w), st_h)
-            hid.append(s_h)
-        cur_out = self._linear_over_time(torch.stack(hid, 1), self.R_w, self.R_b)
-        st = self._zeros(x, "readout")
-        score = None
-        for c in cur_out.unbind(1):
-            s, st = self._step("readout", c, st)
-            v = st[-2] if self.readout_mode == "membrane" else s
-            score = v if score is None else score + v
-        return score / steps if self.readout_mode == "membrane" else score
+        return self.run(x)[0]
+
+
+class _L2MUStep(nn.Module):
+    """The streaming step model: one sample and the state in, the running class scores and the new state out.
+
+        forward(x_t [batch x channels], *state, scores) -> (scores', *state')
+
+    scores' = scores + the readout membrane (or spikes) of this step: after the T steps of a window, starting
+    from zero state and zero scores, scores'/T is the window model's output (argmax unchanged at any step).
+    """
+
+    def __init__(self, lean: _LeanL2MU):
+        super().__init__()
+        self.lean = lean
+
+    def input_names(self) -> list:
+        return ["input"] + self.lean.state_names() + ["scores"]
+
+    def output_names(self) -> list:
+        return ["output"] + [f"{n}_out" for n in self.lean.state_names()]
+
+    def state_sizes(self) -> list:
+        return self.lean.state_sizes() + [self.lean.sizes["readout"]]
+
+    def forward(self, x_t: torch.Tensor, *state_and_scores: torch.Tensor) -> tuple:
+        state, scores = list(state_and_scores[:-1]), state_and_scores[-1]
+        term, new_state, _ = self.lean.step(x_t, state)
+        return (scores + term, *new_state)
 
 
 def build_l2mu(cfg: dict, dataset) -> L2MU:

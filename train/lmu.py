@@ -123,10 +123,12 @@ class LMU(nn.Module):
         return self.readout(h_sum / steps)
 
     def export_module(self) -> nn.Module:
-        """Inference twin for node-by-node converters (litert-torch): e_x and W_x, which read only the input,
-        run once over all time steps instead of once per step (fewer traced nodes, same equations; float sums
-        may round differently by ~1e-7, and the exporters validate against this module)."""
+        """Inference twin with the fewest graph nodes (see _LeanLMU); exporters validate against this module."""
         return _LeanLMU(self).eval()
+
+    def step_module(self) -> nn.Module:
+        """The streaming step model (see _LMUStep)."""
+        return _LMUStep(_LeanLMU(self)).eval()
 
     def dense_macs(self, steps: int) -> int:
         """Multiply-accumulates of all weight matrices (incl. Abar, Bbar) for one sample of `steps` steps."""
@@ -136,29 +138,73 @@ class LMU(nn.Module):
 
 
 class _LeanLMU(nn.Module):
+    """LMU.forward for export with two matrix products per step (frozen copy; LMU.export_module).
+
+    u is linear, so it folds into the memory update, and the hidden update reads one concatenation:
+
+        m' = [x, h, m] @ [e_x^T Bbar; e_h^T Bbar; e_m^T Bbar + Abar] + b_x Bbar
+        h' = tanh([x, h, m'] @ [W_x; W_h; W_m]^T + b)
+
+    (computed in float64, stored as float32). The sums run in another order than LMU.forward (~1e-7); the
+    exporters validate against LMU itself. `step` is also the streaming step model's (LMU.step_module).
+    """
+
     def __init__(self, m: LMU):
         super().__init__()
         self.hidden_size, self.d = m.hidden_size, m.memory.size
-        for name, t in (("ex_w", m.e_x.weight), ("ex_b", m.e_x.bias), ("wx_w", m.W_x.weight),
-                        ("wx_b", m.W_x.bias), ("eh_w", m.e_h.weight), ("em_w", m.e_m.weight),
-                        ("wh_w", m.W_h.weight), ("wm_w", m.W_m.weight), ("A", m.memory.A_block),
-                        ("B", m.memory.B_block), ("r_w", m.readout.weight), ("r_b", m.readout.bias)):
-            self.register_buffer(name, t.detach().clone().contiguous())
+        f64 = torch.float64
+        a, b = m.memory.A_block.to(f64), m.memory.B_block.to(f64)           # m @ a, u @ b
+        ex, eh, em = (lin.weight.detach().to(f64) for lin in (m.e_x, m.e_h, m.e_m))
+        mem_w = torch.cat([ex.t() @ b, eh.t() @ b, em.t() @ b + a], dim=0).t()   # out d x in
+        mem_b = m.e_x.bias.detach().to(f64) @ b
+        hid_w = torch.cat([lin.weight.detach() for lin in (m.W_x, m.W_h, m.W_m)], dim=1)
+        for name, t in (("mem_w", mem_w), ("mem_b", mem_b), ("hid_w", hid_w), ("hid_b", m.W_x.bias),
+                        ("r_w", m.readout.weight), ("r_b", m.readout.bias)):
+            self.register_buffer(name, t.detach().to(torch.float32).contiguous())
+
+    def state_names(self) -> list:
+        return ["h", "m"]
+
+    def state_sizes(self) -> list:
+        return [self.hidden_size, self.d]
+
+    def step(self, x_t: torch.Tensor, h: torch.Tensor, m: torch.Tensor) -> tuple:
+        m = F.linear(torch.cat([x_t, h, m], dim=1), self.mem_w, self.mem_b)
+        h = torch.tanh(F.linear(torch.cat([x_t, h, m], dim=1), self.hid_w, self.hid_b))
+        return h, m
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, _, steps = x.shape
-        xt = x.transpose(1, 2).reshape(batch * steps, -1)  # 2-D: TFLite dynamic-range FC rejects 3-D
-        cur_u = F.linear(xt, self.ex_w, self.ex_b).reshape(batch, steps, -1).unbind(1)
-        cur_h = F.linear(xt, self.wx_w, self.wx_b).reshape(batch, steps, -1).unbind(1)
         h = x.new_zeros(batch, self.hidden_size)
         m = x.new_zeros(batch, self.d)
         h_sum = None
         for t in range(steps):
-            u = cur_u[t] + F.linear(h, self.eh_w) + F.linear(m, self.em_w)
-            m = torch.matmul(m, self.A) + torch.matmul(u, self.B)
-            h = torch.tanh(cur_h[t] + F.linear(h, self.wh_w) + F.linear(m, self.wm_w))
+            h, m = self.step(x[:, :, t], h, m)
             h_sum = h if h_sum is None else h_sum + h
         return F.linear(h_sum / steps, self.r_w, self.r_b)
+
+
+class _LMUStep(nn.Module):
+    """Streaming step model: forward(x_t, h, m, scores) -> (scores + readout(h'), h', m').
+
+    The readout is linear, so after T steps from zero state and scores, scores/T is the window output."""
+
+    def __init__(self, lean: _LeanLMU):
+        super().__init__()
+        self.lean = lean
+
+    def input_names(self) -> list:
+        return ["input", "h", "m", "scores"]
+
+    def output_names(self) -> list:
+        return ["output", "h_out", "m_out"]
+
+    def state_sizes(self) -> list:
+        return self.lean.state_sizes() + [self.lean.r_w.shape[0]]
+
+    def forward(self, x_t, h, m, scores):
+        h, m = self.lean.step(x_t, h, m)
+        return scores + F.linear(h, self.lean.r_w, self.lean.r_b), h, m
 
 
 def build_lmu(cfg: dict, dataset) -> LMU:

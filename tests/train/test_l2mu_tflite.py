@@ -31,13 +31,21 @@ def _x(n, seed=0):
 
 
 @pytest.mark.parametrize("neuron", ["lif", "cuba"])
-def test_export_module_is_bit_identical_to_the_model(neuron):
+def test_export_module_fires_the_same_spikes_as_the_model(neuron):
+    """The lean twin folds leak and reset into one product per population: the sums run in another order
+    (~1e-6 on the scores), the spikes of every population are identical."""
     m, x = _l2mu(neuron), torch.from_numpy(_x(7))
+    lean = m.export_module()
     with torch.no_grad():
-        assert torch.equal(m(x), m.export_module()(x))
+        torch.testing.assert_close(m(x), lean(x), rtol=0, atol=1e-5)
+        ref, (_, got) = m.spike_record(x), lean.run(x, record=True)
+    assert set(ref) == set(got)
+    for pop in ref:
+        assert float(ref[pop].sum()) > 0, pop
+        assert torch.equal(ref[pop], got[pop]), pop
     lmu = LMU(6, 4, hidden_size=12, memory_size=2, order=4, theta=STEPS).eval()
     with torch.no_grad():
-        torch.testing.assert_close(lmu(x), lmu.export_module()(x), rtol=0, atol=1e-6)  # hoisted GEMM rounding
+        torch.testing.assert_close(lmu(x), lmu.export_module()(x), rtol=0, atol=1e-5)  # folded GEMM rounding
 
 
 @pytest.mark.parametrize("neuron", ["lif", "cuba"])
