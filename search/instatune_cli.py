@@ -61,7 +61,7 @@ def search(supernet: Path = typer.Option(..., help="Supernet checkpoint (edgeben
     dev = get_device(device, str(devices_file) if devices_file else None)
     sn = load_supernet(supernet)
     torch_threads()
-    data = token_data(sn.config["data"], sn.max_length)
+    data = token_data(sn.config["data"], sn.max_length, with_train=False)
     n = val_samples or len(data.val_y)
     space = InstaTuneSpace(sn.choices)
     log = (lambda *_: None) if as_json else typer.echo
@@ -120,7 +120,7 @@ def export(supernet: Path = typer.Option(..., help="Supernet checkpoint"),
     sn = load_supernet(supernet)
     a = load_arch(arch, InstaTuneSpace(sn.choices))  # ArchError (one line, exit 2) before any work
     torch_threads()
-    data = token_data(sn.config["data"], sn.max_length)
+    data = token_data(sn.config["data"], sn.max_length, with_train=False)
     name = "instatune-L{}-h{}-f{}".format(a["layers"], "_".join(map(str, a["heads"])), "_".join(map(str, a["ffn"])))
     art = export_subnet(sn, a, fmt, prec, out, data.test_x[:256], name)
     np.savez(out / "eval.npz", x=data.test_x, y=data.test_y)

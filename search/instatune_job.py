@@ -134,13 +134,14 @@ def _search_page(out_dir: Path, title: str, devices: dict, log) -> Path | None:
 
 
 def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log=print):
+    import torch
+
     from edgebench.deploy.bundle import make_bundle
     from edgebench.devices.registry import get_device
     from edgebench.pipeline import RunResult
     from edgebench.reports.record import Record
     from edgebench.reports.render import write_report
     from edgebench.reports.store import Store
-    from edgebench.search.instatune_export import export_subnet
     from edgebench.search.instatune_space import InstaTuneSpace
     from edgebench.train.instatune import token_data
 
@@ -152,7 +153,8 @@ def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log
     sn, reused = _supernet(job, fresh, progress, log)
     space = InstaTuneSpace(sn.choices)
     seq = sn.max_length
-    data = token_data(sn.config.get("data", asdict(job.data)), seq)
+    torch.set_num_threads(job.train.threads)
+    data = token_data(sn.config.get("data", asdict(job.data)), seq, with_train=False)
     n_val = job.search.val_samples or len(data.val_y)
     val_x, val_y = data.val_x[:n_val], data.val_y[:n_val]
     acc_cache: dict = {}
@@ -168,7 +170,7 @@ def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log
                    timeout_s=job.deploy.timeout_s)
     run_id = f"{job.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     budget = job.deploy.latency_ms or None
-    check_ids = data.test_x[:64]
+    check_ids = data.test_x[:32]  # export validation (atol vs PyTorch) of every measured subnet
     artifacts: dict = {}  # arch key -> fp32 ONNX artifact, shared by all devices
     records, pages, summary = [], {}, {"run_id": run_id, "supernet": str(sn.path), "supernet_reused": reused,
                                        "train_metrics": {k: v for k, v in sn.metrics.items() if k != "log"},
@@ -178,8 +180,8 @@ def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log
         store.begin_run(run_id, job.name, {"job": "instatune", **{k: v for k, v in doc.items() if k != "job"}})
         for device in devices:
             log(f"instatune: searching for {device.name}")
-            lat_fn = LatencyEvaluator(sn, device, spec, job.out / "work" / device.name, check_ids,
-                                      job.deploy.emulated_runs, log)
+            lat_fn = LatencyEvaluator(sn, device, spec, job.out / "work", check_ids, job.deploy.emulated_runs, log,
+                                      artifacts)
             result = linas(space, acc_fn, lat_fn, macs_of(space, sn, seq), job.search, log)
             picks = pick_front(result["front"], job.deploy.picks, budget or 0.0)
             if not picks:
@@ -192,11 +194,7 @@ def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log
             targets = [("full", {"arch": full, "accuracy": full_acc, "latency_ms": full_lat})] + \
                       [(f"pick{i}", p) for i, p in enumerate(picks)]
             for role, p in targets:
-                key = arch_key(p["arch"])
-                if key not in artifacts:
-                    artifacts[key] = export_subnet(sn, p["arch"], Format.ONNX, Precision.FP32,
-                                                   job.out / "artifacts", check_ids, f"{job.name}-s{len(artifacts)}")
-                art = artifacts[key]
+                art = lat_fn.artifact(p["arch"])
                 pred_acc, pred_lat = p["accuracy"], p["latency_ms"]
                 extra = dict(art.extra, role=role, arch=p["arch"], device_budget_ms=budget,
                              predicted_provenance=Provenance.PREDICTED.value,

@@ -29,7 +29,7 @@ from edgebench.types import EdgebenchError, Format, Precision, Provenance, RunSp
 @dataclass(frozen=True)
 class LinasConfig:
     n_initial: int = field(default=16, metadata={"help": "random subnets evaluated first (plus the largest and "
-                                                         "smallest)", "min": 3})
+                                                         "smallest)", "min": 2})
     iterations: int = field(default=2, metadata={"help": "search -> evaluate the new front -> refit rounds", "min": 0})
     per_iteration: int = field(default=6, metadata={"help": "front subnets evaluated per round", "min": 1})
     pop_size: int = field(default=50, metadata={"help": "NSGA-II population", "min": 4})
@@ -75,24 +75,33 @@ class LatencyEvaluator:
     """Latency of archs on one device: extract, export to ONNX fp32, bundle, run, read p50 (cached by arch)."""
 
     def __init__(self, sn: Supernet, device, spec: RunSpec, work_dir: Path, check_ids: np.ndarray,
-                 emulated_runs: int = 2, log=print):
+                 emulated_runs: int = 2, log=print, artifacts: dict | None = None):
         self.sn, self.device, self.work_dir, self.check_ids, self.log = sn, device, Path(work_dir), check_ids, log
         self.spec = _spec_for(device, spec, emulated_runs)
         self.cache: dict = {}
+        # arch key -> fp32 ONNX artifact; an export does not depend on the device, so callers share this
+        self.artifacts = {} if artifacts is None else artifacts
         self.provenance = ""
+
+    def artifact(self, arch: dict):
+        from edgebench.search.instatune_export import export_subnet
+
+        key = arch_key(arch)
+        if key not in self.artifacts:
+            i = len(self.artifacts)
+            self.artifacts[key] = export_subnet(self.sn, arch, Format.ONNX, Precision.FP32,
+                                                self.work_dir / "subnets", self.check_ids, name=f"subnet{i}")
+        return self.artifacts[key]
 
     def __call__(self, archs: list) -> np.ndarray:
         from edgebench.deploy.bundle import make_bundle
-        from edgebench.search.instatune_export import export_subnet
 
         out = []
         for arch in archs:
             key = arch_key(arch)
             if key not in self.cache:
-                i = len(self.cache)
-                art = export_subnet(self.sn, arch, Format.ONNX, Precision.FP32, self.work_dir / "lut" / f"s{i}",
-                                    self.check_ids, name=f"lut{i}")
-                bundle = make_bundle(art, self.work_dir / "lut" / f"s{i}" / "bundle")
+                art = self.artifact(arch)
+                bundle = make_bundle(art, self.work_dir / "bundles" / self.device.name / art.name)
                 ms, self.provenance = device_latency(self.device.run(bundle, self.spec), self.device)
                 self.cache[key] = ms
             out.append(self.cache[key])

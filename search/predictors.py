@@ -74,8 +74,8 @@ def select_predictor(x: np.ndarray, y: np.ndarray, kinds=KINDS, folds: int = 5, 
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     n = len(x)
     folds = min(folds, n)
-    if n < 6:
-        raise EdgebenchError(f"predictor selection needs at least 6 evaluated subnets, got {n}")
+    if n < 4:
+        raise EdgebenchError(f"predictor selection needs at least 4 evaluated subnets, got {n}")
     fold_of = np.random.default_rng(seed).permutation(n) % folds
     table = {}
     for kind in kinds:

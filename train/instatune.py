@@ -413,7 +413,10 @@ class TokenData:
     source: str
 
 
-def token_data(data_cfg: dict, max_length: int, max_train: int = 0, max_eval: int = 0) -> TokenData:
+def token_data(data_cfg: dict, max_length: int, max_train: int = 0, max_eval: int = 0,
+               with_train: bool = True) -> TokenData:
+    """with_train=False leaves the training split untokenised (empty): search and deployment need only
+    validation and test."""
     from edgebench.train.text import load_text, load_tokenizer, tokenize
 
     splits = load_text(**data_cfg)
@@ -424,7 +427,10 @@ def token_data(data_cfg: dict, max_length: int, max_train: int = 0, max_eval: in
 
     tr, va, te = (cut(splits.train_text, splits.train_y, max_train), cut(splits.val_text, splits.val_y, max_eval),
                   cut(splits.test_text, splits.test_y, max_eval))
-    return TokenData(splits.labels, tokenize(tok, tr[0], max_length), tr[1], tokenize(tok, va[0], max_length),
+    if not with_train:
+        tr = ((), tr[1][:0])
+    train_x = tokenize(tok, tr[0], max_length) if tr[0] else np.zeros((0, max_length), np.int64)
+    return TokenData(splits.labels, train_x, tr[1], tokenize(tok, va[0], max_length),
                      va[1], tokenize(tok, te[0], max_length), te[1], splits.source)
 
 
