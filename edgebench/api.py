@@ -147,10 +147,16 @@ def bench(model, device: str = "local", runs: int = 100, warmup: int = 10, threa
 
     dev = get_device(device, str(devices_file) if devices_file else None)
     x, y = _eval_arrays(eval)
+    if y is not None and len(y) and (np.asarray(y) < 0).any():
+        raise EdgebenchError("eval labels must be class indices >= 0")
     if isinstance(model, Artifact):
         artifact = model
     else:
         artifact = describe(Path(model), dataset=Path(eval).stem if isinstance(eval, (str, Path)) else "")
+    n_out = artifact.outputs[0].shape[-1] if artifact.outputs and artifact.outputs[0].shape else None
+    if y is not None and len(y) and isinstance(n_out, int) and n_out > 0 and int(np.max(y)) >= n_out:
+        raise EdgebenchError(f"eval labels go up to {int(np.max(y))} but the model outputs {n_out} classes: "
+                             f"labels outside the model's classes cannot be scored")
     spec = RunSpec(runs=runs, warmup=warmup, threads=threads, min_time_s=min_time_s, eval=x is not None,
                    profile=profile, timeout_s=timeout_s)
     with tempfile.TemporaryDirectory(prefix="edgebench-bench-") as tmp:

@@ -74,6 +74,13 @@ def _records_table(records, title: str) -> Table:
     return t
 
 
+def _warn(records) -> None:
+    from edgebench.reports.record import trust_warnings
+
+    for line in trust_warnings(records):
+        err.print(f"edgebench: warning: {line}", markup=False, highlight=False, soft_wrap=True)
+
+
 @app.command()
 def run(config: Path = typer.Argument(..., help="Run config (TOML), e.g. examples/digits_cnn.toml"),
         fresh: bool = typer.Option(False, help="Start a new run even if an interrupted one can be resumed."),
@@ -98,6 +105,7 @@ def run(config: Path = typer.Argument(..., help="Run config (TOML), e.g. example
         result = run_pipeline(cfg, fresh=fresh, progress=not quiet and not as_json, log=log)
     records = latest_per_key(result.records)
     failed = [r for r in records if r.status != "ok"]
+    _warn(records)
     if as_json:
         print(json.dumps({"run_id": result.run_id, "resumed": result.resumed, "report": str(result.report_dir),
                           "wall_s": result.wall_s, "skipped": result.skipped, "train": result.train_metrics,
@@ -210,6 +218,7 @@ def bench(model: Path = typer.Argument(..., help="An .onnx or .tflite file (any 
         record = bench_model(model, device=device, runs=runs, warmup=warmup, threads=threads, shapes=shapes,
                              inputs=values, eval=eval_file, min_time_s=min_time, profile=profile, timeout_s=timeout,
                              store=store, devices_file=devices_file)
+    _warn([record])
     if as_json:
         print(json.dumps(record.summary(), default=str))
     else:

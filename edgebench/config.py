@@ -201,6 +201,9 @@ def _check_model(m: ModelSpec, where: str, base_dir: Path) -> None:
                                  f"'{m.factory}'")
         if not isinstance(m.data, str) and not m.dataset:
             raise EdgebenchError(f"{where}: kind = \"python\" needs data = \"FILE.npz\" or a built-in dataset")
+        from edgebench.train.user import check_kwargs, import_factory
+
+        check_kwargs(import_factory(m.factory, base_dir), m.model, f"{where}.model")
     else:
         check_keys(m.model, MODEL_KEYS[m.kind], f"{where}.model")
         if not m.dataset:

@@ -16,6 +16,20 @@ from edgebench.types import Artifact, Measurement, Provenance
 SCHEMA_VERSION = 2  # 2: inputs_fed
 
 
+CV_TRUST_LIMIT = 0.25  # above this spread a single p50 is not to be trusted on its own
+
+
+def trust_warnings(records) -> list[str]:
+    """Lines a user should read before trusting the figures (printed by the CLI, not stored)."""
+    out = []
+    for r in records:
+        cv = (r.latency_ms or {}).get("cv")
+        if cv is not None and cv > CV_TRUST_LIMIT:
+            out.append(f"{r.name} on {r.device}: CV {cv:.0%} is too high to trust the p50 alone "
+                       f"(busy machine or a very short model): pin a core, add --min-time, or run again")
+    return out
+
+
 @dataclass(frozen=True)
 class LatencyStats:
     n: int

@@ -121,7 +121,7 @@ def test_run_config_with_kind_python(user_project, tmp_path, cli):
     cfg.write_text(typo)
     p = cli("run", cfg, cwd=tmp_path)
     assert p.returncode == 2 and p.stderr.strip() == (
-        "edgebench: error: unknown key 'widht' in model; did you mean 'width'?")
+        "edgebench: error: unknown key 'widht' in models[0].model; did you mean 'width'?")
 
 
 def test_labels_outside_the_models_classes_are_refused(user_project, tmp_path):

@@ -17,7 +17,7 @@ from edgebench.devices.emulated import (EmulatedConfig, EmulatedDevice, calibrat
                                         instructions_from_counts)
 from edgebench.devices.local import LocalDevice
 from edgebench.devices.registry import get_device
-from edgebench.types import EdgebenchError, Format, Provenance, RunSpec
+from edgebench.types import EdgebenchError, Provenance, RunSpec
 
 NEEDS = {"qemu-aarch64": "qemu-user", "debootstrap": "debootstrap", "dpkg-deb": "dpkg", "gcc": "gcc"}
 SPEC = RunSpec(runs=8, warmup=2, threads=1)
@@ -44,13 +44,14 @@ def onnx_bundle(onnx_artifact, trained_cnn, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tflite_bundle(onnx_artifact, trained_cnn, tmp_path_factory):
     litert_torch = pytest.importorskip("litert_torch")
-    from edgebench.types import sha256_file
 
     folder = tmp_path_factory.mktemp("emu-tflite")
     path = folder / "digits_cnn.tflite"
     litert_torch.convert(trained_cnn.module.eval(), (trained_cnn.example_input(1),)).export(str(path))
-    artifact = dataclasses.replace(onnx_artifact, name="digits_cnn-tflite-fp32", path=path, format=Format.TFLITE,
-                                   size_bytes=path.stat().st_size, sha256=sha256_file(path), opset=None)
+    from edgebench.export.tflite_model import describe_tflite
+
+    artifact = describe_tflite(path, name="digits_cnn-tflite-fp32", model_name="digits_cnn",
+                               labels=onnx_artifact.labels)
     ds = trained_cnn.dataset
     return make_bundle(artifact, folder / "bundle", ds.x_test, ds.y_test)
 
