@@ -225,6 +225,8 @@ def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log
         store.finish_run(run_id)
     report_dir = write_report(records, job.out / "report", title=f"edgebench InstaTune: {job.name} ({run_id})")
     _search_page(report_dir, f"InstaTune search: {job.name}", pages, log)
+    summary["wall_s"] = time.perf_counter() - t_start  # this run; fine-tuning counts only when it ran now
+    summary["fine_tuned_in_this_run"] = not reused
     (report_dir / "search.json").write_text(json.dumps(summary, indent=1, default=str))
     return RunResult(run_id=run_id, resumed=False, report_dir=report_dir, records=records, skipped=0,
-                     wall_s=time.perf_counter() - t_start, train_metrics=summary["train_metrics"])
+                     wall_s=summary["wall_s"], train_metrics=summary["train_metrics"])

@@ -113,10 +113,10 @@ def macs_of(space: InstaTuneSpace, sn: Supernet, seq_len: int):
     return lambda genes: space.macs_from_genes(genes, d.hidden, d.head_dim, seq_len, d.n_classes)
 
 
-def _fit(kind: str, x, y, seed: int):
+def _fit(kind: str, x, y, seed: int, log_target: bool = False):
     if kind == "auto":
-        return select_predictor(x, y, seed=seed)
-    return fit_predictor(kind, x, y, seed), {}
+        return select_predictor(x, y, seed=seed, log_target=log_target)
+    return fit_predictor(kind, x, y, seed, log_target), {}
 
 
 def _spread(front: list, k: int, exclude: set) -> list:
@@ -154,7 +154,8 @@ def linas(space: InstaTuneSpace, acc_fn, lat_fn, macs_fn, cfg: LinasConfig, log=
     for it in range(cfg.iterations + 1):
         x = np.stack([space.features(e["arch"]) for e in evaluated])
         acc_p, acc_table = _fit(cfg.predictor, x, [e["accuracy"] for e in evaluated], cfg.seed)
-        lat_p, lat_table = _fit(cfg.predictor, x, [e["latency_ms"] for e in evaluated], cfg.seed)
+        # latency in log space: positive predictions, relative errors across a 10x range of subnets
+        lat_p, lat_table = _fit(cfg.predictor, x, [e["latency_ms"] for e in evaluated], cfg.seed, log_target=True)
         n_rows = [0]
 
         def objectives(genes):

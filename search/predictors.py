@@ -41,19 +41,25 @@ class Predictor:
     model: object
     mean: float
     std: float
+    log_target: bool = False  # fitted on log(y): predictions stay positive, errors are relative
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.model.predict(np.asarray(x, np.float64)) * self.std + self.mean
+        z = self.model.predict(np.asarray(x, np.float64)) * self.std + self.mean
+        return np.exp(z) if self.log_target else z
 
 
-def fit_predictor(kind: str, x: np.ndarray, y: np.ndarray, seed: int = 0) -> Predictor:
+def fit_predictor(kind: str, x: np.ndarray, y: np.ndarray, seed: int = 0, log_target: bool = False) -> Predictor:
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     if len(x) < 3:
         raise EdgebenchError(f"a {kind} predictor needs at least 3 evaluated subnets, got {len(x)}")
+    if log_target:
+        if (y <= 0).any():
+            raise EdgebenchError("a log-target predictor needs positive targets (latencies)")
+        y = np.log(y)
     mean, std = float(y.mean()), float(y.std()) or 1.0
     model = make_regressor(kind, seed)
     model.fit(x, (y - mean) / std)
-    return Predictor(kind, model, mean, std)
+    return Predictor(kind, model, mean, std, log_target)
 
 
 def quality(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
@@ -67,7 +73,7 @@ def quality(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
 
 
 def select_predictor(x: np.ndarray, y: np.ndarray, kinds=KINDS, folds: int = 5, seed: int = 0,
-                     ) -> tuple[Predictor, dict]:
+                     log_target: bool = False) -> tuple[Predictor, dict]:
     """State every kind's quality on held-out subnets (k-fold: each subnet predicted by a predictor that
     never saw it), keep the best by Kendall tau (ties within 0.02: lower MAPE), refit it on all points.
     Returns (predictor, {kind: quality})."""
@@ -82,10 +88,10 @@ def select_predictor(x: np.ndarray, y: np.ndarray, kinds=KINDS, folds: int = 5, 
         oof = np.empty(n)
         for k in range(folds):
             test = fold_of == k
-            oof[test] = fit_predictor(kind, x[~test], y[~test], seed).predict(x[test])
+            oof[test] = fit_predictor(kind, x[~test], y[~test], seed, log_target).predict(x[test])
         table[kind] = quality(y, oof)
         table[kind]["folds"] = folds
     top = max(np.nan_to_num(table[k]["kendall_tau"], nan=-2) for k in kinds)
     near = [k for k in kinds if np.nan_to_num(table[k]["kendall_tau"], nan=-2) >= top - 0.02]
     best = min(near, key=lambda k: table[k]["mape_pct"])
-    return fit_predictor(best, x, y, seed), table
+    return fit_predictor(best, x, y, seed, log_target), table

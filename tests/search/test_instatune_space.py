@@ -98,3 +98,12 @@ def test_linas_refines_the_front_and_searches_5000_evaluations_fast():
     assert lats == sorted(lats) and accs == sorted(accs)  # a front: slower picks are more accurate
     budget = pick_front(result["front"], 5, budget_ms=lats[2])
     assert all(p["latency_ms"] <= lats[2] for p in budget)
+
+
+def test_log_target_latency_predictor_stays_positive_when_extrapolating():
+    x = np.linspace(0, 1, 12)[:, None]
+    y = np.exp(3 * x[:, 0]) * 0.5  # 0.5 .. 10 ms
+    p = fit_predictor("ridge", x, y, log_target=True)
+    far = p.predict(np.array([[-2.0], [3.0]]))
+    assert (far > 0).all()
+    assert quality(y, p.predict(x))["mape_pct"] < 5
