@@ -156,3 +156,23 @@ def test_bench_a_users_text_classifier_with_ids_and_mask(cli, tmp_path):
     assert doc["latency_ms"]["n"] == 30 and doc["status"] == "ok"
     assert [(f["name"], f["shape"], f["dtype"], f["source"]) for f in doc["inputs_fed"]] == [
         ("input_ids", [1, 12], "int64", "zeros"), ("attention_mask", [1, 12], "int64", "ones (a mask)")]
+
+
+def test_eval_labels_outside_the_models_classes_are_refused(cli, onnx_artifact, trained_cnn, tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=trained_cnn.dataset.x_test, y=trained_cnn.dataset.y_test + 3)  # up to 12 for 10 classes
+    line = one_error_line(cli("bench", onnx_artifact.path, "--eval", bad, "--store", tmp_path / "s.sqlite"))
+    assert line == ("edgebench: error: eval labels go up to 12 but the model outputs 10 classes: labels outside "
+                    "the model's classes cannot be scored")
+    assert not (tmp_path / "s.sqlite").exists()  # refused before anything ran or was stored
+
+
+def test_a_cv_too_high_to_trust_is_warned_about():
+    from edgebench.reports.record import CV_TRUST_LIMIT, Record, trust_warnings
+
+    steady = Record(run_id="r", name="a", model="m", dataset="d", device="local", status="ok",
+                    latency_ms={"cv": CV_TRUST_LIMIT / 2})
+    noisy = Record(run_id="r", name="b", model="m", dataset="d", device="local", status="ok",
+                   latency_ms={"cv": 0.9})
+    warnings = trust_warnings([steady, noisy])
+    assert len(warnings) == 1 and warnings[0].startswith("b on local: CV 90% is too high to trust")
