@@ -41,7 +41,7 @@ def search(supernet: Path = typer.Option(..., help="Supernet checkpoint (edgeben
            device: str = typer.Option("local", help="Device name (devices.toml or built in)"),
            latency_ms: float = typer.Option(0.0, min=0.0, help="Latency budget on the device (0: none)"),
            picks: int = typer.Option(5, min=1, help="Picks to return"),
-           n_initial: int = typer.Option(16, min=3, help="Random subnets evaluated first"),
+           n_initial: int = typer.Option(16, min=2, help="Random subnets evaluated first (plus largest and smallest)"),
            iterations: int = typer.Option(2, min=0, help="LINAS rounds (search, evaluate the front, refit)"),
            per_iteration: int = typer.Option(6, min=1, help="Front subnets evaluated per round"),
            val_samples: int = typer.Option(0, min=0, help="Validation sequences per accuracy evaluation (0: all)"),
