@@ -64,3 +64,29 @@ def test_inputs_given_by_npz_and_bad_names(cli, tmp_path):
     assert fed["input"]["shape"] == [1, 256] and fed["sr"]["source"] == "value 8000"
     line = one_error_line(cli("bench", vad, "--inputs", npz, "--input", "rate=8000", "--store", tmp_path / "s.sqlite"))
     assert "no input named 'rate'" in line and "input, state, sr" in line
+
+
+def test_float16_int32_bool_and_int64_inputs_are_fed_as_such(cli, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    ins = [helper.make_tensor_value_info("half", TensorProto.FLOAT16, ["n", 4]),
+           helper.make_tensor_value_info("ids", TensorProto.INT32, ["n", 4]),
+           helper.make_tensor_value_info("flags", TensorProto.BOOL, ["n", 4]),
+           helper.make_tensor_value_info("count", TensorProto.INT64, [])]
+    nodes = [helper.make_node("Cast", [i.name], [f"{i.name}_f"], to=TensorProto.FLOAT) for i in ins]
+    nodes += [helper.make_node("Add", ["half_f", "ids_f"], ["s1"]), helper.make_node("Add", ["s1", "flags_f"], ["s2"]),
+              helper.make_node("Add", ["s2", "count_f"], ["y"])]
+    graph = helper.make_graph(nodes, "dtypes", ins, [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])])
+    path = tmp_path / "dtypes.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    p = cli("bench", path, "--input", "ids=7", "--input", "flags=ones", "--input", "count=3", "--runs", "5", "--json",
+            "--store", tmp_path / "s.sqlite")
+    assert p.returncode == 0, p.stderr
+    fed = {f["name"]: (f["shape"], f["dtype"], f["source"]) for f in json.loads(p.stdout)["inputs_fed"]}
+    assert fed == {"half": ([1, 4], "float16", "random normal (seed 0); batch dimension defaulted to 1"),
+                   "ids": ([1, 4], "int32", "value 7; batch dimension defaulted to 1"),
+                   "flags": ([1, 4], "bool", "ones; batch dimension defaulted to 1"),
+                   "count": ([], "int64", "value 3")}
+    line = one_error_line(cli("bench", path, "--input", "ids=2.5", "--store", tmp_path / "s.sqlite"))
+    assert line == "edgebench: error: input 'ids' is int32 but the given values are not whole numbers"
