@@ -91,18 +91,18 @@ def test_bn_recalibration_sets_the_subnets_own_statistics():
 
 def test_progressive_shrinking_learns_a_separable_toy_task(tmp_path):
     rng = np.random.default_rng(0)
-    y = rng.integers(0, 10, 600)
-    x = rng.standard_normal((600, 1, 16, 16)).astype(np.float32) * 0.3
+    y = rng.integers(0, 10, 400)
+    x = rng.standard_normal((400, 1, 16, 16)).astype(np.float32) * 0.3
     for c in range(10):  # class c: a bright square at a class-specific place
         r, col = divmod(c, 4)
         x[y == c, :, 4 * r:4 * r + 4, 4 * col:4 * col + 4] += 2.0
     net = OFASupernet(TINY)
     cfg = ShrinkConfig(full_epochs=4, kernel_epochs=1, depth_epochs=1, expand_epochs=2, batch_size=50, lr=1e-2,
-                       shrink_lr=3e-3, bn_calib_images=300)
+                       shrink_lr=3e-3, bn_calib_images=250)
     metrics = train_supernet(net, x, y, cfg, progress=False, log=lambda *_: None)
     assert list(metrics["phases"]) == ["full", "kernel", "depth", "expand"]
     for arch in (TINY.largest(), TINY.smallest()):
-        sub = extract_subnet(net, arch, x[:300])
+        sub = extract_subnet(net, arch, x[:250])
         assert evaluate(sub, x, y, arch["r"]) > 0.6
     path = save_supernet(net, tmp_path / "s.pt", metrics)
     net2, ckpt = load_supernet(path)

@@ -1,0 +1,75 @@
+"""How well the OFA latency table predicts whole subnets it was not fitted on.
+
+    python benchmarks/ofa_lut.py [--supernet CKPT] [--skip-emulated] [--out out/bench-ofa-lut]
+
+1. local device pinned to core 0: build the table (resumable; its overhead fit uses 10 calibration subnets),
+   then measure 50 other random subnets (random weights: latency depends on shapes) in one runner process
+   with the table's own settings, and compare with the prediction (target: >= 95% within +-10%).
+2. pi4-emulated: the same with guest instruction counts (target: >= 95% within +-2%).
+The last lines are the shares and the median absolute errors.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def evaluate(spec, device, table, n: int, seed: int, cfg) -> dict:
+    from edgebench.search.lut import measure_archs
+
+    rng = np.random.default_rng(20_000 + seed)  # not the calibration subnets' seed
+    archs = [spec.random_arch(rng) for _ in range(n)]
+    with tempfile.TemporaryDirectory(prefix="edgebench-ofa-bench-") as tmp:
+        measured = measure_archs(spec, device, archs, cfg, Path(tmp))
+    out = {"ms": [], "ins": []}
+    for a, m in zip(archs, measured):
+        pred = table.predict_ms(a) if not table.by_instructions else None
+        if pred is not None:
+            out["ms"].append((pred - m["p50_ms"]) / m["p50_ms"])
+        if m["instructions"] is not None:
+            out["ins"].append((table.instructions(a) - m["instructions"]) / m["instructions"])
+    return out
+
+
+def main() -> None:
+    from edgebench.devices.local import LocalConfig, LocalDevice
+    from edgebench.devices.registry import get_device
+    from edgebench.search.lut import LUTConfig, build_lut, summary_line
+    from edgebench.train.ofa import OFASpec, load_supernet
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--supernet", help="checkpoint whose space to use (default: the default OFASpec)")
+    ap.add_argument("--out", default="out/bench-ofa-lut")
+    ap.add_argument("--subnets", type=int, default=50)
+    ap.add_argument("--core", type=int, default=0)
+    ap.add_argument("--skip-emulated", action="store_true")
+    args = ap.parse_args()
+    spec = load_supernet(args.supernet)[0].spec if args.supernet else OFASpec()
+    out = Path(args.out)
+    cfg = LUTConfig()
+    lines = []
+
+    local = LocalDevice(LocalConfig(name=f"local-core{args.core}", cores=(args.core,)))
+    table = build_lut(spec, local, out / f"lut-{local.name}.yaml", cfg)
+    print(summary_line(table))
+    err = np.abs(evaluate(spec, local, table, args.subnets, 0, cfg)["ms"])
+    lines.append(f"local pinned to core {args.core}: share of {len(err)} held-out subnets within +-10%: "
+                 f"{np.mean(err <= 0.10):.2f}; median |error| {np.median(err) * 100:.2f}% (max {err.max() * 100:.1f}%)")
+
+    if not args.skip_emulated:
+        emu = get_device("pi4-emulated")
+        table = build_lut(spec, emu, out / f"lut-{emu.name}.yaml", cfg)
+        print(summary_line(table))
+        err = np.abs(evaluate(spec, emu, table, args.subnets, 0, cfg)["ins"])
+        lines.append(f"pi4-emulated instructions: share of {len(err)} held-out subnets within +-2%: "
+                     f"{np.mean(err <= 0.02):.2f}; median |error| {np.median(err) * 100:.3f}% "
+                     f"(max {err.max() * 100:.2f}%)")
+    for line in lines:
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
