@@ -132,3 +132,48 @@ def quantize_onnx(fp32_artifact: Artifact, trained, out_dir: Path, precision: Pr
             artifact, macs=fp32_artifact.macs,
             macs_definition=f"of the fp32 graph it was quantized from: {fp32_artifact.macs_definition}")
     return artifact
+
+
+class _Feeds(CalibrationDataReader):
+    """Calibration feeds that are already dicts (a step model's per-step inputs)."""
+
+    def __init__(self, feeds: list):
+        self._feeds = feeds
+        self._next = iter(feeds)
+
+    def get_next(self):
+        return next(self._next, None)
+
+    def rewind(self):
+        self._next = iter(self._feeds)
+
+
+def quantize_onnx_step(src: Path, dst: Path, precision: Precision, calib_feeds: list | None = None) -> dict:
+    """INT8 of a step model's ONNX file; calib_feeds: per-step input tuples (x_t, *state, scores) in the
+    file's input order, from streaming training windows (static INT8 only). Returns facts for the record."""
+    import onnx
+
+    src, dst = Path(src), Path(dst)
+    facts: dict = {"quantized_from": "the step model's unfolded float graph (leak and reset elementwise)"}
+    if precision is Precision.INT8_DYNAMIC:
+        quantize_onnx_file(src, dst, precision)
+        return facts
+    if not calib_feeds:
+        raise CalibrationError("static INT8 of a step model needs calibration feeds (training windows)")
+    names = [i.name for i in onnx.load(str(src)).graph.input]
+    feeds = [{n: np.ascontiguousarray(t.numpy(), dtype=np.float32) for n, t in zip(names, f)} for f in calib_feeds]
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        with _quiet(), tempfile.TemporaryDirectory(prefix="edgebench-quant-") as tmp:
+            pre = Path(tmp) / "preprocessed.onnx"
+            quant_pre_process(str(src), str(pre))
+            quantize_static(str(pre), str(dst), _Feeds(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    except Exception as exc:
+        text = str(exc).strip()
+        raise ExportError(f"ONNX quantization of the step model (int8) failed: "
+                          f"{text.splitlines()[0][:300] if text else type(exc).__name__}") from None
+    facts.update(calibration_steps=len(feeds), calibration_method="MinMax", quant_format="QDQ", per_channel=True)
+    return facts

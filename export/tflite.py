@@ -118,13 +118,14 @@ def _litert_convert(module: torch.nn.Module, example: torch.Tensor, quant_config
     converter skips the first pass the same way). Falls back to the public convert() if the internal API moves.
     """
     litert_torch = _import_litert_torch()
+    args = example if isinstance(example, tuple) else (example,)  # a step model takes (x_t, *state, scores)
     try:
         from litert_torch import model as lt_model
         from litert_torch._convert import core, litert_converter, signature
 
-        sig = signature.Signature("serving_default", module, (example,), {})
+        sig = signature.Signature("serving_default", module, args, {})
     except Exception:
-        return litert_torch.convert(module, (example,), quant_config=quant_config)
+        return litert_torch.convert(module, args, quant_config=quant_config)
     program = core.export_torch_signature(sig, run_decompositions=False)
     program = core._run_convert_passes(program)
     return lt_model.LiteRTModel(litert_converter.exported_programs_to_flatbuffer(
@@ -149,6 +150,52 @@ def convert_tflite(module: torch.nn.Module, example: torch.Tensor, path: Path,
             edge.export(str(path))
     except Exception as exc:
         raise ExportError(f"TFLite conversion ({precision.value}) failed: {_first_line(exc)}") from None
+    return path
+
+
+def _pt2e_quantized_step(step: torch.nn.Module, example: tuple, calib_feeds: list):
+    """Static PT2E INT8 of a step model, calibrated on the per-step inputs (x_t, *state, scores) seen while
+    the float model streams training windows (export/step.py). Observers see batches of windows per step."""
+    from litert_torch.quantize import pt2e_quantizer as pq
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e import quantize_pt2e
+
+    quantizer = pq.PT2EQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=True))
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    two = tuple(torch.cat([a, a]) for a in example)
+    flat = tuple({0: batch} for _ in two)
+    try:
+        graph = torch.export.export(step, two, dynamic_shapes=flat).module()
+    except Exception:  # forward(x_t, *state): torch.export sees (x_t, (state...))
+        graph = torch.export.export(step, two, dynamic_shapes=(flat[0], flat[1:])).module()
+    graph = quantize_pt2e.prepare_pt2e(graph, quantizer)
+    with torch.no_grad():
+        for feed in calib_feeds:
+            graph(*feed)
+    graph = quantize_pt2e.convert_pt2e(graph, fold_quantize=False)
+    return graph, QuantConfig(pt2e_quantizer=quantizer)
+
+
+def convert_tflite_step(step: torch.nn.Module, channels: int, path: Path, calib_feeds: list | None = None,
+                        batch: int = 1) -> Path:
+    """The step model (export/step.py) as one .tflite at a fixed batch: float, or static INT8 when
+    calibration feeds are given."""
+    from edgebench.export.step import step_example
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = step_example(step, channels, batch)
+    try:
+        with _quiet():
+            if calib_feeds is None:
+                edge = _litert_convert(step, example)
+            else:
+                graph, qcfg = _pt2e_quantized_step(step, example, calib_feeds)
+                edge = _litert_convert(graph, example, quant_config=qcfg)
+            edge.export(str(path))
+    except Exception as exc:
+        kind = "INT8" if calib_feeds is not None else "fp32"
+        raise ExportError(f"TFLite conversion of the step model ({kind}) failed: {_first_line(exc)}") from None
     return path
 
 

@@ -189,9 +189,11 @@ class L2MU(nn.Module):
         """An inference-only twin with the same forward and the fewest graph nodes (see _LeanL2MU)."""
         return _LeanL2MU(self).eval()
 
-    def step_module(self) -> nn.Module:
-        """The streaming step model (see _L2MUStep): explicit state in and out, one time step per call."""
-        return _L2MUStep(_LeanL2MU(self)).eval()
+    def step_module(self, fold_state: bool = True) -> nn.Module:
+        """The streaming step model (see _L2MUStep): explicit state in and out, one time step per call.
+        fold_state=False keeps leak and reset out of the weight matrices (elementwise float ops), so INT8
+        weights quantize only synapses and the decays stay exact."""
+        return _L2MUStep(_LeanL2MU(self, fold_state)).eval()
 
     @torch.no_grad()
     def spike_record(self, x: torch.Tensor) -> dict:
@@ -233,9 +235,10 @@ class _LeanL2MU(nn.Module):
     The same `step` is the streaming step model's (L2MU.step_module): window and stream are one function.
     """
 
-    def __init__(self, m: "L2MU"):
+    def __init__(self, m: "L2MU", fold_state: bool = True):
         super().__init__()
         self.readout_mode = m.readout_mode
+        self.fold_state = fold_state
         self.neuron = m.pop["input"].neuron
         self.sizes = {name: p.size for name, p in m.pop.items()}
         self.in_channels = m.P.weight.shape[1]
@@ -268,7 +271,12 @@ class _LeanL2MU(nn.Module):
             if name not in [s for s, _ in srcs]:
                 state_blocks.append(-torch.diag(thr))                                     # spk -> mem'
             b = torch.zeros(n, dtype=f64) if bias is None else bias.detach().to(f64)
-            if self.neuron == "lif":
+            if not fold_state:  # synapses only; leak and reset stay elementwise float ops (for INT8 weights)
+                weight = torch.cat(raw, dim=1)
+                self.register_buffer(f"{name}_beta", beta.to(torch.float32).contiguous())
+                if self.neuron == "cuba":
+                    self.register_buffer(f"{name}_alpha", neuron_param(name, "alpha").to(torch.float32).contiguous())
+            elif self.neuron == "lif":
                 weight = torch.cat(blocks + state_blocks, dim=1)
             else:
                 alpha = torch.diag(neuron_param(name, "alpha"))
@@ -303,6 +311,12 @@ class _LeanL2MU(nn.Module):
         new_state = []
         for pop in POPULATIONS:
             srcs = [spikes[s] if s in spikes else prev[s] for s in self.sources[pop]]
+            if not self.fold_state:
+                spk, new = self._unfolded(pop, F.linear(torch.cat(srcs, dim=1), getattr(self, f"{pop}_w"),
+                                                        getattr(self, f"{pop}_b")), st[pop])
+                spikes[pop] = spk
+                new_state += new + [spk]
+                continue
             own = list(st[pop][:-1]) + ([] if pop in self.sources[pop] else [st[pop][-1]])
             out = F.linear(torch.cat(srcs + own, dim=1), getattr(self, f"{pop}_w"), getattr(self, f"{pop}_b"))
             if self.neuron == "lif":
@@ -316,6 +330,18 @@ class _LeanL2MU(nn.Module):
         term = new_state[-2] if self.readout_mode == "membrane" else new_state[-1]
         del spikes["x"]
         return term, new_state, spikes
+
+    def _unfolded(self, pop: str, current, state) -> tuple:
+        """snntorch's update as elementwise ops (the INT8-friendly step: only synapses are matrix products)."""
+        thr, beta = getattr(self, f"{pop}_thr"), getattr(self, f"{pop}_beta")
+        if self.neuron == "lif":
+            mem, spk = state
+            mem = beta * mem + current - spk * thr
+            return torch.where(mem > thr, 1.0, 0.0), [mem]
+        syn, mem, spk = state
+        syn = getattr(self, f"{pop}_alpha") * syn + current
+        mem = beta * mem + syn - spk * thr
+        return torch.where(mem > thr, 1.0, 0.0), [syn, mem]
 
     def run(self, x: torch.Tensor, record: bool = False) -> tuple:
         steps = x.shape[-1]

@@ -126,7 +126,7 @@ class LMU(nn.Module):
         """Inference twin with the fewest graph nodes (see _LeanLMU); exporters validate against this module."""
         return _LeanLMU(self).eval()
 
-    def step_module(self) -> nn.Module:
+    def step_module(self, fold_state: bool = True) -> nn.Module:  # fold_state: the L2MU's signature; no effect
         """The streaming step model (see _LMUStep)."""
         return _LMUStep(_LeanLMU(self)).eval()
 

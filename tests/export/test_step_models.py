@@ -1,0 +1,101 @@
+"""Streaming step models (L2MU LIF/CuBa, LMU) in ONNX and TFLite: streaming the file over a window from zero
+state gives the window model's output, spike for spike, at batch 1 and 5."""
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from edgebench.export.step import (_OnnxRun, _TfliteRun, export_onnx_step, onnx_stream_spec, stream_scores,
+                                   stream_torch, tflite_stream_spec)
+from edgebench.train.l2mu import L2MU
+from edgebench.train.lmu import LMU
+
+STEPS = 15
+
+
+def _model(kind, readout="membrane"):
+    torch.manual_seed(3)
+    if kind == "lmu":
+        return LMU(6, 4, hidden_size=12, memory_size=2, order=4, theta=STEPS).eval()
+    m = L2MU(6, 4, hidden_size=12, memory_size=2, order=4, theta=STEPS, input_size=8, neuron=kind,
+             memory_gain=0.5, readout=readout).eval()
+    with torch.no_grad():  # weights pushed away from init so that every population fires
+        for p in m.parameters():
+            if p.dim() == 2:
+                p.mul_(2.0)
+    return m
+
+
+def _x(n=10, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, 6, STEPS)).astype(np.float32)
+
+
+def _window(m, x):
+    with torch.no_grad():
+        return m(torch.from_numpy(x)).numpy()
+
+
+@pytest.mark.parametrize("kind", ["lif", "cuba", "lmu"])
+def test_pytorch_step_model_streams_the_window_model(kind):
+    m, x = _model(kind), _x()
+    got, _ = stream_torch(m.step_module(), x)
+    np.testing.assert_allclose(got, _window(m, x), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["lif", "cuba", "lmu"])
+def test_onnx_step_model_streams_the_window_model_at_batch_1_and_5(kind, tmp_path):
+    m, x = _model(kind), _x()
+    step = m.step_module()
+    path = export_onnx_step(step, 6, tmp_path / "step.onnx", 17)
+    spec = onnx_stream_spec(step, STEPS)
+    ref = _window(m, x)
+    for batch in (1, 5):
+        got = stream_scores(_OnnxRun(path), spec, x, batch=batch)
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5 * max(1.0, float(np.abs(ref).max())))
+        assert (got.argmax(1) == ref.argmax(1)).all()
+    # every state input has its output, and the batch of every input is free
+    inputs = onnx.load(str(path)).graph.input
+    assert [i.name for i in inputs] == step.input_names()
+    assert all(i.type.tensor_type.shape.dim[0].dim_param for i in inputs)
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_onnx_step_spike_counts_are_identical(batch, tmp_path):
+    """Readout by spike count: the streamed file's scores are integer spike counts, equal to the window's."""
+    m, x = _model("lif", readout="count"), _x(seed=1)
+    step = m.step_module()
+    path = export_onnx_step(step, 6, tmp_path / "count.onnx", 17)
+    got = stream_scores(_OnnxRun(path), onnx_stream_spec(step, STEPS), x, batch=batch) * STEPS
+    ref = _window(m, x)
+    assert ref.sum() > 0
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4)  # counts summed in float, divided and multiplied
+
+
+@pytest.mark.parametrize("kind", ["lif", "cuba", "lmu"])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_tflite_step_model_streams_the_window_model(kind, batch, tmp_path):
+    from edgebench.export.tflite import convert_tflite_step
+
+    m, x = _model(kind, readout="count" if kind == "lif" else "membrane"), _x()
+    step = m.step_module()
+    path = convert_tflite_step(step, 6, tmp_path / "step.tflite", batch=batch)
+    run = _TfliteRun(path)
+    assert run.fixed_batch == batch
+    got = stream_scores(run, tflite_stream_spec(path, step, STEPS), x)
+    ref = _window(m, x)
+    if kind == "lif":  # integer spike counts (stream_scores divides by the steps)
+        assert ref.sum() > 0
+        np.testing.assert_array_equal(got * STEPS, ref)
+    else:
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5 * max(1.0, float(np.abs(ref).max())))
+
+
+def test_step_model_encoding_is_short(tmp_path):
+    from edgebench.export.onnx import describe_onnx
+
+    step = L2MU(6, 4, neuron="lif", memory_gain=0.5).eval().step_module()
+    path = export_onnx_step(step, 6, tmp_path / "full.onnx", 17)
+    a = describe_onnx(path)
+    assert 0 < len(a.encoding) < 10_000
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert ops.count("Gemm") == 5  # one product per population
