@@ -25,7 +25,7 @@ HF_ATOL = 1e-3  # last hidden states of a 6-layer BERT differ by ~1e-4 between t
 def _offline_and_quiet():
     old = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     os.environ["HF_HUB_OFFLINE"] = os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    loggers = [logging.getLogger(n) for n in ("optimum", "transformers")]
+    loggers = [logging.getLogger(n) for n in ("optimum", "transformers", "torch.utils._pytree", "torchao")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
@@ -64,10 +64,10 @@ def export_hf(name: str, folder: str | Path, out_dir: Path, task: str = "text-cl
     if work.exists():
         shutil.rmtree(work)
     try:
-        from optimum.exporters.onnx import main_export
-        from optimum.exporters.tasks import TasksManager
+        with _offline_and_quiet():  # optimum's and torch's import-time chatter stays off the terminal too
+            from optimum.exporters.onnx import main_export
+            from optimum.exporters.tasks import TasksManager
 
-        with _offline_and_quiet():
             main_export(str(folder), output=str(work), task=task, opset=opset, local_files_only=True,
                         do_validation=True, library_name="transformers")
             reference = TasksManager.get_model_from_task(task, str(folder), local_files_only=True,
