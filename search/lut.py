@@ -278,9 +278,9 @@ def _save_yaml(doc: dict, path: Path) -> None:
     tmp.replace(path)
 
 
-def calibration_archs(spec: OFASpec, n: int, seed: int) -> list[dict]:
+def calibration_archs(spec: OFASpec, n: int, seed: int, resolutions=None) -> list[dict]:
     rng = np.random.default_rng(10_000 + seed)
-    return [spec.random_arch(rng) for _ in range(n)]
+    return [spec.random_arch(rng, r=resolutions) for _ in range(n)]
 
 
 def build_lut(spec: OFASpec, device, out_path: Path, cfg: LUTConfig = LUTConfig(), resolutions=None,
@@ -319,8 +319,7 @@ def build_lut(spec: OFASpec, device, out_path: Path, cfg: LUTConfig = LUTConfig(
             **_basis(device),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
     todo = [k for k in entries if k not in doc]
-    calib = calibration_archs(spec, cfg.calib_nets, cfg.seed) if "_fit" not in doc else []
-    calib = [a for a in calib if int(a["r"]) in res]
+    calib = calibration_archs(spec, cfg.calib_nets, cfg.seed, res) if "_fit" not in doc else []
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgebench-lut-") as tmp, \
             Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
