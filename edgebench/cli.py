@@ -274,6 +274,51 @@ def report(store: Path = typer.Option(DEFAULT_STORE, help="SQLite result store")
         out.print(f"report: {path}/report.html")
 
 
+def _fraction(text: str, unit: str) -> float:
+    t = text.strip().lower().removesuffix(unit)
+    try:
+        return float(t)
+    except ValueError:
+        raise EdgebenchError(f"'{text}' is not a number with {unit} (e.g. 5{unit})") from None
+
+
+@app.command()
+def compare(base: str = typer.Argument(..., help="BASE: a run id (in --store), a report folder or a store file"),
+            current: str = typer.Argument(..., help="CURRENT: a run id, a report folder or a store file"),
+            max_slowdown: str = typer.Option("5%", help="Slowdown beyond which a pair regresses, e.g. 5%"),
+            max_accuracy_drop: str = typer.Option("0.5pp", help="Accuracy drop (points) beyond which a pair regresses"),
+            store: Path = typer.Option(DEFAULT_STORE, help="SQLite store for run ids"),
+            as_json: bool = typer.Option(False, "--json", help="Print JSON verdicts.")):
+    """Regression gate: pair the records of two runs and exit 1 on a real slowdown or accuracy drop.
+
+    Latency is judged on the raw samples (bootstrap 95% interval of the ratio of medians): a pair regresses
+    only when the whole interval is beyond --max-slowdown, so noise does not fail a build. Instruction counts
+    (emulated devices) are compared exactly. Unpaired records are listed."""
+    from edgebench.reports.compare import compare_records, load_records
+
+    slow = _fraction(max_slowdown, "%") / 100.0
+    drop = _fraction(max_accuracy_drop, "pp")
+    if slow < 0 or drop < 0:
+        raise EdgebenchError("--max-slowdown and --max-accuracy-drop must be >= 0")
+    verdicts = compare_records(load_records(base, store), load_records(current, store), slow, drop)
+    regressed = [v for v in verdicts if v.verdict == "regression"]
+    if as_json:
+        print(json.dumps({"regressions": len(regressed), "verdicts": [v.to_dict() for v in verdicts]}))
+    else:
+        t = Table(title=f"compare {base} -> {current} (max slowdown {slow:.1%}, max accuracy drop {drop:g} pp)")
+        for col in ("artifact", "device", "runtime", "base p50 ms", "current p50 ms", "ratio", "95% interval",
+                    "Δ acc", "verdict", "why"):
+            t.add_column(col, justify="right" if "ms" in col or col in ("ratio", "Δ acc") else "left")
+        for v in verdicts:
+            t.add_row(v.name, v.device, v.runtime, _fmt(v.base_p50_ms), _fmt(v.current_p50_ms),
+                      _fmt(v.ratio, "{:.3f}x"), "–" if not v.ratio_ci else f"{v.ratio_ci[0]:.3f}..{v.ratio_ci[1]:.3f}",
+                      _fmt(v.accuracy_delta_pp, "{:+.2f}pp"), v.verdict, v.reason or v.basis)
+        out.print(t)
+    if regressed:
+        err.print(f"edgebench: {len(regressed)} regression(s): " + ", ".join(f"{v.name}@{v.device}" for v in regressed))
+        raise typer.Exit(1)
+
+
 @devices_app.command("list")
 def devices_list(devices_file: Optional[Path] = typer.Option(None, "--devices", help="devices.toml"),
                  as_json: bool = typer.Option(False, "--json", help="Print JSON.")):

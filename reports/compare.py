@@ -1,0 +1,151 @@
+"""A regression gate: two sets of records, paired, with a verdict that noise does not flip.
+
+Pairs are matched by artifact (sha256, else name), device, runtime and threads. Latency is decided on the
+raw samples: a bootstrap 95% confidence interval of the ratio of medians (current / base). A pair regresses
+only when the whole interval lies above 1 + max_slowdown; a ratio whose interval straddles the threshold is
+"inconclusive", never a failure. Guest instruction counts (emulated devices) are exact and compared as such.
+Accuracy regresses when it drops by more than max_accuracy_drop (in points).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgebench.reports.record import Record
+from edgebench.types import EdgebenchError
+
+BOOTSTRAP_ROUNDS = 2000
+MAX_SAMPLES = 5000  # per side, for the bootstrap only (statistics elsewhere use every sample)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    name: str
+    device: str
+    runtime: str
+    threads: int | None
+    verdict: str  # "ok", "regression", "faster", "inconclusive", "missing in base", "missing in current", "failed"
+    base_p50_ms: float | None = None
+    current_p50_ms: float | None = None
+    ratio: float | None = None  # current / base
+    ratio_ci: tuple | None = None  # bootstrap 95% interval of the ratio of medians
+    basis: str = ""  # "raw samples (bootstrap)", "instruction counts (exact)"
+    accuracy_delta_pp: float | None = None
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_records(source: str, store: Path | None = None) -> list[Record]:
+    """A report folder (records.json), a store file (its newest run) or a run id in `store`."""
+    from edgebench.reports.render import latest_per_key
+    from edgebench.reports.store import DEFAULT_STORE, Store
+
+    path = Path(source)
+    if path.is_dir():
+        f = path / "records.json"
+        if not f.exists():
+            raise EdgebenchError(f"{path} is not a report folder (no records.json)")
+        return latest_per_key([Record.from_dict(d) for d in json.loads(f.read_text())])
+    if path.is_file():
+        with Store(path) as s:
+            run_id = s.latest_run()
+            records = s.query(run_id=run_id) if run_id else []
+        if not records:
+            raise EdgebenchError(f"store {path} has no records")
+        return latest_per_key(records)
+    store = Path(store) if store else DEFAULT_STORE
+    if not store.exists():
+        raise EdgebenchError(f"'{source}' is neither a report folder, a store file nor a run id in {store}")
+    with Store(store) as s:
+        records = s.query(run_id=source)
+    if not records:
+        raise EdgebenchError(f"no records for run '{source}' in {store} (see `edgebench report --list`)")
+    return latest_per_key(records)
+
+
+def _key(r: Record) -> tuple:
+    return (r.sha256 or r.name, r.device, r.runtime, r.threads)
+
+
+def median_ratio_ci(base_ns, cur_ns, rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0) -> tuple[float, float, float]:
+    """Ratio of medians (current / base) and its bootstrap 95% interval."""
+    rng = np.random.default_rng(seed)
+    b = np.asarray(base_ns, dtype=np.float64)
+    c = np.asarray(cur_ns, dtype=np.float64)
+    b = b if len(b) <= MAX_SAMPLES else rng.choice(b, MAX_SAMPLES, replace=False)
+    c = c if len(c) <= MAX_SAMPLES else rng.choice(c, MAX_SAMPLES, replace=False)
+    mb = np.median(b[rng.integers(0, len(b), (rounds, len(b)))], axis=1)
+    mc = np.median(c[rng.integers(0, len(c), (rounds, len(c)))], axis=1)
+    ratios = mc / mb
+    return float(np.median(c) / np.median(b)), float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
+
+
+def _verdict(b: Record, c: Record, max_slowdown: float, max_accuracy_drop_pp: float) -> Verdict:
+    common = dict(name=c.name, device=c.device, runtime=f"{c.runtime} {c.runtime_version}".strip(), threads=c.threads)
+    if b.status != "ok" or c.status != "ok":
+        which = "base" if b.status != "ok" else "current"
+        return Verdict(**common, verdict="failed", reason=f"{which} measurement failed: "
+                       f"{(b if which == 'base' else c).error}")
+    acc = None
+    if b.accuracy is not None and c.accuracy is not None:
+        acc = 100.0 * (c.accuracy - b.accuracy)
+    bi, ci = b.extra.get("instructions_per_inference"), c.extra.get("instructions_per_inference")
+    p50 = dict(base_p50_ms=(b.latency_ms or {}).get("p50"), current_p50_ms=(c.latency_ms or {}).get("p50"))
+    if bi and ci:
+        ratio = ci / bi
+        lo = hi = ratio
+        basis = "instruction counts (exact)"
+    elif b.samples_ns and c.samples_ns:
+        ratio, lo, hi = median_ratio_ci(b.samples_ns, c.samples_ns)
+        basis = f"raw samples (bootstrap of medians, {len(b.samples_ns)} vs {len(c.samples_ns)})"
+    else:
+        return Verdict(**common, **p50, verdict="inconclusive", accuracy_delta_pp=acc, reason="no raw samples")
+    reasons = []
+    if lo > 1 + max_slowdown:
+        verdict = "regression"
+        reasons.append(f"{(ratio - 1):+.1%} slower (95% interval {lo - 1:+.1%} .. {hi - 1:+.1%}) beyond "
+                       f"{max_slowdown:.1%}")
+    elif hi < 1 - max_slowdown:
+        verdict = "faster"
+    elif hi > 1 + max_slowdown:
+        verdict = "inconclusive"
+        reasons.append(f"interval {lo - 1:+.1%} .. {hi - 1:+.1%} straddles +{max_slowdown:.1%}")
+    else:
+        verdict = "ok"
+    if acc is not None and -acc > max_accuracy_drop_pp:
+        verdict = "regression"
+        reasons.append(f"accuracy {acc:+.2f} pp beyond -{max_accuracy_drop_pp:g} pp")
+    return Verdict(**common, **p50, verdict=verdict, ratio=ratio, ratio_ci=(lo, hi), basis=basis,
+                   accuracy_delta_pp=acc, reason="; ".join(reasons))
+
+
+def compare_records(base: list[Record], current: list[Record], max_slowdown: float = 0.05,
+                    max_accuracy_drop_pp: float = 0.5) -> list[Verdict]:
+    """A verdict per pair; unpaired records are listed as missing, never dropped."""
+    by_base = {_key(r): r for r in base}
+    by_cur = {_key(r): r for r in current}
+    if len(by_base) < len(base) or len(by_cur) < len(current):  # same file twice: fall back to names
+        by_base = {(r.name, *(_key(r)[1:])): r for r in base}
+        by_cur = {(r.name, *(_key(r)[1:])): r for r in current}
+    out = []
+    for key, c in by_cur.items():
+        b = by_base.get(key)
+        if b is None:
+            named = [r for k, r in by_base.items() if k[1:] == key[1:] and r.name == c.name]
+            b = named[0] if len(named) == 1 else None  # the same artifact name, rebuilt (new sha256)
+        if b is None:
+            out.append(Verdict(c.name, c.device, f"{c.runtime} {c.runtime_version}".strip(), c.threads,
+                               "missing in base"))
+            continue
+        out.append(_verdict(b, c, max_slowdown, max_accuracy_drop_pp))
+    paired = {(v.name, v.device) for v in out}
+    for b in base:
+        if (b.name, b.device) not in paired:
+            out.append(Verdict(b.name, b.device, f"{b.runtime} {b.runtime_version}".strip(), b.threads,
+                               "missing in current"))
+    return out

@@ -1,0 +1,63 @@
+"""The regression gate decides on raw samples: noise is not a regression, a real slowdown is."""
+import json
+
+import numpy as np
+
+from edgebench.reports.compare import compare_records
+from edgebench.reports.record import Record
+
+
+def rec(name, samples_ms, device="local", accuracy=None, insn=None, sha="s"):
+    extra = {"instructions_per_inference": insn} if insn else {}
+    return Record(run_id="r", name=name, model=name, dataset="d", device=device, status="ok", sha256=sha + name,
+                  runtime="onnxruntime", runtime_version="1.32.0", threads=1, accuracy=accuracy,
+                  samples_ns=[int(v * 1e6) for v in samples_ms], latency_ms={"p50": float(np.median(samples_ms))},
+                  extra=extra)
+
+
+def noisy(median, n=500, seed=0):
+    rng = np.random.default_rng(seed)
+    return median * (1 + 0.03 * rng.standard_normal(n)) + rng.exponential(0.02 * median, n)
+
+
+def test_same_distribution_is_ok_and_a_ten_percent_slowdown_regresses():
+    base = [rec("a", noisy(2.0, seed=1)), rec("b", noisy(5.0, seed=2))]
+    same = [rec("a", noisy(2.0, seed=3)), rec("b", noisy(5.0, seed=4))]
+    slower = [rec("a", noisy(2.2, seed=5)), rec("b", noisy(5.0, seed=6))]
+    assert [v.verdict for v in compare_records(base, same, 0.05)] == ["ok", "ok"]
+    verdicts = {v.name: v for v in compare_records(base, slower, 0.05)}
+    assert verdicts["a"].verdict == "regression" and "slower" in verdicts["a"].reason
+    lo, hi = verdicts["a"].ratio_ci
+    assert 1.05 < lo <= verdicts["a"].ratio <= hi < 1.15
+    assert verdicts["b"].verdict == "ok"
+
+
+def test_few_samples_straddling_the_threshold_are_inconclusive_not_failures():
+    base = [rec("a", noisy(2.0, n=8, seed=1) * np.linspace(0.7, 1.3, 8))]
+    cur = [rec("a", noisy(2.1, n=8, seed=2) * np.linspace(0.7, 1.3, 8))]
+    assert compare_records(base, cur, 0.05)[0].verdict == "inconclusive"
+
+
+def test_instruction_counts_are_compared_exactly_and_accuracy_drops_count():
+    base = [rec("emu", [900.0, 1100.0], device="pi4-emulated", insn=1_000_000, accuracy=0.90)]
+    cur_insn = [rec("emu", [1000.0, 1000.0], device="pi4-emulated", insn=1_060_000, accuracy=0.90)]
+    v = compare_records(base, cur_insn, 0.05)[0]
+    assert v.verdict == "regression" and v.ratio == v.ratio_ci[0] == 1.06 and v.basis.startswith("instruction")
+    cur_acc = [rec("emu", [1000.0, 1000.0], device="pi4-emulated", insn=1_000_000, accuracy=0.88)]
+    v = compare_records(base, cur_acc, 0.05, max_accuracy_drop_pp=0.5)[0]
+    assert v.verdict == "regression" and "accuracy -2.00 pp" in v.reason
+
+
+def test_unpaired_records_are_listed(cli, tmp_path):
+    base = [rec("a", noisy(2.0)), rec("gone", noisy(1.0))]
+    cur = [rec("a", noisy(2.0, seed=9)), rec("new", noisy(1.0))]
+    verdicts = {v.name: v.verdict for v in compare_records(base, cur)}
+    assert verdicts == {"a": "ok", "new": "missing in base", "gone": "missing in current"}
+    # and through the command line, on two report folders
+    for name, recs in (("base", base), ("cur", [rec("a", noisy(2.4, seed=9))])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "records.json").write_text(json.dumps([r.to_dict() for r in recs]))
+    p = cli("compare", tmp_path / "base", tmp_path / "cur", "--json")
+    assert p.returncode == 1 and "1 regression(s): a@local" in p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["regressions"] == 1 and {v["verdict"] for v in doc["verdicts"]} == {"regression", "missing in current"}
