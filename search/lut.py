@@ -468,10 +468,14 @@ class LatencyTable:
 
     def predict(self, arch: dict) -> dict:
         out = {"predicted_latency_ms": self.predict_ms(arch), "predicted_latency_provenance": Provenance.PREDICTED.value,
-               "lut_device": self.device, "lut_sum_ms": self.block_sum_ms(arch), "weight_mb": self.weight_mb(arch)}
-        ins = self.instructions(arch)
-        if ins is not None:
-            out["predicted_instructions"] = ins
+               "lut_device": self.device, "weight_mb": self.weight_mb(arch)}
+        if self.by_instructions:  # the table's wall times are emulated: not part of any prediction
+            out["predicted_instructions"] = self.instructions(arch)
+            out["predicted_latency_basis"] = (f"predicted instructions at ipc {self.meta['ipc']} and "
+                                              f"{self.meta['clock_ghz']} GHz")
+        else:
+            out["lut_sum_ms"] = self.block_sum_ms(arch)
+            out["predicted_latency_basis"] = "sum of entry p50s + fitted overhead"
         return out
 
     # ---------------------------------------------------------------- vectorised, for the finders
@@ -536,9 +540,14 @@ def latency_budget_keys(table: LatencyTable) -> int:
 
 def summary_line(table: LatencyTable) -> str:
     fit = table.fit
-    return (f"{latency_budget_keys(table)} keys on {table.device} ({table.meta.get('runtime', '?')} "
-            f"{table.meta.get('runtime_version', '')})" + (
-                f"; overhead fit c = {fit['c_ms'] * 1e3:.1f} us, w = {fit['w_ms_per_mb'] * 1e3:.1f} us/MB, "
-                f"v = {fit.get('v_ms_per_entry', 0) * 1e3:.2f} us/entry on {fit['n_calib']} subnets" if fit else "; no overhead fit"))
-
-
+    head = (f"{latency_budget_keys(table)} keys on {table.device} ({table.meta.get('runtime', '?')} "
+            f"{table.meta.get('runtime_version', '')})")
+    if table.by_instructions:
+        cal = (fit or {}).get("instructions_calib", [])
+        errs = [abs(c["predicted"] - c["measured"]) / c["measured"] * 100 for c in cal if c["measured"]]
+        return head + ("; predicts guest instructions (sum - (n - 1) x empty model), max error "
+                       f"{max(errs):.3f}% on {len(errs)} calibration subnets" if errs else "; predicts instructions")
+    if not fit:
+        return head + "; no overhead fit"
+    return head + (f"; overhead fit c = {fit['c_ms'] * 1e3:.1f} us, w = {fit['w_ms_per_mb'] * 1e3:.1f} us/MB, "
+                   f"v = {fit.get('v_ms_per_entry', 0) * 1e3:.2f} us/entry on {fit['n_calib']} subnets")
