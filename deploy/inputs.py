@@ -173,12 +173,15 @@ def resolve_feeds(specs, shapes: dict | None = None, values: dict | None = None,
     for k, spec in enumerate(specs):
         dtype = runtime_dtype(spec, quantized_io)
         value = values.get(spec.name)
+        label = ""
+        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], str):
+            value, label = np.asarray(value[0]), value[1]  # an array with a word on where it came from
         if isinstance(value, np.ndarray) and value.ndim > 0:
             if spec.name in shapes and tuple(shapes[spec.name]) != value.shape:
                 raise EdgebenchError(f"input '{spec.name}': --shape {list(shapes[spec.name])} disagrees with the "
                                      f"given array's shape {list(value.shape)}")
             _check_against_spec(spec, value.shape, "the given array's shape")
-            shape, note, source = value.shape, "", "given array"
+            shape, note, source = value.shape, "", label or "given array"
         else:
             shape, note = _shape_for(spec, shapes.get(spec.name))
             source = ""

@@ -54,7 +54,8 @@ def token_inputs(folder: Path, text: str, sequence_length: int) -> dict:
 
 def export_hf(name: str, folder: str | Path, out_dir: Path, task: str = "text-classification",
               sequence_length: int = 64, text: str = "", opset: int | None = None) -> tuple[Artifact, dict]:
-    """(Artifact, token inputs to bench with). Validated by optimum and against transformers here."""
+    """(Artifact, token inputs to bench with, each as (array, where it came from)). Validated by optimum and
+    against transformers here."""
     from edgebench.export.onnx import describe_onnx
 
     folder = Path(folder).expanduser()
@@ -88,6 +89,7 @@ def export_hf(name: str, folder: str | Path, out_dir: Path, task: str = "text-cl
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     onnx_inputs = [i.name for i in sess.get_inputs()]
     feeds = {k: v for k, v in feeds.items() if k in onnx_inputs}
+    n_real = int(feeds["attention_mask"].sum()) if "attention_mask" in feeds else sequence_length
     got = sess.run(None, feeds)[0]
     reference.eval()
     with torch.no_grad():
@@ -101,4 +103,5 @@ def export_hf(name: str, folder: str | Path, out_dir: Path, task: str = "text-cl
     artifact = describe_onnx(path, name=f"{name}-onnx-fp32", model_name=name, dataset="", validation=validation,
                              extra={"exporter": f"optimum main_export (task {task})", "hf_folder": str(folder),
                                     "sequence_length": sequence_length})
-    return artifact, feeds
+    label = f"the folder's tokenizer on the configured text: {n_real} tokens + padding to {sequence_length}"
+    return artifact, {k: (v, label) for k, v in feeds.items()}

@@ -29,7 +29,7 @@ def test_hf_folder_is_exported_by_optimum_and_benched_with_token_inputs(cli, tmp
     assert rec["name"] == "minilm-onnx-fp32" and rec["status"] == "ok" and rec["latency_ms"]["n"] == 10
     fed = {f["name"]: f for f in rec["inputs_fed"]}
     assert set(fed) == {"input_ids", "attention_mask", "token_type_ids"}
-    assert all(f["shape"] == [1, 32] and f["dtype"] == "int64" for f in fed.values())
+    assert all(f["shape"] == [1, 32] and f["dtype"] == "int64" and "tokenizer" in f["source"] for f in fed.values())
     assert 20_000_000 < rec["params"] < 25_000_000  # 22.7 M parameters
     assert rec["macs"] > 0  # counted for the fed sequence length
     html = (tmp_path / "out" / "report" / "report.html").read_text()
