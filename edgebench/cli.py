@@ -19,6 +19,8 @@ from edgebench.types import EdgebenchError, Format, Precision
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Export PyTorch models to ONNX/TFLite, run them on edge devices, report what they measure.")
 devices_app = typer.Typer(no_args_is_help=True, help="List, check and prepare the devices in devices.toml.")
+dataset_app = typer.Typer(no_args_is_help=True, help="Every measured artifact as an ONNX-Bench-style dataset.")
+app.add_typer(dataset_app, name="dataset")
 app.add_typer(devices_app, name="devices")
 from edgebench.search.instatune_cli import app as instatune_app  # noqa: E402
 app.add_typer(instatune_app, name="instatune")
@@ -317,6 +319,28 @@ def compare(base: str = typer.Argument(..., help="BASE: a run id (in --store), a
     if regressed:
         err.print(f"edgebench: {len(regressed)} regression(s): " + ", ".join(f"{v.name}@{v.device}" for v in regressed))
         raise typer.Exit(1)
+
+
+@dataset_app.command("export")
+def dataset_export(store: Path = typer.Option(DEFAULT_STORE, help="SQLite result store (every run in it)"),
+                   out_dir: Path = typer.Option(Path("out/dataset"), "--out", help="Dataset folder"),
+                   fmt: str = typer.Option("csv", "--format", help="csv or parquet"),
+                   as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """One row per unique artifact (by sha256) with per-device latency, provenance and accuracy, MACs and
+    params; the model files with their metrics in metadata_props. Loadable offline with pandas, and the
+    parquet with `datasets.load_dataset("parquet", data_files=...)`."""
+    from edgebench.reports.dataset import export_dataset
+    from edgebench.reports.store import Store
+
+    if not store.exists():
+        raise EdgebenchError(f"result store not found: {store}")
+    with Store(store) as s:
+        records = s.query()
+    path = export_dataset(records, out_dir, fmt)
+    if as_json:
+        print(json.dumps({"table": str(path), "records": len(records)}))
+    else:
+        out.print(f"dataset: {path} (from {len(records)} records in {store})")
 
 
 @devices_app.command("list")

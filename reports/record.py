@@ -9,6 +9,7 @@ import math
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Optional
 
 from edgebench.types import Artifact, Measurement, Provenance
@@ -121,7 +122,7 @@ class Record:
         return cls(
             run_id=run_id, name=artifact.name, model=artifact.model, dataset=artifact.dataset,
             device=measurement.device, status="ok" if measurement.ok else "failed", error=measurement.error,
-            format=artifact.format.value, precision=artifact.precision.value, artifact_path=str(artifact.path),
+            format=artifact.format.value, precision=artifact.precision.value, artifact_path=str(Path(artifact.path).resolve()),
             sha256=artifact.sha256, opset=artifact.opset, size_bytes=artifact.size_bytes, macs=artifact.macs,
             macs_definition=artifact.macs_definition, params=artifact.params, onnx_encoding=artifact.encoding,
             validation=artifact.validation.to_dict() if artifact.validation else None,
