@@ -53,11 +53,16 @@ def main(argv=None):
         t0 = time.perf_counter_ns()
         for m in lut["models"]:
             backend = eb_runner.OnnxBackend(os.path.join(args.bundle, m["file"]), args.threads)
-            _, shape, dtype = backend.input_specs()[0]
-            shape = [d if isinstance(d, int) and d > 0 else 1 for d in shape]  # batch 1
-            x = np.random.default_rng(0).standard_normal(shape).astype(dtype)
-            models.append(backend.prepare(x))  # a bare array is the model's (single) input
-            fed.append({"name": m["key"], "shape": shape, "dtype": dtype, "source": "random normal, seed 0"})
+            feed = {}
+            for name, shape, dtype in backend.input_specs():  # every input (a kernel may read two)
+                shape = [d if isinstance(d, int) and d > 0 else 1 for d in shape]  # batch 1
+                if np.dtype(dtype).kind in "iub":  # indices and flags: zeros are valid
+                    feed[name] = np.zeros(shape, dtype=dtype)
+                else:
+                    feed[name] = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+                fed.append({"name": "%s:%s" % (m["key"], name), "shape": shape, "dtype": dtype,
+                            "source": "random normal, seed 0" if np.dtype(dtype).kind == "f" else "zeros"})
+            models.append(backend.prepare(feed))
         result["load_ns"] = time.perf_counter_ns() - t0
         result["runtime"] = "onnxruntime"
         result["runtime_version"] = backend.version if models else ""
