@@ -1,6 +1,7 @@
 """A bundle is a folder a device can run on its own: model file, manifest.json, eval data, runner.py."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ RUNNER_SOURCE = Path(__file__).with_name("runner.py")
 MANIFEST = "manifest.json"
 EVAL_FILE = "eval.npz"
 FEEDS_FILE = "inputs.npz"  # the exact arrays timed, one per model input
+STREAM_FILE = "stream.npz"  # a step model's timed windows (x: batch x channels x steps), one sample per call
 BUNDLE_VERSION = 2
 
 
@@ -72,6 +74,9 @@ def make_bundle(artifact: Artifact, out_dir: Path, eval_x=None, eval_y=None, pre
     free dimension other than a leading batch. `eval_x` is the first input's eval samples, or a dict of
     per-sample arrays by input name (e.g. token ids and their mask)."""
     out_dir = Path(out_dir)
+    stream = artifact.extra.get("stream")  # a streaming step model (export/step.py): eval data are windows
+    if stream:
+        return _make_stream_bundle(artifact, out_dir, stream, eval_x, eval_y, preprocessing, shapes, inputs)
     eval_arrays = dict(eval_x) if isinstance(eval_x, dict) else (
         {artifact.inputs[0].name: np.asarray(eval_x)} if eval_x is not None else {})
     first = artifact.inputs[0].name
@@ -117,6 +122,39 @@ def make_bundle(artifact: Artifact, out_dir: Path, eval_x=None, eval_y=None, pre
         np.savez(out_dir / EVAL_FILE, y=eval_y.astype(np.int64), **saved)
         manifest["eval_file"] = EVAL_FILE
         manifest["n_eval"] = int(eval_y.shape[0])
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return Bundle(path=out_dir, manifest=manifest)
+
+
+def _make_stream_bundle(artifact: Artifact, out_dir: Path, stream: dict, eval_x, eval_y, preprocessing: str,
+                        shapes: dict | None, inputs: dict | None) -> Bundle:
+    """A step model's bundle: its inputs fed by name as any model's (the state inputs zeros unless given), the
+    eval windows (N x channels x steps) streamed one sample per call, and the windows the runner times."""
+    x_name, steps = stream["x"], int(stream["steps"])
+    inputs = dict(inputs or {})
+    for state_in, _ in stream["carry"]:
+        inputs.setdefault(state_in, "zeros")  # every window starts from rest
+    windows = None if eval_x is None else np.asarray(eval_x, dtype=np.float32)
+    if windows is not None and (windows.ndim != 3 or windows.shape[-1] != steps):
+        raise EdgebenchError(f"a step model streams windows N x channels x {steps}; eval data has shape "
+                             f"{list(windows.shape)}")
+    bundle = make_bundle(dataclasses.replace(artifact, extra={k: v for k, v in artifact.extra.items()
+                                                              if k != "stream"}),
+                         out_dir, None if windows is None else windows[:, :, 0], eval_y, preprocessing,
+                         shapes=shapes, inputs=inputs)
+    manifest = dict(bundle.manifest)
+    batch = int(bundle.feed_arrays()[x_name].shape[0])
+    timed = windows[:batch] if windows is not None and len(windows) >= batch else \
+        np.random.default_rng(0).standard_normal((batch, bundle.feed_arrays()[x_name].shape[1], steps))
+    np.savez(out_dir / STREAM_FILE, x=np.asarray(timed, dtype=np.float32))
+    manifest["stream"] = dict(stream, file=STREAM_FILE,
+                              timed_windows="eval data" if windows is not None else "random normal (seed 0)")
+    if windows is not None:
+        if eval_y is None:
+            raise EdgebenchError("eval data needs labels (y) as well as inputs")
+        np.savez(out_dir / EVAL_FILE, x=windows, y=np.asarray(eval_y).astype(np.int64))
+        manifest["eval_file"] = EVAL_FILE
+        manifest["n_eval"] = int(len(windows))
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return Bundle(path=out_dir, manifest=manifest)
 

@@ -72,6 +72,9 @@ class OnnxBackend(object):
     def predict(self, feed):
         return self.session.run(self.output_names, as_feed(feed, self.input_specs()))[0]
 
+    def stepper(self, feed, stream):
+        return OnnxStepper(self, feed, stream)
+
     def end_profile(self):
         path = self.session.end_profiling()
         return summarize_ort_profile(path)
@@ -238,6 +241,127 @@ class TfliteBackend(object):
 
     def end_profile(self):
         return []  # the Python interpreter API exposes no per-operator timings
+
+    def stepper(self, feed, stream):
+        return TfliteStepper(self, feed, stream)
+
+
+# ---------------------------------------------------------------- streaming step models
+class OnnxStepper(object):
+    """One call of a step model with its state carried: the outputs named in stream['carry'] become the
+    next call's inputs. reset() puts back the state the host fed (zeros: a window starts from rest)."""
+
+    def __init__(self, backend, feed, stream):
+        self.feed = dict(feed)
+        self.rest = dict((i, feed[i]) for i, _ in stream["carry"])
+        names = backend.output_names
+        self.names = names
+        self.carry = [(i, names.index(o)) for i, o in stream["carry"]]
+        self.out_index = names.index(stream["output"])
+        self.x_name = stream["x"]
+        self.run = backend.session.run
+
+    def reset(self):
+        self.feed.update(self.rest)
+
+    def step(self, x_t):
+        feed = self.feed
+        feed[self.x_name] = x_t
+        outs = self.run(self.names, feed)
+        for name, k in self.carry:
+            feed[name] = outs[k]
+        return outs[self.out_index]
+
+
+class TfliteStepper(object):
+    """The TFLite step call: set every input, invoke, read the carried outputs back (through float when a
+    quantized file's state input and output scales differ)."""
+
+    def __init__(self, backend, feed, stream):
+        backend._set(feed)  # resizes a dynamic-batch file to the feed
+        interp = backend.interp
+        by_name = dict((d["name"], d) for d in backend.ins)
+        outs = dict((d["name"], d) for d in interp.get_output_details())
+        self.interp, self.backend = interp, backend
+        self.ins = [(by_name[n]["index"], by_name[n]) for n in feed]
+        self.values = dict((by_name[n]["index"], backend._quantize(v, by_name[n])) for n, v in feed.items())
+        self.rest = dict((by_name[i]["index"], self.values[by_name[i]["index"]]) for i, _ in stream["carry"])
+        self.carry = []
+        for i, o in stream["carry"]:
+            din, dout = by_name[i], outs[o]
+            same = np.dtype(din["dtype"]) == np.dtype(dout["dtype"]) and \
+                tuple(din.get("quantization", (0.0, 0))) == tuple(dout.get("quantization", (0.0, 0)))
+            self.carry.append((din["index"], dout, din, same))
+        self.out = outs[stream["output"]]
+        self.x = by_name[stream["x"]]
+
+    def reset(self):
+        self.values.update(self.rest)
+
+    def step(self, x_t):
+        interp, values = self.interp, self.values
+        values[self.x["index"]] = self.backend._quantize(x_t, self.x)
+        for index, value in values.items():
+            interp.set_tensor(index, value)
+        interp.invoke()
+        for index, dout, din, same in self.carry:
+            y = interp.get_tensor(dout["index"])
+            if not same:
+                y = self.backend._quantize(_dequantize_with(y, dout), din)
+            values[index] = y
+        return _dequantize_with(interp.get_tensor(self.out["index"]), self.out)
+
+
+def _dequantize_with(y, detail):
+    scale, zero = detail.get("quantization", (0.0, 0))
+    if np.dtype(detail["dtype"]).kind in "iu" and scale:
+        return (y.astype(np.float32) - zero) * np.float32(scale)
+    return y
+
+
+def stream_callables(backend, feed, stream, windows):
+    """(one step with the state carried, one whole window from rest) over the timed windows
+    (batch x channels x steps): step k feeds sample k mod steps and starts from rest at every window."""
+    stepper = backend.stepper(feed, stream)
+    steps = int(stream["steps"])
+    xs = [np.ascontiguousarray(windows[:, :, t]) for t in range(steps)]
+    counter = [0]
+
+    def one_step():
+        t = counter[0] % steps
+        if t == 0:
+            stepper.reset()
+        stepper.step(xs[t])
+        counter[0] += 1
+
+    def one_window():
+        stepper.reset()
+        for x_t in xs:
+            stepper.step(x_t)
+
+    return one_step, one_window
+
+
+def stream_eval(backend, feed, stream, windows, batch_size, pad):
+    """Argmax of the running scores after streaming each eval window from rest, in batches the file takes."""
+    steps = int(stream["steps"])
+    preds = []
+    for i in range(0, len(windows), batch_size):
+        w = windows[i : i + batch_size]
+        n = w.shape[0]
+        if n < batch_size and pad:  # a fixed-batch file: the last batch padded, its padding dropped
+            w = np.concatenate([w, np.zeros((batch_size - n,) + w.shape[1:], dtype=w.dtype)])
+        m = w.shape[0]
+        batch_feed = {}
+        for k, v in feed.items():
+            batch_feed[k] = np.repeat(v[:1], m, axis=0) if v.ndim and v.shape[0] != m else v
+        stepper = backend.stepper(batch_feed, stream)
+        y = None
+        for t in range(steps):
+            y = stepper.step(np.ascontiguousarray(w[:, :, t]))
+        y = np.asarray(y).reshape(m, -1)[:n]
+        preds.extend(int(v) for v in np.argmax(y, axis=-1))
+    return preds
 
 
 BACKENDS = {"onnx": OnnxBackend, "tflite": TfliteBackend}
@@ -423,7 +547,16 @@ def main(argv=None):
         result["inputs_fed"] = [{"name": n, "shape": list(feed[n].shape), "dtype": feed[n].dtype.name,
                                  "source": sources.get(n, "")} for n, _, _ in specs]
 
-        infer = backend.prepare(feed)
+        stream = manifest.get("stream")  # a streaming step model: see stream_callables
+        if stream:
+            with np.load(os.path.join(args.bundle, stream["file"])) as data:
+                one_step, one_window = stream_callables(backend, feed, stream, data["x"])
+            infer = one_step if stream.get("mode", "step") == "step" else one_window
+            result["stream"] = {"mode": stream.get("mode", "step"), "steps": int(stream["steps"]),
+                                "timed": "one step, state carried" if infer is one_step else
+                                "one window of %d steps from rest, state carried" % int(stream["steps"])}
+        else:
+            infer = backend.prepare(feed)
         result["first_inference_ns"] = timed(infer)
         result["load_ns"] = load_ns
         measured_infer = None
@@ -440,7 +573,12 @@ def main(argv=None):
                 arrays = eval_feeds(data, specs)  # labels stay on the host: accuracy is computed there
             fixed_batch = isinstance(specs[0][1][0], int) and specs[0][1][0] > 0 if specs[0][1] else False
             eval_batch = specs[0][1][0] if fixed_batch else int(manifest.get("eval_batch", 64))
-            result["predictions"] = run_eval(backend, arrays, feed, eval_batch)
+            if stream:
+                with np.load(os.path.join(args.bundle, eval_file)) as data:
+                    windows = data["x"]
+                result["predictions"] = stream_eval(backend, feed, stream, windows, eval_batch, fixed_batch)
+            else:
+                result["predictions"] = run_eval(backend, arrays, feed, eval_batch)
             result["n_eval"] = len(result["predictions"])
         if args.profile:
             result["profile"] = profile_pass(backend_cls, model_path, args.threads, feed)

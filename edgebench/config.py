@@ -39,6 +39,11 @@ class ModelSpec:
                                                               "choices": FORMATS})
     prune_precisions: tuple = field(default=("fp32",), metadata={"help": "precisions pruned variants export to",
                                                                  "choices": PRECISIONS})
+    step_formats: tuple = field(default=(), metadata={
+        "help": "formats of the streaming step model (l2mu, lmu: one sample and the state per call), exported "
+                "beside the window model and measured per step and per streamed window", "choices": FORMATS})
+    step_precisions: tuple = field(default=("fp32",), metadata={"help": "precisions of the step model",
+                                                                 "choices": PRECISIONS})
     factory: str = field(default="", metadata={"help": "python: 'module:function' returning an nn.Module, "
                                                        "imported from the config file's folder first"})
     checkpoint: str = field(default="", metadata={"help": "python: a state dict (.pt) to load into the module"})

@@ -152,6 +152,34 @@ def _export_step(cfg: RunConfig, m, variants: list, out: Path, store, run_id: st
     return jobs
 
 
+def _stream_step(cfg: RunConfig, m, trained, out: Path, store, run_id: str, devices, log) -> list:
+    """The streaming step model of a trained L2MU/LMU (export/step.py): each artifact measured twice, per step
+    (state carried) and per streamed window (T steps from rest), both with streamed accuracy."""
+    from edgebench.export.step import export_step, has_step_model, streamed_window_twin
+
+    if not m.step_formats or not has_step_model(trained.module):
+        return []
+    jobs, ds = [], trained.dataset
+    for fmt in m.step_formats:
+        for prec in m.step_precisions:
+            t_export = time.perf_counter()
+            try:
+                a = export_step(trained, Format(fmt), Precision(prec), out / "artifacts", cfg.export.opset,
+                                cfg.export.atol, **({"min_agreement": cfg.export.min_agreement}
+                                                    if cfg.export.min_agreement > 0 else {}))
+            except ExportError as exc:
+                name = f"{trained.name}-step-{fmt}-{prec}"
+                log(f"  export of {name} failed: {exc}")
+                _failed_rows(store, run_id, name, trained.name, ds.name, devices, fmt, prec, f"export: {exc}")
+                continue
+            a.extra.update(model_metrics(trained))
+            log(f"  exported {a.name} in {time.perf_counter() - t_export:.1f} s: {a.size_bytes:,} bytes, "
+                f"streamed max |diff| {a.validation.max_abs_diff:.2g}, top-1 agreement {a.validation.top1_agreement:.2%}")
+            for art in (a, streamed_window_twin(a)):
+                jobs.append(Job(art, ds.x_test, ds.y_test, ds.preprocessing, dict(m.shapes), dict(m.inputs)))
+    return jobs
+
+
 def _hf_step(cfg: RunConfig, m, out: Path, store, run_id: str, devices, log) -> list:
     """A Hugging Face folder: ONNX through optimum, benched with its own tokenizer's token inputs."""
     from edgebench.export.hf import export_hf
@@ -236,6 +264,7 @@ def run_pipeline(cfg: RunConfig, fresh: bool = False, progress: bool = True, log
             variants = _train_step(cfg, m, out, resumed, log, progress)
             train_metrics.update({v.name: v.metrics for v, _, _ in variants})
             jobs += _export_step(cfg, m, variants, out, store, run_id, devices, log, t_start)
+            jobs += _stream_step(cfg, m, variants[0][0], out, store, run_id, devices, log)
         skipped = _measure_step(jobs, devices, spec, store, run_id, done, log, progress)
         records = store.query(run_id=run_id)
         report_dir = write_report(records, out / "report", title=f"edgebench report: {cfg.name} ({run_id})")

@@ -228,6 +228,16 @@ def _export_file(step, fmt, precision, channels, steps, stem, tmp, opset, traine
     return path, spec, run
 
 
+def streamed_window_twin(artifact: Artifact) -> Artifact:
+    """The same step file measured per streamed window (T calls from rest) instead of per step: its own
+    record name (`-stream-` for `-step-`), so both sit side by side in a run."""
+    import dataclasses
+
+    stream = dict(artifact.extra["stream"], mode="window")
+    return dataclasses.replace(artifact, name=artifact.name.replace("-step-", "-stream-", 1),
+                               extra={**artifact.extra, "graph": "stream", "stream": stream})
+
+
 def _calibration_feeds(trained, step) -> list:
     """Per-step inputs (x_t, *state, scores) seen while the float step model streams training windows."""
     windows = trained.dataset.x_train[:CALIB_WINDOWS]

@@ -96,8 +96,8 @@ def write_onnx_with_metadata(records: list[Record], out_dir: Path) -> list[Path]
         if r.format == "onnx":
             by_name.setdefault(r.name, []).append(r)
     for name, recs in sorted(by_name.items()):
-        src = Path(recs[0].artifact_path)
-        if not src.exists():
+        src = Path(recs[0].artifact_path) if recs[0].artifact_path else None
+        if src is None or not src.is_file():  # a failed export has no file
             continue
         model = onnx.load(str(src))
         ok = [r for r in recs if r.status == "ok"]

@@ -126,9 +126,9 @@ class LMU(nn.Module):
         """Inference twin with the fewest graph nodes (see _LeanLMU); exporters validate against this module."""
         return _LeanLMU(self).eval()
 
-    def step_module(self, fold_state: bool = True) -> nn.Module:  # fold_state: the L2MU's signature; no effect
-        """The streaming step model (see _LMUStep)."""
-        return _LMUStep(_LeanLMU(self)).eval()
+    def step_module(self, fold_state: bool = True) -> nn.Module:
+        """The streaming step model (see _LMUStep); fold_state=False: u, Abar, Bbar as separate products."""
+        return _LMUStep(_LeanLMU(self, fold_state)).eval()
 
     def dense_macs(self, steps: int) -> int:
         """Multiply-accumulates of all weight matrices (incl. Abar, Bbar) for one sample of `steps` steps."""
@@ -149,9 +149,14 @@ class _LeanLMU(nn.Module):
     exporters validate against LMU itself. `step` is also the streaming step model's (LMU.step_module).
     """
 
-    def __init__(self, m: LMU):
+    def __init__(self, m: LMU, fold_state: bool = True):
         super().__init__()
         self.hidden_size, self.d = m.hidden_size, m.memory.size
+        self.fold_state = fold_state
+        if not fold_state:  # for INT8 weights: u, Abar and Bbar as separate products (see step)
+            e_w = torch.cat([lin.weight.detach() for lin in (m.e_x, m.e_h, m.e_m)], dim=1)
+            for name, t in (("e_w", e_w), ("e_b", m.e_x.bias), ("A", m.memory.A_block), ("B", m.memory.B_block)):
+                self.register_buffer(name, t.detach().to(torch.float32).contiguous())
         f64 = torch.float64
         a, b = m.memory.A_block.to(f64), m.memory.B_block.to(f64)           # m @ a, u @ b
         ex, eh, em = (lin.weight.detach().to(f64) for lin in (m.e_x, m.e_h, m.e_m))
@@ -169,7 +174,14 @@ class _LeanLMU(nn.Module):
         return [self.hidden_size, self.d]
 
     def step(self, x_t: torch.Tensor, h: torch.Tensor, m: torch.Tensor) -> tuple:
-        m = F.linear(torch.cat([x_t, h, m], dim=1), self.mem_w, self.mem_b)
+        if self.fold_state:
+            m = F.linear(torch.cat([x_t, h, m], dim=1), self.mem_w, self.mem_b)
+        else:
+            # Quantized per output channel, the folded memory matrix (Abar's ~1 diagonal beside the encoders)
+            # lost the Legendre memory over 100 steps (67 % top-1 agreement, INT8 dynamic, measured); Abar
+            # and Bbar (0.01-0.11) keep their own scales here.
+            u = F.linear(torch.cat([x_t, h, m], dim=1), self.e_w, self.e_b)
+            m = torch.matmul(m, self.A) + torch.matmul(u, self.B)
         h = torch.tanh(F.linear(torch.cat([x_t, h, m], dim=1), self.hid_w, self.hid_b))
         return h, m
 
