@@ -69,19 +69,24 @@ def onnx_export_ids(module: MiniLMClassifier, path: Path, seq_len: int, opset: i
 
 
 def export_subnet(sn: Supernet, arch: dict, fmt: Format, precision: Precision, out_dir: Path, eval_ids: np.ndarray,
-                  name: str, atol: float = DEFAULT_ATOL, fp32: Artifact | None = None) -> Artifact:
-    """Extract `arch`, write one file, validate it on eval_ids (atol for float, top-1 agreement for INT8)."""
+                  name: str, atol: float = DEFAULT_ATOL, fp32: Artifact | None = None, head=None) -> Artifact:
+    """Extract `arch`, write one file, validate it on eval_ids (atol for float, top-1 agreement for INT8).
+    head: (weight, bias) of a refitted classification head for this subnet (None: the supernet's)."""
     fmt, precision = Format(fmt), Precision(precision)
     if precision not in (Precision.FP32, Precision.INT8_DYNAMIC):
         raise EdgebenchError(f"instatune export: precision {precision.value} is not offered "
                              "(fp32 or int8-dynamic; static INT8 needs per-model calibration of attention)")
     out_dir = Path(out_dir)
     sub = extract_subnet(sn.model, arch)
+    if head is not None:
+        with torch.no_grad():
+            sub.classifier.weight.copy_(head[0])
+            sub.classifier.bias.copy_(head[1])
     seq_len = int(eval_ids.shape[1])
     ref = predict(sub, eval_ids)
     stem = f"{name}-{fmt.value}-{precision.value}"
     if precision == Precision.INT8_DYNAMIC and fp32 is None:
-        fp32 = export_subnet(sn, arch, fmt, Precision.FP32, out_dir, eval_ids, name, atol)
+        fp32 = export_subnet(sn, arch, fmt, Precision.FP32, out_dir, eval_ids, name, atol, head=head)
     if fmt == Format.ONNX:
         path = out_dir / f"{stem}.onnx"
         if precision == Precision.FP32:
@@ -108,6 +113,7 @@ def export_subnet(sn: Supernet, arch: dict, fmt: Format, precision: Precision, o
                                                                       seq_len, sub.dims.n_classes),
              "arch_macs_definition": MACS_DEFINITION, "encoder_params": int(encoder_params),
              "input": f"input_ids int64 [batch, {seq_len}], padded with 0; attention mask = ids != 0 in the graph"}
+    extra["head"] = "refit on the subnet's own features" if head is not None else "the supernet's"
     if fp32 is not None and precision != Precision.FP32:
         extra["quantized_from"] = fp32.name
     if fmt == Format.ONNX:

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -142,6 +143,7 @@ def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log
     from edgebench.reports.record import Record
     from edgebench.reports.render import write_report
     from edgebench.reports.store import Store
+    from edgebench.search.instatune_export import export_subnet
     from edgebench.search.instatune_space import InstaTuneSpace
     from edgebench.train.instatune import token_data
 
@@ -154,11 +156,14 @@ def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log
     space = InstaTuneSpace(sn.choices)
     seq = sn.max_length
     torch.set_num_threads(job.train.threads)
-    data = token_data(sn.config.get("data", asdict(job.data)), seq, with_train=False)
+    refit = job.search.refit_head
+    data = token_data(sn.config.get("data", asdict(job.data)), seq, max_train=refit, with_train=refit > 0)
     n_val = job.search.val_samples or len(data.val_y)
     val_x, val_y = data.val_x[:n_val], data.val_y[:n_val]
     acc_cache: dict = {}
-    acc_eval = accuracy_evaluator(sn, val_x, val_y)
+    heads: dict = {}  # arch key -> refitted head, when search.refit_head > 0
+    acc_eval = accuracy_evaluator(sn, val_x, val_y, data.train_x if refit else None,
+                                  data.train_y if refit else None, heads)
 
     def acc_fn(archs):
         todo = [a for a in archs if arch_key(a) not in acc_cache]
@@ -194,7 +199,11 @@ def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log
             targets = [("full", {"arch": full, "accuracy": full_acc, "latency_ms": full_lat})] + \
                       [(f"pick{i}", p) for i, p in enumerate(picks)]
             for role, p in targets:
-                art = lat_fn.artifact(p["arch"])
+                acc_fn([p["arch"]])  # evaluated (and its head refitted, if asked) before it is deployed
+                head = heads.get(arch_key(p["arch"]))
+                art = lat_fn.artifact(p["arch"]) if head is None else export_subnet(
+                    sn, p["arch"], Format.ONNX, Precision.FP32, job.out / "work" / "refit", check_ids,
+                    "refit-" + hashlib.sha1(arch_key(p["arch"]).encode()).hexdigest()[:10], head=head)
                 pred_acc, pred_lat = p["accuracy"], p["latency_ms"]
                 extra = dict(art.extra, role=role, arch=p["arch"], device_budget_ms=budget,
                              predicted_provenance=Provenance.PREDICTED.value,

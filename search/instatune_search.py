@@ -34,6 +34,9 @@ class LinasConfig:
     per_iteration: int = field(default=6, metadata={"help": "front subnets evaluated per round", "min": 1})
     pop_size: int = field(default=50, metadata={"help": "NSGA-II population", "min": 4})
     n_gen: int = field(default=100, metadata={"help": "NSGA-II generations (50 x 100 = 5,000 evaluations)", "min": 1})
+    refit_head: int = field(default=0, metadata={"help": "refit each subnet's classification head on this many "
+                                                      "training rows, for evaluation and deployment (0: keep the "
+                                                      "supernet's head)", "min": 0})
     predictor: str = field(default="auto", metadata={"help": "auto (best held-out Kendall tau) or ridge, gbm, mlp",
                                                       "choices": ("auto",) + KINDS})
     val_samples: int = field(default=0, metadata={"help": "validation sequences per accuracy evaluation (0: all)",
@@ -45,9 +48,25 @@ def arch_key(arch: dict) -> str:
     return json.dumps(arch, sort_keys=True)
 
 
-def accuracy_evaluator(sn: Supernet, ids: np.ndarray, y: np.ndarray) -> Callable[[list], np.ndarray]:
-    """Validation accuracy of each arch, computed through the supernet's weight slices (no extraction)."""
-    return lambda archs: np.array([accuracy(sn.model, ids, y, a) for a in archs])
+def accuracy_evaluator(sn: Supernet, ids: np.ndarray, y: np.ndarray, refit_x: np.ndarray | None = None,
+                       refit_y: np.ndarray | None = None, heads: dict | None = None) -> Callable[[list], np.ndarray]:
+    """Validation accuracy of each arch, computed through the supernet's weight slices. With refit rows, every
+    subnet but the largest is extracted and gets its own head (refit_head_); the head is kept in `heads`
+    (arch key -> (weight, bias)) so the deployed file is the subnet that was evaluated."""
+    from edgebench.train.instatune import extract_subnet, refit_head_
+
+    largest = arch_key(sn.choices.largest())
+
+    def one(arch: dict) -> float:
+        if refit_x is None or arch_key(arch) == largest:
+            return accuracy(sn.model, ids, y, arch)
+        sub = extract_subnet(sn.model, arch)
+        refit_head_(sub, refit_x, refit_y)
+        if heads is not None:
+            heads[arch_key(arch)] = (sub.classifier.weight.detach().clone(), sub.classifier.bias.detach().clone())
+        return accuracy(sub, ids, y)
+
+    return lambda archs: np.array([one(a) for a in archs])
 
 
 def _spec_for(device, spec: RunSpec, emulated_runs: int) -> RunSpec:

@@ -292,6 +292,27 @@ def extract_subnet(model: MiniLMClassifier, arch: dict) -> MiniLMClassifier:
     return sub.eval()
 
 
+@torch.no_grad()
+def refit_head_(sub: MiniLMClassifier, ids: np.ndarray, y: np.ndarray, c: float = 1.0, batch: int = 256) -> None:
+    """Refit only the classification head of an extracted subnet, in place: logistic regression on its own
+    pooled features of `ids` (training rows). A subnet's features drift from the full network's; a head
+    fitted to them recovers accuracy for the cost of one forward pass (dependency notes: 4-layer subnet of
+    plain fine-tuning, 70.4% -> 82.6% with 3,000 rows)."""
+    from sklearn.linear_model import LogisticRegression
+
+    sub.eval()
+    feats = np.concatenate([sub.encode(torch.from_numpy(ids[i:i + batch])).numpy() for i in range(0, len(ids), batch)])
+    n_classes = sub.dims.n_classes
+    lr = LogisticRegression(C=c, max_iter=2000).fit(feats, y)
+    if len(lr.classes_) != n_classes:
+        raise EdgebenchError(f"head refit: {len(lr.classes_)} classes in the refit rows, the model has {n_classes}")
+    coef, bias = lr.coef_, lr.intercept_
+    if n_classes == 2:  # sklearn's one logit d for class 1 -> two logits (-d/2, d/2): the same softmax
+        coef, bias = np.stack([-coef[0] / 2, coef[0] / 2]), np.array([-bias[0] / 2, bias[0] / 2])
+    sub.classifier.weight.copy_(torch.from_numpy(coef.astype(np.float32)))
+    sub.classifier.bias.copy_(torch.from_numpy(bias.astype(np.float32)))
+
+
 def arch_macs(arch: dict, hidden: int = 384, head_dim: int = HEAD_DIM, seq_len: int = 64, n_classes: int = 2) -> int:
     """Multiply-accumulates of one sequence (batch 1): the encoder's linear layers and attention matmuls
     plus the head. Embedding lookups, LayerNorm, softmax and GELU are not counted."""

@@ -64,7 +64,7 @@ def test_quick_run_config_measures_picks_with_predictions_beside_them(ckpt, tmp_
 
     doc = tomllib.loads((REPO / "examples" / "instatune_quick.toml").read_text())
     doc.update(out=str(tmp_path / "out"), store=str(tmp_path / "store.sqlite"), supernet=str(ckpt))
-    doc["search"].update(n_initial=2, iterations=0)
+    doc["search"].update(n_initial=2, iterations=0, refit_head=32)
     doc["deploy"].update(picks=1)
 
     result = run(doc, REPO / "examples" / "instatune_quick.toml", progress=False, log=lambda *_: None)
@@ -75,6 +75,7 @@ def test_quick_run_config_measures_picks_with_predictions_beside_them(ckpt, tmp_
     assert pick.macs < full.macs and pick.n_eval == 64 and pick.accuracy is not None
     assert pick.extra["predicted_provenance"] == "predicted" and pick.extra["predicted_latency_ms"] > 0
     assert pick.latency_provenance == "measured"
+    assert pick.extra["head"].startswith("refit") and full.extra["head"] == "the supernet's"
     assert (result.report_dir / "search.html").exists()
     summary = json.loads((result.report_dir / "search.json").read_text())
     assert summary["devices"]["local"]["evaluations"] == 20 * 10 + 1

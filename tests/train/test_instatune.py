@@ -111,3 +111,17 @@ def test_checkpoint_that_is_not_a_supernet_is_one_line(tmp_path):
     torch.save({"format": "other"}, bad)
     with pytest.raises(EdgebenchError, match="not an InstaTune supernet"):
         load_supernet(bad)
+
+
+def test_head_refit_fits_the_subnets_own_features(model, batch):
+    from edgebench.train.instatune import refit_head_
+
+    ids, _ = batch
+    sub = extract_subnet(model, SMALL)
+    feats = sub.encode(torch.from_numpy(ids)).detach().numpy()
+    y = (feats[:, 0] > np.median(feats[:, 0])).astype(np.int64)  # a rule in the subnet's own features
+
+    refit_head_(sub, ids, y, c=100.0)
+
+    assert (predict(sub, ids).argmax(-1) == y).mean() >= 0.9
+    assert torch.equal(sub.layers[0].query.weight, extract_subnet(model, SMALL).layers[0].query.weight)
