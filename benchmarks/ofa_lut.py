@@ -11,6 +11,7 @@ The last lines are the shares and the median absolute errors.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from pathlib import Path
 
@@ -24,8 +25,10 @@ def evaluate(spec, device, table, n: int, seed: int, cfg) -> dict:
     archs = [spec.random_arch(rng) for _ in range(n)]
     with tempfile.TemporaryDirectory(prefix="edgebench-ofa-bench-") as tmp:
         measured = measure_archs(spec, device, archs, cfg, Path(tmp))
-    out = {"ms": [], "ins": []}
+    out = {"ms": [], "ins": [], "rows": []}
     for a, m in zip(archs, measured):
+        out["rows"].append({"arch": a, "measured_p50_ms": m["p50_ms"], "measured_instructions": m["instructions"],
+                            "predicted_ms": table.predict_ms(a), "predicted_instructions": table.instructions(a)})
         pred = table.predict_ms(a) if not table.by_instructions else None
         if pred is not None:
             out["ms"].append((pred - m["p50_ms"]) / m["p50_ms"])
@@ -55,15 +58,22 @@ def main() -> None:
     local = LocalDevice(LocalConfig(name=f"local-core{args.core}", cores=(args.core,)))
     table = build_lut(spec, local, out / f"lut-{local.name}.yaml", cfg)
     print(summary_line(table))
-    err = np.abs(evaluate(spec, local, table, args.subnets, 0, cfg)["ms"])
+    res = evaluate(spec, local, table, args.subnets, 0, cfg)
+    (out / f"heldout-{local.name}.json").write_text(json.dumps(res["rows"], indent=1))
+    signed = np.asarray(res["ms"])
+    err = np.abs(signed)
     lines.append(f"local pinned to core {args.core}: share of {len(err)} held-out subnets within +-10%: "
-                 f"{np.mean(err <= 0.10):.2f}; median |error| {np.median(err) * 100:.2f}% (max {err.max() * 100:.1f}%)")
+                 f"{np.mean(err <= 0.10):.2f}; median |error| {np.median(err) * 100:.2f}% (max {err.max() * 100:.1f}%, "
+                 f"mean signed {signed.mean() * 100:+.1f}%)")
+    print(lines[-1], flush=True)
 
     if not args.skip_emulated:
         emu = get_device("pi4-emulated")
         table = build_lut(spec, emu, out / f"lut-{emu.name}.yaml", cfg)
         print(summary_line(table))
-        err = np.abs(evaluate(spec, emu, table, args.subnets, 0, cfg)["ins"])
+        res = evaluate(spec, emu, table, args.subnets, 0, cfg)
+        (out / f"heldout-{emu.name}.json").write_text(json.dumps(res["rows"], indent=1))
+        err = np.abs(res["ins"])
         lines.append(f"pi4-emulated instructions: share of {len(err)} held-out subnets within +-2%: "
                      f"{np.mean(err <= 0.02):.2f}; median |error| {np.median(err) * 100:.3f}% "
                      f"(max {err.max() * 100:.2f}%)")
