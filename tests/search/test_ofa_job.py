@@ -124,3 +124,20 @@ def test_config_typos_are_errors_before_any_work(tmp_path):
         parse(dict(TINY, search={"budgets": [1.5]}), tmp_path / "c.toml")
     with pytest.raises(EdgebenchError, match="unknown format"):
         parse(dict(TINY, export={"formats": ["tf"]}), tmp_path / "c.toml")
+
+
+def test_an_emulated_pick_is_compared_by_instructions_never_by_emulated_wall_time():
+    from edgebench.reports.record import Record
+    from edgebench.search.lut import LatencyTable
+    from edgebench.search.ofa_job import _measured_point
+    from edgebench.train.ofa import OFASpec
+
+    table = LatencyTable({"_meta": {"space": OFASpec().to_dict(), "device": "pi4-emulated",
+                                    "latency_basis": "instructions", "ipc": 1.0, "clock_ghz": 1.5}})
+    rec = Record(run_id="r", name="p", model="p", dataset="d", device="pi4-emulated", status="ok",
+                 latency_ms={"p50": 900.0}, latency_provenance="emulated", accuracy=0.9,
+                 extra={"estimated_latency_ms": 2.2, "estimated_provenance": "estimated",
+                        "predicted_latency_ms": 2.0, "latency_budget_ms": 2.1, "arch": {}})
+    point = _measured_point(rec, table)
+    assert point["latency_ms"] == 2.2 and point["provenance"] == "estimated"
+    assert point["error_pct"] == pytest.approx(10.0)
