@@ -20,6 +20,8 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
                   help="Export PyTorch models to ONNX/TFLite, run them on edge devices, report what they measure.")
 devices_app = typer.Typer(no_args_is_help=True, help="List, check and prepare the devices in devices.toml.")
 dataset_app = typer.Typer(no_args_is_help=True, help="Every measured artifact as an ONNX-Bench-style dataset.")
+predictor_app = typer.Typer(no_args_is_help=True, help="Kernel-level latency predictors, one per device.")
+app.add_typer(predictor_app, name="predictor")
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(devices_app, name="devices")
 from edgebench.search.instatune_cli import app as instatune_app  # noqa: E402
@@ -319,6 +321,83 @@ def compare(base: str = typer.Argument(..., help="BASE: a run id (in --store), a
     if regressed:
         err.print(f"edgebench: {len(regressed)} regression(s): " + ", ".join(f"{v.name}@{v.device}" for v in regressed))
         raise typer.Exit(1)
+
+
+@predictor_app.command("build")
+def predictor_build(device: str = typer.Option(..., help="Device name (its kernels are measured there)"),
+                    budget_minutes: float = typer.Option(10.0, min=0.1, help="Stop measuring new kernels after this"),
+                    models: List[Path] = typer.Option([], "--model", help="ONNX models to learn from (repeatable); "
+                                                      "the store's ONNX artifacts are added"),
+                    zoo: int = typer.Option(24, min=0, help="Generated CNNs, MLPs and transformers to learn from"),
+                    threads: int = typer.Option(1, min=1, help="Runtime threads (as the predicted models will run)"),
+                    store: Path = typer.Option(DEFAULT_STORE, help="SQLite store whose ONNX artifacts are added"),
+                    out_file: Optional[Path] = typer.Option(None, "--out", help="Predictor file "
+                                                            "(default out/predictors/DEVICE.json)"),
+                    devices_file: Optional[Path] = typer.Option(None, "--devices", help="devices.toml"),
+                    quiet: bool = typer.Option(False, help="No progress bar.")):
+    """Measure the kernels of many models on a device and fit a latency predictor (nn-Meter style).
+
+    Resumable: run it again to continue an interrupted or budget-limited build."""
+    from edgebench.devices.registry import get_device
+    from edgebench.reports.store import Store
+    from edgebench.search.predictor import BuildConfig, build_predictor, model_feed, predictor_path, zoo_models
+
+    dev = get_device(device, str(devices_file) if devices_file else None)
+    path = out_file or predictor_path(dev.name)
+    sources = [(p.stem, p) for p in models]
+    if store.exists():
+        with Store(store) as s:
+            seen = set()
+            for r in s.query():
+                if r.status == "ok" and r.format == "onnx" and Path(r.artifact_path).exists() and r.sha256 not in seen:
+                    seen.add(r.sha256)
+                    sources.append((f"store-{r.name}-{r.sha256[:8]}", Path(r.artifact_path)))
+    sources += zoo_models(zoo, path.parent / f"{dev.name}-zoo")
+    learn = []
+    for name, p in sources:
+        try:
+            learn.append((name, p, model_feed(p)))
+        except EdgebenchError as exc:  # e.g. free dimensions: such a model needs shapes, skip it
+            err.print(f"edgebench: skipped {name}: {exc}", markup=False, highlight=False)
+    cfg = BuildConfig(budget_minutes=budget_minutes, threads=threads, zoo=zoo)
+    doc = build_predictor(dev, path, learn, cfg, progress=not quiet, log=lambda m: err.print(m, markup=False))
+    out.print(f"predictor for {dev.name}: {len(doc['kernels'])} kernels, {len(doc['models'])} whole models -> {path}")
+
+
+@app.command()
+def predict(model: Path = typer.Argument(..., help="An ONNX graph"),
+            device: str = typer.Option(..., help="The device whose predictor to use"),
+            predictor_file: Optional[Path] = typer.Option(None, "--predictor", help="Predictor file "
+                                                          "(default out/predictors/DEVICE.json)"),
+            shape: List[str] = typer.Option([], "--shape", help="NAME=1x3x224x224 for a free dimension"),
+            input_: List[str] = typer.Option([], "--input", help="NAME=FILE.npy|VALUE|zeros|ones|random"),
+            as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")):
+    """Predicted latency of any ONNX graph on a device, with the per-kernel breakdown (provenance
+    `predicted`). For an emulated device: predicted guest instructions (and emulated wall time, named so)."""
+    from edgebench.deploy.inputs import parse_input_args, parse_shape_args
+    from edgebench.search.predictor import predict_file, predictor_path
+
+    if not model.exists():
+        raise EdgebenchError(f"model file not found: {model}")
+    doc = predict_file(predictor_file or predictor_path(device), model, parse_shape_args(shape),
+                       parse_input_args(input_))
+    if as_json:
+        print(json.dumps(doc))
+        return
+    t = Table(title=f"{model.name} on {device}: predicted (provenance: predicted)")
+    key = "p50_ms" if "predicted_latency_ms" in doc or "predicted_emulated_wall_ms" in doc else "instructions"
+    for col in ("kernel type", "count", "ms", "measured", "regressed", "fallback"):
+        t.add_column(col, justify="left" if col == "kernel type" else "right")
+    for b in doc["breakdown"]:
+        t.add_row(b["type"], str(b["count"]), _fmt(b.get(key)), str(b["measured"]), str(b["regressed"]),
+                  str(b["fallback"]))
+    out.print(t)
+    if "predicted_latency_ms" in doc:
+        out.print(f"predicted latency: {doc['predicted_latency_ms']:.4g} ms ({doc['kernels']} kernels; {doc['fit']['method']})")
+    if "predicted_emulated_wall_ms" in doc:
+        out.print(f"predicted emulated wall time: {doc['predicted_emulated_wall_ms']:.4g} ms (not a device latency)")
+    if "predicted_instructions" in doc:
+        out.print(f"predicted guest instructions per inference: {doc['predicted_instructions']:,}")
 
 
 @dataset_app.command("export")

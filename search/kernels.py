@@ -1,0 +1,230 @@
+"""An ONNX graph as the kernels a CPU runtime executes, nn-Meter style, and each kernel as a tiny model.
+
+Fusion rules follow what onnxruntime's CPU provider fuses at its default (all) optimization level:
+Conv [+ BatchNormalization] [+ activation], Gemm/MatMul [+ Add] [+ activation]; every other compute node is
+a kernel of its own type. Shape-only nodes (Shape, Gather on shapes, Unsqueeze, Constant, ...) are folded
+or cost next to nothing after optimization, and are not kernels.
+
+A kernel's features are what its cost depends on: its type, its shapes, channels, kernel size, stride,
+groups, MACs and the bytes it moves (inputs, weights, outputs). Its key (type + features) names a tiny ONNX
+model holding just that kernel, with the original weights' shapes, to time on a device.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper, shape_inference
+
+ACTIVATIONS = {"Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "LeakyRelu", "Tanh", "Gelu"}
+FUSE_HEADS = {"Conv", "Gemm", "MatMul"}
+SHAPE_OPS = {"Shape", "Constant", "ConstantOfShape", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity",
+             "Cast", "Range", "Expand", "Gather", "Slice", "Concat", "Transpose", "Split"}  # see `is_kernel`
+FEATURES = ("macs", "in_elems", "out_elems", "weight_elems", "c_in", "c_out", "hw", "kernel", "stride",
+            "groups", "n_nodes")
+
+
+@dataclass
+class Kernel:
+    type: str  # e.g. "Conv+Relu", "MatMul+Add", "Add"
+    nodes: list  # onnx NodeProto, in graph order
+    inputs: list  # activation input names (not weights)
+    outputs: list  # output names
+    features: dict = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        f = ",".join(f"{k}={self.features[k]}" for k in FEATURES if self.features.get(k))
+        return f"{self.type}[{f}]"
+
+    def vector(self) -> np.ndarray:
+        return np.asarray([float(self.features.get(k, 0)) for k in FEATURES], dtype=np.float64)
+
+
+_NP_TO_ONNX = {np.dtype(k): v for k, v in {"float32": 1, "uint8": 2, "int8": 3, "int32": 6, "int64": 7,
+                                               "bool": 9, "float16": 10, "float64": 11}.items()}
+
+
+def run_shapes(model: onnx.ModelProto, feed: dict) -> dict:
+    """Every tensor's concrete shape and type, read by running the graph once on `feed` with every node
+    output exposed (static shape inference cannot follow shapes computed from data, e.g. Reshape targets)."""
+    import onnxruntime as ort
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    known = {o.name for o in m.graph.output}
+    for n in m.graph.node:
+        for o in n.output:
+            if o and o not in known:
+                m.graph.output.append(onnx.ValueInfoProto(name=o))
+                known.add(o)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    values = sess.run(names, feed)
+    out = {k: (tuple(np.shape(v)), _NP_TO_ONNX.get(np.asarray(v).dtype, 1)) for k, v in zip(names, values)}
+    for k, v in feed.items():
+        out[k] = (tuple(np.shape(v)), _NP_TO_ONNX.get(np.asarray(v).dtype, 1))
+    for init in model.graph.initializer:
+        out[init.name] = (tuple(init.dims), init.data_type)
+    return out
+
+
+def _shapes(model: onnx.ModelProto) -> dict:
+    inferred = shape_inference.infer_shapes(model, strict_mode=False)
+    out = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        t = vi.type.tensor_type
+        if t.HasField("shape"):
+            dims = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+            if all(isinstance(d, int) and d > 0 for d in dims):
+                out[vi.name] = (tuple(dims), t.elem_type)
+    for init in model.graph.initializer:
+        out[init.name] = (tuple(init.dims), init.data_type)
+    return out
+
+
+def with_fixed_inputs(model: onnx.ModelProto, shapes: dict) -> onnx.ModelProto:
+    """A copy whose graph inputs have the given concrete shapes (free dimensions set)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for inp in m.graph.input:
+        if inp.name in shapes:
+            dims = inp.type.tensor_type.shape.dim
+            for d, v in zip(dims, shapes[inp.name]):
+                d.ClearField("dim_param")
+                d.dim_value = int(v)
+    return m
+
+
+def is_kernel(node, consts: set, shapes: dict) -> bool:
+    """A node that does arithmetic on activations (not a shape computation or a view)."""
+    if node.op_type in ("Constant", "Identity", "Shape", "ConstantOfShape", "Range"):
+        return False
+    acts = [i for i in node.input if i and i not in consts]
+    if not acts:
+        return False  # folded into a constant by the optimizer
+    if node.op_type in SHAPE_OPS:
+        # views and shape arithmetic; a Concat/Transpose/Split/Slice of a real activation moves data
+        if node.op_type in ("Concat", "Transpose", "Split", "Slice", "Gather", "Expand"):
+            out = shapes.get(node.output[0])
+            return bool(out) and int(np.prod(out[0])) >= 64  # small integer tensors are shape arithmetic
+        return False
+    return True
+
+
+def split_kernels(model: onnx.ModelProto, feed: dict | None = None, shapes: dict | None = None) -> list[Kernel]:
+    """The kernels of a model, with shapes read by running it on `feed` (else by static inference, which
+    needs concrete input shapes: see with_fixed_inputs)."""
+    shapes = shapes or (run_shapes(model, feed) if feed is not None else _shapes(model))
+    g = model.graph
+    consts = {i.name for i in g.initializer}
+    for n in g.node:
+        if n.op_type == "Constant":
+            consts.update(n.output)
+    consumers: dict = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    used = set()
+    kernels = []
+    nodes = list(g.node)
+    for n in nodes:
+        if id(n) in used or not is_kernel(n, consts, shapes):
+            continue
+        group = [n]
+        if n.op_type in FUSE_HEADS:
+            cur = n
+            for follow in ("BatchNormalization", "Add", "ACT"):
+                nxt = consumers.get(cur.output[0], [])
+                if len(nxt) != 1:
+                    break
+                cand = nxt[0]
+                ok = (cand.op_type in ACTIVATIONS) if follow == "ACT" else (cand.op_type == follow)
+                if follow == "Add" and ok:  # only a bias add (a constant operand) fuses into the matmul
+                    ok = cur.op_type == "MatMul" and any(i in consts for i in cand.input)
+                if follow == "BatchNormalization" and ok:
+                    ok = cur.op_type == "Conv"
+                if ok:
+                    group.append(cand)
+                    cur = cand
+        for x in group:
+            used.add(id(x))
+        ktype = "+".join(x.op_type for x in group)
+        outs = list(group[-1].output)
+        acts = []
+        for x in group:
+            for i in x.input:
+                if i and i not in consts and all(i not in y.output for y in group) and i not in acts:
+                    acts.append(i)
+        if any(i not in shapes for i in acts) or any(o not in shapes for o in outs[:1]):
+            continue  # shapes unknown: cannot be timed alone (rare after fixing the inputs)
+        k = Kernel(ktype, group, acts, outs)
+        k.features = _features(k, shapes, consts)
+        kernels.append(k)
+    return kernels
+
+
+def _features(k: Kernel, shapes: dict, consts: set) -> dict:
+    head = k.nodes[0]
+    in_shape = shapes[k.inputs[0]][0] if k.inputs else ()
+    out_shape = shapes[k.outputs[0]][0]
+    weights = [i for x in k.nodes for i in x.input if i in consts and i in shapes]
+    weight_elems = int(sum(np.prod(shapes[w][0]) for w in weights))
+    f = {"in_elems": int(sum(np.prod(shapes[i][0]) for i in k.inputs)), "out_elems": int(np.prod(out_shape)),
+         "weight_elems": weight_elems, "n_nodes": len(k.nodes)}
+    attrs = {a.name: helper.get_attribute_value(a) for a in head.attribute}
+    if head.op_type == "Conv" and len(in_shape) == 4 and head.input[1] in shapes:
+        w = shapes[head.input[1]][0]
+        groups = int(attrs.get("group", 1))
+        f.update(c_in=in_shape[1], c_out=out_shape[1], hw=out_shape[2] * out_shape[3], kernel=w[2],
+                 stride=int(attrs.get("strides", [1])[0]), groups=groups,
+                 macs=int(np.prod(out_shape) * (w[1] * w[2] * w[3])))
+    elif head.op_type in ("Gemm", "MatMul"):
+        b_name = head.input[1]
+        b = shapes.get(b_name, ((),))[0]
+        k_dim = in_shape[-1] if in_shape else 0
+        f.update(c_in=k_dim, c_out=out_shape[-1] if out_shape else 0, macs=int(np.prod(out_shape) * k_dim))
+        if b and b_name not in consts:  # activation x activation (attention): both operands are inputs
+            f["weight_elems"] = 0
+    else:
+        f["macs"] = f["out_elems"]
+    return f
+
+
+def kernel_model(k: Kernel, model: onnx.ModelProto, shapes: dict | None = None) -> onnx.ModelProto:
+    """A tiny model holding just the kernel: its activation inputs as graph inputs, its weights (random, of
+    the original shapes and types) as initializers, and the Constant nodes it reads."""
+    shapes = shapes or _shapes(model)
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    const_nodes = {o: n for n in g.node if n.op_type == "Constant" for o in n.output}
+    rng = np.random.default_rng(0)
+    new_inits, new_consts = [], []
+    for x in k.nodes:
+        for i in x.input:
+            if i in inits and all(t.name != i for t in new_inits):
+                arr = numpy_helper.to_array(inits[i])
+                if arr.dtype.kind == "f":
+                    arr = (rng.standard_normal(arr.shape) * 0.1).astype(arr.dtype)
+                new_inits.append(numpy_helper.from_array(arr, i))
+            elif i in const_nodes and const_nodes[i] not in new_consts:
+                new_consts.append(const_nodes[i])
+    ins = [helper.make_tensor_value_info(i, shapes[i][1], list(shapes[i][0])) for i in k.inputs]
+    outs = [helper.make_tensor_value_info(o, shapes[o][1], list(shapes[o][0])) for o in k.outputs[:1]]
+    graph = helper.make_graph(new_consts + list(k.nodes), "kernel", ins, outs, new_inits)
+    m = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+    return m
+
+
+def kernel_file(k: Kernel, model: onnx.ModelProto, folder: Path, shapes: dict | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"k-{hashlib.sha256(k.key.encode()).hexdigest()[:16]}.onnx"
+    if not path.exists():
+        onnx.save(kernel_model(k, model, shapes), str(path))
+    return path

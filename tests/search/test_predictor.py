@@ -1,0 +1,63 @@
+"""The kernel-level latency predictor: graphs split into the kernels the runtime runs, kernels timed alone
+on a real device (the local CPU), a resumable build, and `edgebench predict` on a graph it never saw."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from edgebench.export.onnx import export_onnx
+from edgebench.search.kernels import kernel_model, run_shapes, split_kernels
+
+
+@pytest.fixture(scope="module")
+def cnn_onnx(tmp_path_factory):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2),
+                        nn.Hardswish(), nn.Flatten(), nn.Linear(8 * 7 * 7, 10)).eval()
+    return export_onnx(net, torch.randn(1, 3, 16, 16), tmp_path_factory.mktemp("k") / "cnn.onnx")
+
+
+def test_graph_splits_into_fused_kernels_that_run_alone(cnn_onnx):
+    import onnxruntime as ort
+
+    model = onnx.load(str(cnn_onnx))
+    feed = {"input": np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)}
+    shapes = run_shapes(model, feed)
+    kernels = split_kernels(model, shapes=shapes)
+    assert [k.type for k in kernels] == ["Conv+Relu", "Conv+HardSwish", "Gemm"]  # BN folded by the exporter
+    conv = kernels[0].features
+    assert (conv["c_in"], conv["c_out"], conv["hw"], conv["kernel"], conv["stride"]) == (3, 8, 256, 3, 1)
+    assert conv["macs"] == 8 * 16 * 16 * 3 * 3 * 3
+    assert kernels[1].features["stride"] == 2 and kernels[2].features["macs"] == 10 * 8 * 7 * 7
+    for k in kernels:  # each kernel is a model of its own, with the original shapes
+        tiny = kernel_model(k, model, shapes)
+        sess = ort.InferenceSession(tiny.SerializeToString(), providers=["CPUExecutionProvider"])
+        x = {i.name: np.zeros(shapes[i.name][0], np.float32) for i in sess.get_inputs()}
+        assert sess.run(None, x)[0].shape == shapes[k.outputs[0]][0]
+
+
+def test_predictor_build_resumes_and_predicts_an_unseen_graph(cli, cnn_onnx, tmp_path):
+    pred = tmp_path / "local.json"
+    args = ("predictor", "build", "--device", "local", "--zoo", "4", "--budget-minutes", "3", "--out", pred,
+            "--store", tmp_path / "none.sqlite", "--quiet")
+    p = cli(*args)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(pred.read_text())
+    assert doc["meta"]["device"] == "local" and len(doc["models"]) == 4
+    kernels = {k: v for k, v in doc["kernels"].items() if k != "_empty"}
+    assert len(kernels) >= 10 and all(v["p50_ms"] > 0 and v["n"] >= 60 for v in kernels.values())
+    before = pred.stat().st_mtime_ns
+    again = cli(*args)  # everything measured already: nothing is timed again
+    assert again.returncode == 0 and json.loads(pred.read_text())["kernels"].keys() == doc["kernels"].keys()
+    assert pred.stat().st_mtime_ns >= before
+
+    p = cli("predict", cnn_onnx, "--device", "local", "--predictor", pred, "--json")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["provenance"] == "predicted" and out["kernels"] == 3 and out["predicted_latency_ms"] > 0
+    assert sum(b["count"] for b in out["breakdown"]) == 3
+    missing = cli("predict", cnn_onnx, "--device", "nowhere")
+    assert missing.returncode == 2 and "no predictor at" in missing.stderr
