@@ -238,6 +238,15 @@ def _measure_step(jobs: list, devices, spec: RunSpec, store, run_id: str, done: 
     return skipped
 
 
+def _log_recommendations(records: list, log) -> None:
+    """Per device, the fastest artifact within 1 point of the best accuracy there (reports/recommend.py)."""
+    from edgebench.reports.recommend import recommend
+    from edgebench.reports.render import latest_per_key
+
+    for device, rec in recommend(latest_per_key(records)).items():
+        log(f"recommended on {device}: {rec.pick}: {rec.reason}")
+
+
 def run_pipeline(cfg: RunConfig, fresh: bool = False, progress: bool = True, log=print) -> RunResult:
     """train -> export -> measure -> report, resumable (see the module docstring)."""
     from edgebench.devices.registry import get_device
@@ -268,6 +277,7 @@ def run_pipeline(cfg: RunConfig, fresh: bool = False, progress: bool = True, log
         skipped = _measure_step(jobs, devices, spec, store, run_id, done, log, progress)
         records = store.query(run_id=run_id)
         report_dir = write_report(records, out / "report", title=f"edgebench report: {cfg.name} ({run_id})")
+        _log_recommendations(records, log)
         store.finish_run(run_id)
     return RunResult(run_id=run_id, resumed=resumed, report_dir=report_dir, records=records, skipped=skipped,
                      wall_s=time.perf_counter() - t_start, train_metrics=train_metrics)

@@ -19,7 +19,7 @@ from edgebench.reports.record import Record
 
 CSV_COLUMNS = [
     "name", "dataset", "onnx_encoding", "accuracy",
-    "device", "format", "precision", "status",
+    "device", "format", "precision", "graph", "status",
     "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "latency_std_ms",
     "latency_min_ms", "latency_max_ms", "latency_cv", "latency_n", "latency_provenance",
     "load_ms", "first_inference_ms", "peak_rss_mb",
@@ -41,16 +41,41 @@ def latest_per_key(records: list[Record]) -> list[Record]:
     return list(best.values())
 
 
+def graph_of(r: Record) -> str:
+    """'window' (one call per window), 'step' (a step model, one call per sample) or 'stream' (the same step
+    file timed per streamed window of T calls)."""
+    return r.extra.get("graph", "window") if isinstance(r.extra, dict) else "window"
+
+
+def stream_rows(records: list[Record]) -> list[dict]:
+    """Step, streamed-window and window-model figures side by side, per model, format, precision and device."""
+    rows: dict = {}
+    for r in records:
+        if r.status != "ok":
+            continue
+        key = (r.model, r.format, r.precision, r.device)
+        row = rows.setdefault(key, {"model": r.model, "format": r.format, "precision": r.precision,
+                                    "device": r.device})
+        g = graph_of(r)
+        row[f"{g}_p50_ms"] = (r.latency_ms or {}).get("p50")
+        row[f"{g}_accuracy"] = r.accuracy
+        row[f"{g}_size_bytes"] = r.size_bytes
+        row[f"{g}_provenance"] = r.latency_provenance
+        if "instructions_per_inference" in r.extra:
+            row[f"{g}_instructions"] = r.extra["instructions_per_inference"]
+    return [v for v in rows.values() if "step_p50_ms" in v or "stream_p50_ms" in v]
+
+
 def compare_to_float(records: list[Record]) -> dict[str, dict]:
     """For each quantized record: accuracy delta, p50 latency ratio and top-1 agreement against the fp32
     artifact of the same model and format on the same device, in the same run."""
-    twins = {(r.run_id, r.model, r.format, r.device): r for r in records
+    twins = {(r.run_id, r.model, r.format, r.device, graph_of(r)): r for r in records
              if r.precision == "fp32" and r.status == "ok"}
     out = {}
     for r in records:
         if r.precision == "fp32" or r.status != "ok":
             continue
-        t = twins.get((r.run_id, r.model, r.format, r.device))
+        t = twins.get((r.run_id, r.model, r.format, r.device, graph_of(r)))
         if t is None:
             continue
         row = {"twin": t.name}
@@ -69,7 +94,7 @@ def csv_row(r: Record, cmp: dict) -> dict:
     c = cmp.get(r.record_id, {})
     return {
         "name": r.name, "dataset": r.dataset, "onnx_encoding": fold_blocks(r.onnx_encoding), "accuracy": r.accuracy,
-        "device": r.device, "format": r.format, "precision": r.precision, "status": r.status,
+        "device": r.device, "format": r.format, "precision": r.precision, "graph": graph_of(r), "status": r.status,
         **{f"latency_{k}_ms": lat.get(k) for k in ("p50", "p90", "p99", "mean", "std", "min", "max")},
         "latency_cv": lat.get("cv"), "latency_n": lat.get("n"), "latency_provenance": r.latency_provenance,
         "load_ms": r.load_ms, "first_inference_ms": r.first_inference_ms, "peak_rss_mb": r.peak_rss_mb,
@@ -274,6 +299,8 @@ MACs (batch 1): {html.escape('; '.join(macs_defs)) or '–'}.</p>
 <th>guest instructions / inference</th><th>estimated latency ms</th><th>latency provenance</th><th>inputs fed</th>
 <th>status</th></tr>
 {''.join(rows)}</table>
+{stream_html(records)}
+{recommend_html(records)}
 <h2>Plots</h2>
 {''.join(plots) or '<p>No successful measurements to plot.</p>'}
 {'<h2>Operator profiles</h2>' + ''.join(profiles) if profiles else ''}
@@ -281,6 +308,47 @@ MACs (batch 1): {html.escape('; '.join(macs_defs)) or '–'}.</p>
 <h2>Graph encodings</h2>{encodings}
 </body></html>
 """
+
+
+def stream_html(records: list[Record]) -> str:
+    rows = stream_rows(records)
+    if not rows:
+        return ""
+    body = "".join(
+        "<tr><td>{m}</td><td>{d}</td><td>{f}</td><td>{p}</td><td>{s}</td><td>{i}</td><td>{w}</td><td>{wm}</td>"
+        "<td>{sa}</td><td>{wa}</td><td>{ssz}</td><td>{wsz}</td><td>{prov}</td></tr>".format(
+            m=html.escape(r["model"]), d=html.escape(r["device"]), f=r["format"], p=r["precision"],
+            s=_fmt(r.get("step_p50_ms")), i=_fmt(r.get("step_instructions"), "{:,.0f}"),
+            w=_fmt(r.get("stream_p50_ms")), wm=_fmt(r.get("window_p50_ms")),
+            sa=_fmt(None if r.get("stream_accuracy") is None else 100 * r["stream_accuracy"], "{:.2f}%"),
+            wa=_fmt(None if r.get("window_accuracy") is None else 100 * r["window_accuracy"], "{:.2f}%"),
+            ssz=_fmt(r.get("step_size_bytes") or r.get("stream_size_bytes"), "{:,}"),
+            wsz=_fmt(r.get("window_size_bytes"), "{:,}"),
+            prov=html.escape(r.get("step_provenance") or r.get("stream_provenance") or ""))
+        for r in sorted(rows, key=lambda r: (r["device"], r["model"], r["format"], r["precision"])))
+    return ("<h2>Streaming: step model vs window model</h2><p class='note'>Step p50: one call of the step model "
+            "(one sample in, state carried). Streamed window p50: the window's T calls from rest, call overhead "
+            "included. Window model p50: the unrolled window model, one call. Streamed accuracy: eval windows "
+            "streamed through the step file on the device.</p><table><tr><th>model</th><th>device</th>"
+            "<th>format</th><th>precision</th><th>step p50 ms</th><th>guest instructions / step</th>"
+            "<th>streamed window p50 ms</th><th>window model p50 ms</th><th>streamed accuracy</th>"
+            "<th>window model accuracy</th><th>step file bytes</th><th>window file bytes</th><th>latency "
+            f"provenance</th></tr>{body}</table>")
+
+
+def recommend_html(records: list[Record]) -> str:
+    from edgebench.reports.recommend import recommend
+
+    recs = recommend(records)
+    if not recs:
+        return ""
+    parts = ["<h2>Recommendation per device</h2>"]
+    for device, rec in recs.items():
+        lost = "".join(f"<li>{html.escape(n)}: {html.escape(why)}</li>" for n, why in rec.others)
+        parts.append(f"<h3>{html.escape(device)}: deploy <code>{html.escape(rec.pick)}</code></h3>"
+                     f"<p class='note'>{html.escape(rec.reason)}.</p><details><summary>why the others lost "
+                     f"({len(rec.others)})</summary><ul class='note'>{lost}</ul></details>")
+    return "".join(parts)
 
 
 def write_report(records: list[Record], out_dir: str | Path, title: str = "edgebench report") -> Path:
@@ -301,6 +369,10 @@ def write_report(records: list[Record], out_dir: str | Path, title: str = "edgeb
         d = r.to_dict()
         d["compared_to_fp32"] = cmp.get(r.record_id)
         docs.append(d)
+    from edgebench.reports.recommend import recommend
+
+    (out_dir / "recommendation.json").write_text(json.dumps(
+        {dev: rec.__dict__ for dev, rec in recommend(records).items()}, indent=1, default=str))
     (out_dir / "records.json").write_text(json.dumps(docs, indent=1, default=str))
     write_onnx_with_metadata(records, out_dir)
     (out_dir / "report.html").write_text(render_html(records, cmp, title))
