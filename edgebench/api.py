@@ -175,18 +175,11 @@ def report(records_or_run_id, out: str | Path = "out/report", store: str | Path 
            title: str | None = None) -> Path:
     """Write an ONNX-Bench-style report folder for records (a list) or a run id in the store."""
     from edgebench.reports.render import write_report
-    from edgebench.reports.store import DEFAULT_STORE, Store
+    from edgebench.reports.store import run_records
 
     if isinstance(records_or_run_id, str):
-        run_id = records_or_run_id
-        store = Path(store) if store else DEFAULT_STORE
-        if not store.exists():
-            raise EdgebenchError(f"result store not found: {store}")
-        with Store(store) as s:
-            records = s.query(run_id=run_id)
-        if not records:
-            raise EdgebenchError(f"no records for run '{run_id}' in {store} (see `edgebench report --list`)")
-        title = title or f"edgebench report: {run_id}"
+        records = run_records(records_or_run_id, store)
+        title = title or f"edgebench report: {records_or_run_id}"
     else:
         records = list(records_or_run_id)
         if not records:

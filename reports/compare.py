@@ -43,7 +43,7 @@ class Verdict:
 def load_records(source: str, store: Path | None = None) -> list[Record]:
     """A report folder (records.json), a store file (its newest run) or a run id in `store`."""
     from edgebench.reports.render import latest_per_key
-    from edgebench.reports.store import DEFAULT_STORE, Store
+    from edgebench.reports.store import DEFAULT_STORE, Store, run_records
 
     path = Path(source)
     if path.is_dir():
@@ -58,14 +58,10 @@ def load_records(source: str, store: Path | None = None) -> list[Record]:
         if not records:
             raise EdgebenchError(f"store {path} has no records")
         return latest_per_key(records)
-    store = Path(store) if store else DEFAULT_STORE
-    if not store.exists():
-        raise EdgebenchError(f"'{source}' is neither a report folder, a store file nor a run id in {store}")
-    with Store(store) as s:
-        records = s.query(run_id=source)
-    if not records:
-        raise EdgebenchError(f"no records for run '{source}' in {store} (see `edgebench report --list`)")
-    return latest_per_key(records)
+    if not Path(store or DEFAULT_STORE).exists():
+        raise EdgebenchError(f"'{source}' is neither a report folder, a store file nor a run id in "
+                             f"{store or DEFAULT_STORE}")
+    return latest_per_key(run_records(source, store))
 
 
 def _key(r: Record) -> tuple:

@@ -110,3 +110,15 @@ class Store:
                 args.append(val)
         sql += " ORDER BY created_at"
         return [Record.from_dict(json.loads(row[0])) for row in self.conn.execute(sql, args).fetchall()]
+
+
+def run_records(run_id: str, store: str | Path | None = None) -> list[Record]:
+    """Every record of one run in a store; a missing store or an unknown run is one line."""
+    store = Path(store) if store else DEFAULT_STORE
+    if not store.exists():
+        raise EdgebenchError(f"result store not found: {store} (run `edgebench run` or `edgebench bench` first)")
+    with Store(store) as s:
+        records = s.query(run_id=run_id)
+    if not records:
+        raise EdgebenchError(f"no records for run '{run_id}' in {store} (see `edgebench report --list`)")
+    return records
