@@ -46,7 +46,8 @@ class SearchConfig:
                 "largest), so one list serves devices of any speed"})
     budgets_ms: dict = field(default_factory=dict, metadata={
         "help": "absolute budgets per device, e.g. {local = [0.5, 1.0]}; replace the fractions for that device"})
-    pareto: bool = field(default=True, metadata={"help": "NSGA-II front of predicted accuracy vs latency for the report"})
+    pareto: bool = field(default=True, metadata={
+        "help": "NSGA-II front of predicted accuracy vs latency for the report"})
     pareto_population: int = field(default=50, metadata={"help": "NSGA-II population", "min": 4})
     pareto_generations: int = field(default=50, metadata={"help": "NSGA-II generations", "min": 1})
     population: int = field(default=100, metadata={"help": "evolution population", "min": 4})
@@ -102,7 +103,8 @@ def parse(doc: dict, source: Path) -> OFAJob:
     where = str(source)
     unknown = sorted(set(doc) - TOP_LEVEL)
     if unknown:
-        raise EdgebenchError(f"{where}: unknown top-level key(s) {', '.join(unknown)} (known: {', '.join(sorted(TOP_LEVEL))})")
+        raise EdgebenchError(f"{where}: unknown top-level key(s) {', '.join(unknown)} "
+                             f"(known: {', '.join(sorted(TOP_LEVEL))})")
     if not isinstance(doc.get("name"), str) or not doc["name"]:
         raise EdgebenchError(f"{where}: needs a top-level name = \"...\"")
     model = build_strict(OFASpec, doc.get("model", {}), f"{where}: [model]")
@@ -122,7 +124,8 @@ def parse(doc: dict, source: Path) -> OFAJob:
     name = doc["name"]
     digest = hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return OFAJob(
-        name=name, out=Path(doc.get("out_dir") or f"out/{name}"), store=Path(doc.get("store") or "out/edgebench.sqlite"),
+        name=name, out=Path(doc.get("out_dir") or f"out/{name}"),
+        store=Path(doc.get("store") or "out/edgebench.sqlite"),
         data=build_strict(DataConfig, doc.get("data", {}), f"{where}: [data]"), model=model,
         train=build_strict(ShrinkConfig, doc.get("train", {}), f"{where}: [train]"),
         predictor=build_strict(PredictorConfig, doc.get("predictor", {}), f"{where}: [predictor]"),
@@ -304,7 +307,8 @@ def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log
     net, metrics, predictor, ckpt = _supernet(job, ds, x_val, y_val, fresh, progress, log)
     space = OFASpace(job.model)
     evo = EvolutionConfig(population=job.search.population, generations=job.search.generations, seed=job.search.seed)
-    spec = RunSpec(runs=job.bench.runs, warmup=job.bench.warmup, threads=job.bench.threads, timeout_s=job.bench.timeout_s)
+    spec = RunSpec(runs=job.bench.runs, warmup=job.bench.warmup, threads=job.bench.threads,
+                   timeout_s=job.bench.timeout_s)
     lut_cfg = dataclasses.replace(job.lut, threads=job.bench.threads)
     pages: dict = {}
     with Store(job.store) as store, tempfile.TemporaryDirectory(prefix="edgebench-ofa-") as tmp:
@@ -337,9 +341,10 @@ def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log
                             skipped += 1
                             continue
                         try:
-                            a, trained = export_subnet(net, arch, ds, Format(fmt), Precision(prec), job.out / "artifacts",
-                                                       name, job.train.bn_calib_images, job.export.opset,
-                                                       job.export.atol, limit, fp32_onnx, fp32_tflite)
+                            a, trained = export_subnet(net, arch, ds, Format(fmt), Precision(prec),
+                                                       job.out / "artifacts", name, job.train.bn_calib_images,
+                                                       job.export.opset, job.export.atol, limit, fp32_onnx,
+                                                       fp32_tflite)
                         except ExportError as exc:
                             log(f"  export of {aname} failed: {exc}")
                             store.append(Record(run_id=run_id, name=aname, model=name, dataset=ds.name,

@@ -10,7 +10,7 @@ import torch
 
 from edgebench.train.fashion import load_fashion_splits, read_idx
 from edgebench.train.ofa import (OFASpec, OFASupernet, ShrinkConfig, evaluate, extract_subnet, load_supernet,
-                                 recalibrate_bn, resize, save_supernet, train_supernet)
+                                 resize, save_supernet, train_supernet)
 from edgebench.types import EdgebenchError
 
 TINY = OFASpec(stem_width=8, widths=(8, 16), strides=(2, 2), se=(False, True), hswish=(False, True),
