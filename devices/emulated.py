@@ -27,9 +27,12 @@ What the figures are -- read this before using any of them:
   the loop gives the markers' own cost (about 7,000 instructions), which is subtracted; the median over
   the measured inferences is reported, with min/max. Startup, imports, loading, warm-up and eval are
   outside the markers (extra["instructions_total_process"] has the whole process for reference).
-- extra["estimated_latency_ms"] = instructions / (ipc * clock) is ESTIMATED (extra["estimated_provenance"]),
-  only as good as the `ipc` figure: calibrate it once against a real board (calibrate_ipc) before
-  quoting it.
+- extra["estimated_latency_ms"] is ESTIMATED (extra["estimated_provenance"]): the latency a real board would
+  show. With a calibration (devices/calibration.py: cycles per instruction per instruction class, fitted on
+  published board latencies) it carries extra["estimate_band"], the p90 relative error under
+  cross-validation, and extra["estimate_calibration"] says what it was fitted on. Without one (or for a
+  runtime the calibration was not fitted for) it is instructions / (ipc * clock), estimate_calibrated =
+  False and no band: refit with `edgebench devices calibrate`.
 - accuracy is computed on the host from the argmax the ARM runtime produced on the bundled eval data.
 """
 from __future__ import annotations
@@ -71,6 +74,11 @@ class EmulatedConfig:
         "Cortex-A72 running a mix of NEON kernels (which reach about 1.5) and interpreter/dispatch code "
         "(below 1). Calibrate on a real board: calibrate_ipc(instructions_per_inference, measured p50 ms, "
         "clock_ghz)")})
+    calibration: str = field(default="", metadata={"help": (
+        "cost-model file (devices/calibration.py) turning instruction classes into board latency with a "
+        "cross-validated error band. Empty: the user's refit ~/.config/edgebench/calibrations/NAME.json if "
+        "present, else the packaged devices/data/NAME.calibration.json; 'none': no calibration (the ipc "
+        "estimate, marked uncalibrated)")})
     count_instructions: bool = field(default=True, metadata={"help": "load the instruction-count plugin"})
     max_runs: int = field(default=20, metadata={"min": 1, "help": "cap on measured runs: emulated wall time is no "
                                                         "latency, and the counts are exact after a few"})
@@ -87,6 +95,23 @@ def estimate_latency_ms(instructions: float, ipc: float, clock_ghz: float) -> fl
 def calibrate_ipc(instructions_per_inference: float, measured_latency_ms: float, clock_ghz: float) -> float:
     """The ipc that makes the estimate match a latency measured on a real board (same model, one thread)."""
     return instructions_per_inference / (measured_latency_ms / 1e3 * clock_ghz * 1e9)
+
+
+USER_CALIBRATIONS = Path("~/.config/edgebench/calibrations").expanduser()
+
+
+def calibration_path(config: EmulatedConfig) -> Path | None:
+    """The calibration file this device uses, or None (uncalibrated)."""
+    from edgebench.devices.calibration import default_calibration_path
+
+    if config.calibration == "none":
+        return None
+    if config.calibration:
+        return Path(config.calibration).expanduser()
+    for candidate in (USER_CALIBRATIONS / f"{config.name}.json", default_calibration_path(config.name)):
+        if candidate.exists():
+            return candidate
+    return None
 
 
 def build_plugin(cache_dir: Path) -> Path:
@@ -119,7 +144,7 @@ def instructions_from_counts(counts: dict) -> dict:
     overhead = regions[0]  # the empty region the runner opens first: the markers' own cost
     per = [max(r - overhead, 0) for r in regions[1:]]
     med = statistics.median(per)
-    return {
+    out = {
         "instructions_per_inference": int(med),
         "instructions_min": int(min(per)),
         "instructions_max": int(max(per)),
@@ -128,6 +153,15 @@ def instructions_from_counts(counts: dict) -> dict:
         "instructions_total_process": int(counts.get("total", 0)),
         "instructions_regions": len(per),
     }
+    by_region = counts.get("region_classes") or []
+    names = counts.get("classes") or []
+    if len(by_region) == len(regions) and names:
+        # the class split of the inference whose total is the median (so the classes add up to it), minus
+        # the markers' own split
+        i = 1 + sorted(range(len(per)), key=per.__getitem__)[(len(per) - 1) // 2]
+        out["instructions_by_class"] = {name: max(int(by_region[i][k]) - int(by_region[0][k]), 0)
+                                        for k, name in enumerate(names)}
+    return out
 
 
 class EmulatedDevice(Device):
@@ -297,10 +331,42 @@ class EmulatedDevice(Device):
             m.extra["instructions_note"] = ("threads > 1: counts include spin-waiting worker threads; "
                                             "not repeatable, no latency estimate")
             return
-        m.extra.update({
+        m.extra.update(self.estimate(figures, m.runtime))
+
+    def _calibration(self):
+        from edgebench.devices.calibration import load_calibration
+
+        path = calibration_path(self.config)
+        return load_calibration(path) if path is not None else None
+
+    def estimate(self, figures: dict, runtime: str) -> dict:
+        """The latency a real board would show for one inference with these counted instructions: by the
+        calibrated cost model with its cross-validated band when one fits this runtime and CPU, else by the
+        plain ipc x clock formula, marked uncalibrated and without a band."""
+        cal = self._calibration()
+        by_class = figures.get("instructions_by_class")
+        out = {"estimated_provenance": Provenance.ESTIMATED.value}
+        if cal is not None and by_class and cal.runtime == runtime and cal.cpu == self.config.cpu:
+            out.update({
+                "estimated_latency_ms": cal.estimate_ms(by_class),
+                "estimate_band": cal.band,  # relative: the estimate is ± this, p90 under cross-validation
+                "estimate_calibrated": True,
+                "estimate_clock_ghz": cal.clock_ghz,
+                "estimate_calibration": {"file": cal.path, "grouping": cal.grouping, "cpi": cal.cpi,
+                                         "band_basis": cal.band_basis, "fitted_on": cal.fitted_on},
+            })
+            return out
+        why = ("no calibration file for this device" if cal is None else
+               "the instruction classes are missing" if not by_class else
+               f"the calibration is for {cal.runtime} on {cal.cpu}, this run is {runtime} on {self.config.cpu}")
+        out.update({
             "estimated_latency_ms": estimate_latency_ms(figures["instructions_per_inference"],
                                                         self.config.ipc, self.config.clock_ghz),
-            "estimated_provenance": Provenance.ESTIMATED.value,
+            "estimate_band": None,
+            "estimate_calibrated": False,
             "estimate_ipc": self.config.ipc,
             "estimate_clock_ghz": self.config.clock_ghz,
+            "estimate_note": f"uncalibrated ({why}): instructions / (ipc {self.config.ipc:g} x "
+                             f"{self.config.clock_ghz:g} GHz), error unknown",
         })
+        return out

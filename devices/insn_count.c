@@ -17,8 +17,20 @@
  * lseek(-1, MAGIC_START/MAGIC_END, 0), which returns EBADF on any kernel. On MAGIC_START the counter
  * is remembered; on MAGIC_END the difference is appended to the region list. Regions do not nest.
  *
+ * Classes: every instruction is also counted in one class, decided once at translation from its A64
+ * encoding (the top-level op0 field, bits 28:25, and bit 26 for loads/stores), so the latency estimate
+ * can give each class its own cost (devices/calibration.py):
+ *   simd      x111: scalar floating point and Advanced SIMD data processing (the NEON kernels' arithmetic)
+ *   simd_ldst x1x0 with bit 26 set: loads/stores of SIMD&FP registers (kernels streaming weights/activations)
+ *   ldst      x1x0 with bit 26 clear: general-register loads/stores (interpreter, dispatch, Python)
+ *   branch    101x: branches, exception generation, system instructions
+ *   int       100x and x101: integer data processing (immediate and register)
+ *   other     0000-0011: reserved, SME, SVE (none on a Cortex-A72)
+ * The classes add up to the total exactly.
+ *
  * At exit the plugin writes one JSON document to `out`:
- *   {"total": N, "regions": [n0, n1, ...], "unclosed": 0|1}
+ *   {"total": N, "unclosed": 0|1, "regions": [n0, n1, ...],
+ *    "classes": ["simd", ...], "class_totals": [...], "region_classes": [[...], ...]}
  *
  * No QEMU header package exists in Debian bookworm, so the few declarations used are written out
  * below, copied in meaning from QEMU 7.2's include/qemu/qemu-plugin.h (API version 1).
@@ -52,6 +64,10 @@ void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id, qemu_plugin_udata_cb_t 
 void qemu_plugin_register_vcpu_tb_exec_inline(struct qemu_plugin_tb *tb, enum qemu_plugin_op op, void *ptr,
                                               uint64_t imm);
 size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *tb);
+struct qemu_plugin_insn;
+struct qemu_plugin_insn *qemu_plugin_tb_get_insn(const struct qemu_plugin_tb *tb, size_t idx);
+const void *qemu_plugin_insn_data(const struct qemu_plugin_insn *insn);
+size_t qemu_plugin_insn_size(const struct qemu_plugin_insn *insn);
 /* ---- end of QEMU declarations ---- */
 
 QEMU_PLUGIN_EXPORT int qemu_plugin_version = 1;
@@ -60,26 +76,73 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_version = 1;
 #define MAGIC_START 0x4544474542530001ULL /* "EDGEBS" + 1 */
 #define MAGIC_END 0x4544474542530002ULL
 
+enum { C_SIMD, C_SIMD_LDST, C_LDST, C_BRANCH, C_INT, C_OTHER, N_CLASSES };
+static const char *class_names[N_CLASSES] = {"simd", "simd_ldst", "ldst", "branch", "int", "other"};
+
 static uint64_t total;
-static uint64_t region_start;
+static uint64_t class_total[N_CLASSES];
+static uint64_t region_start, region_class_start[N_CLASSES];
 static bool in_region;
-static uint64_t *regions;
+static uint64_t *regions;       /* n_regions totals */
+static uint64_t *region_classes; /* n_regions x N_CLASSES */
 static size_t n_regions, cap_regions;
+
+/* one translated block's counts, for the atomic callback (allocated per translation, never freed: blocks
+   are translated once and the process is short-lived) */
+struct tb_counts {
+    uint64_t n;
+    uint64_t by_class[N_CLASSES];
+};
+
+static int insn_class(uint32_t w)
+{
+    uint32_t op0 = (w >> 25) & 0xF;
+    if ((op0 & 0x7) == 0x7)
+        return C_SIMD;
+    if ((op0 & 0x5) == 0x4)
+        return (w >> 26) & 1 ? C_SIMD_LDST : C_LDST;
+    if ((op0 & 0xE) == 0xA)
+        return C_BRANCH;
+    if ((op0 & 0xE) == 0x8 || (op0 & 0x7) == 0x5)
+        return C_INT;
+    return C_OTHER;
+}
 static char out_path[4096];
 static bool atomic_mode; /* mode=atomic: a callback per block with an atomic add (any thread count) */
 
 static void tb_exec(unsigned int vcpu_index, void *udata)
 {
-    __atomic_fetch_add(&total, (uint64_t)(uintptr_t)udata, __ATOMIC_RELAXED);
+    const struct tb_counts *c = udata;
+    for (int k = 0; k < N_CLASSES; k++)
+        if (c->by_class[k])
+            __atomic_fetch_add(&class_total[k], c->by_class[k], __ATOMIC_RELAXED);
+    __atomic_fetch_add(&total, c->n, __ATOMIC_RELAXED);
 }
 
 static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 {
     size_t n = qemu_plugin_tb_n_insns(tb);
-    if (atomic_mode)
-        qemu_plugin_register_vcpu_tb_exec_cb(tb, tb_exec, QEMU_PLUGIN_CB_NO_REGS, (void *)(uintptr_t)n);
-    else
-        qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &total, n);
+    uint64_t by_class[N_CLASSES] = {0};
+    for (size_t i = 0; i < n; i++) {
+        const struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
+        uint32_t w = 0;
+        if (qemu_plugin_insn_size(insn) == 4)
+            memcpy(&w, qemu_plugin_insn_data(insn), 4); /* aarch64 guests run little-endian here */
+        by_class[insn_class(w)]++;
+    }
+    if (atomic_mode) {
+        struct tb_counts *c = malloc(sizeof(*c));
+        if (c == NULL)
+            return;
+        c->n = n;
+        memcpy(c->by_class, by_class, sizeof(by_class));
+        qemu_plugin_register_vcpu_tb_exec_cb(tb, tb_exec, QEMU_PLUGIN_CB_NO_REGS, c);
+        return;
+    }
+    qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &total, n);
+    for (int k = 0; k < N_CLASSES; k++)
+        if (by_class[k])
+            qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &class_total[k], by_class[k]);
 }
 
 static void on_syscall(qemu_plugin_id_t id, unsigned int vcpu_index, int64_t num, uint64_t a1, uint64_t a2,
@@ -90,6 +153,8 @@ static void on_syscall(qemu_plugin_id_t id, unsigned int vcpu_index, int64_t num
     uint64_t now = __atomic_load_n(&total, __ATOMIC_RELAXED);
     if (a2 == MAGIC_START) {
         region_start = now;
+        for (int k = 0; k < N_CLASSES; k++)
+            region_class_start[k] = __atomic_load_n(&class_total[k], __ATOMIC_RELAXED);
         in_region = true;
     } else if (a2 == MAGIC_END && in_region) {
         if (n_regions == cap_regions) {
@@ -98,8 +163,15 @@ static void on_syscall(qemu_plugin_id_t id, unsigned int vcpu_index, int64_t num
             if (grown == NULL)
                 return;
             regions = grown;
+            uint64_t *grown_c = realloc(region_classes, cap * N_CLASSES * sizeof(*region_classes));
+            if (grown_c == NULL)
+                return;
+            region_classes = grown_c;
             cap_regions = cap;
         }
+        for (int k = 0; k < N_CLASSES; k++)
+            region_classes[n_regions * N_CLASSES + k] =
+                __atomic_load_n(&class_total[k], __ATOMIC_RELAXED) - region_class_start[k];
         regions[n_regions++] = now - region_start;
         in_region = false;
     }
@@ -113,6 +185,19 @@ static void plugin_exit(qemu_plugin_id_t id, void *userdata)
     fprintf(f, "{\"total\": %" PRIu64 ", \"unclosed\": %d, \"regions\": [", total, in_region ? 1 : 0);
     for (size_t i = 0; i < n_regions; i++)
         fprintf(f, "%s%" PRIu64, i ? ", " : "", regions[i]);
+    fprintf(f, "], \"classes\": [");
+    for (int k = 0; k < N_CLASSES; k++)
+        fprintf(f, "%s\"%s\"", k ? ", " : "", class_names[k]);
+    fprintf(f, "], \"class_totals\": [");
+    for (int k = 0; k < N_CLASSES; k++)
+        fprintf(f, "%s%" PRIu64, k ? ", " : "", class_total[k]);
+    fprintf(f, "], \"region_classes\": [");
+    for (size_t i = 0; i < n_regions; i++) {
+        fprintf(f, "%s[", i ? ", " : "");
+        for (int k = 0; k < N_CLASSES; k++)
+            fprintf(f, "%s%" PRIu64, k ? ", " : "", region_classes[i * N_CLASSES + k]);
+        fprintf(f, "]");
+    }
     fprintf(f, "]}\n");
     if (f != stderr)
         fclose(f);

@@ -69,12 +69,19 @@ def _records_table(records, title: str) -> Table:
     for r in records:
         lat = r.latency_ms or {}
         c = cmp.get(r.record_id, {})
+        p50, p99, cv, prov = _fmt(lat.get("p50")), _fmt(lat.get("p99")), _fmt(lat.get("cv"), "{:.1%}"), r.latency_provenance
+        if r.device_kind == "emulated":  # the estimate of the board's latency, its band and what it rests on
+            from edgebench.reports.record import format_estimate
+
+            p50, p99, cv = format_estimate(r.latency_ms), "–", "–"
+            prov = ("estimated, " + (Path(lat["calibration"]).name if lat.get("calibration") else "uncalibrated")
+                    if lat else "no estimate (emulated wall time only)")
         t.add_row(
             r.name, r.device, _fmt(None if r.accuracy is None else 100 * r.accuracy, "{:.2f}%"),
             _fmt(None if "accuracy_delta" not in c else 100 * c["accuracy_delta"], "{:+.2f}pp"),
-            _fmt(lat.get("p50")), _fmt(lat.get("p99")), _fmt(lat.get("cv"), "{:.1%}"),
+            p50, p99, cv,
             _fmt(c.get("latency_ratio"), "{:.2f}x"), _fmt(r.macs, "{:,}"), _fmt(r.size_bytes, "{:,}"),
-            r.latency_provenance, "ok" if r.status == "ok" else f"failed: {r.error}"[:60])
+            prov, "ok" if r.status == "ok" else f"failed: {r.error}"[:60])
     return t
 
 
@@ -477,6 +484,9 @@ def devices_setup(name: str = typer.Argument(..., help="Device name"),
     dev = get_device(name, devices_file)
     dev.setup()
     out.print(f"{name}: ready")
+
+
+devices_app.command("calibrate")(__import__("edgebench.devices.calibrate_cli", fromlist=["calibrate"]).calibrate)
 
 
 def main() -> None:

@@ -1,0 +1,123 @@
+"""How well the emulated Raspberry Pi 4 predicts a real Pi 4's latency, against published figures.
+
+For every entry of the reference set (devices/data/pi4_reference.json: published Pi 4 latencies, each with
+its source), this script rebuilds the architecture in PyTorch with random weights
+(edgebench.devices.reference_models), exports it through edgebench's TFLite path, and counts the guest
+instructions of one inference on `pi4-emulated`, split by instruction class (devices/insn_count.c). Counts
+are cached in --counts (seeded from the shipped devices/data/pi4_counts.json); --recount redoes them.
+
+It then compares, never on the data a number was fitted on:
+  ipc=1.0        the old placeholder: instructions / (1.0 x 1.5 GHz), nothing fitted
+  one-ipc        one fitted cycles-per-instruction for all instructions
+  kernel-scalar  cycles per instruction for NEON/FP work (arithmetic + SIMD loads/stores) and for the rest
+  five-class     one per plugin class
+under leave-one-source-out and leave-one-model-out cross-validation: median and 90th percentile of
+|estimate - published| / published, and Spearman's rank correlation. The last lines are the summary.
+
+Run: python benchmarks/pi4_estimate.py [--only KEY_SUBSTRING] [--recount] [--write-calibration]
+Counting all entries under emulation takes about 30-40 minutes on 2 cores (runs under `nice`).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from edgebench.devices import calibration as cal
+from edgebench.devices.emulated import estimate_latency_ms
+from edgebench.devices.registry import get_device
+
+CLOCK_GHZ = 1.5  # Raspberry Pi 4 Model B (BCM2711 rev B0, as in the MLPerf system description)
+
+
+def count_missing(reference: dict, counts: dict, counts_path: Path, only: str, recount: bool) -> None:
+    todo = sorted((e for e in reference["entries"] if only in e["key"]
+                   and (recount or cal.entry_signature(e) not in counts)),
+                  key=lambda e: e["latency_ms"])  # cheapest first: an interrupted run still covers many
+    if not todo:
+        return
+    device = get_device("pi4-emulated")
+    device.setup()
+    with tempfile.TemporaryDirectory(prefix="pi4-estimate-") as tmp:
+        for i, e in enumerate(todo, 1):
+            t0 = time.perf_counter()
+            try:
+                c = cal.count_entry(e, device, Path(tmp) / f"e{i}")
+            except Exception as exc:  # one failed model must not lose the others' counts
+                print(f"[{i}/{len(todo)}] {e['key']}: FAILED {exc}", flush=True)
+                continue
+            counts[c["signature"]] = c
+            cal.save_counts(counts, counts_path)
+            print(f"[{i}/{len(todo)}] {e['key']}: {c['instructions']:,} instructions "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+
+
+def fmt(stats: dict) -> str:
+    return (f"median {stats['median_abs_error']:6.1%}  p90 {stats['p90_abs_error']:6.1%}  "
+            f"Spearman {stats['spearman']:.3f}  (n={stats['n']})")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reference", default=str(cal.REFERENCE_FILE))
+    ap.add_argument("--counts", default="out/pi4_estimate/counts.json")
+    ap.add_argument("--only", default="", help="count only entries whose key contains this")
+    ap.add_argument("--recount", action="store_true")
+    ap.add_argument("--write-calibration", default="",
+                    help="also write the kernel-scalar calibration fitted on all counted entries to this file")
+    args = ap.parse_args()
+    if hasattr(os, "nice"):
+        os.nice(10)  # a shared machine: emulation runs in the background of others' work
+    reference = cal.load_reference(args.reference)
+    counts_path = Path(args.counts)
+    counts = cal.load_counts(counts_path) if counts_path.exists() else cal.load_counts()
+    count_missing(reference, counts, counts_path, args.only, args.recount)
+    rows, missing = cal.joined_rows(reference, counts)
+    if missing:
+        print(f"no counts for {len(missing)} entries: {', '.join(missing)}")
+    if len(rows) < 3:
+        print("fewer than 3 counted entries: nothing to evaluate")
+        return 1
+    published = [r["latency_ms"] for r in rows]
+    sources = sorted({r["source"] for r in rows})
+
+    print(f"\n{'entry':58s} {'published':>10s} {'ipc=1.0':>9s} {'instr':>13s} {'kernel%':>8s}")
+    base = [estimate_latency_ms(r["instructions"], 1.0, CLOCK_GHZ) for r in rows]
+    for r, b in zip(rows, base):
+        kernel = (r["by_class"].get("simd", 0) + r["by_class"].get("simd_ldst", 0)) / max(r["instructions"], 1)
+        print(f"{r['key']:58s} {r['latency_ms']:10.2f} {b:9.2f} {r['instructions']:13,} {kernel:8.1%}")
+
+    results = {"ipc=1.0 (placeholder, nothing fitted)": {"all": cal.error_stats(base, published)}}
+    for grouping in cal.GROUPINGS:
+        res = {"leave-one-model-out": cal.cross_validate(rows, grouping, CLOCK_GHZ, "key")[1]}
+        if len(sources) >= 2:
+            res["leave-one-source-out"] = cal.cross_validate(rows, grouping, CLOCK_GHZ, "source")[1]
+        for s in sources:  # within one source: leave one model out among that source's entries only
+            sub = [r for r in rows if r["source"] == s]
+            if len(sub) >= 3:
+                res[f"within {s}, leave-one-model-out"] = cal.cross_validate(sub, grouping, CLOCK_GHZ, "key")[1]
+        results[grouping] = res
+        fitted = cal.fit_cpi([(r["by_class"], r["latency_ms"]) for r in rows], grouping, CLOCK_GHZ)
+        print(f"\n{grouping}: cycles per instruction fitted on all {len(rows)} (for reading only, not an "
+              f"evaluation): " + ", ".join(f"{g}={v:.3f}" for g, v in fitted.items()))
+
+    if args.write_calibration:
+        c = cal.calibrate(rows, "pi4-emulated", "cortex-a72", CLOCK_GHZ, "ai_edge_litert",
+                          {"reference": Path(args.reference).name,
+                           "reference_sha256": cal.file_sha256(Path(args.reference)),
+                           "counts": counts_path.name, "by": "benchmarks/pi4_estimate.py --write-calibration"})
+        print(f"\nwrote {cal.save_calibration(c, args.write_calibration)}: band ±{c.band:.0%} ({c.band_basis})")
+
+    print(f"\n=== Raspberry Pi 4 estimate vs published latency: {len(rows)} models, {len(sources)} sources "
+          f"({', '.join(sources)}) ===")
+    for name, res in results.items():
+        for how, stats in res.items():
+            print(f"{name:40s} {how:58s} {fmt(stats)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""The emulated board's latency estimate: the reference set, the cost model, its error band, and how the
+estimate leads in the record, the JSON and the CLI table (no emulator needed: these run in a second)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgebench.devices import calibration as cal
+from edgebench.devices.emulated import EmulatedConfig, EmulatedDevice
+from edgebench.devices.registry import get_device
+from edgebench.reports.record import Record, format_estimate
+from edgebench.types import Artifact, Format, Measurement, Precision, Provenance
+
+
+def _by_class(simd, scalar):
+    return {"simd": simd, "simd_ldst": 0, "ldst": scalar, "branch": 0, "int": 0, "other": 0}
+
+
+# ------------------------------------------------------------------ the reference set
+def test_shipped_reference_has_15_models_from_2_cited_sources_and_each_figure_is_its_published_text():
+    ref = cal.load_reference()
+    entries, sources = ref["entries"], ref["sources"]
+    assert len({e["key"] for e in entries}) == len(entries) >= 15
+    assert len({e["source"] for e in entries}) >= 2
+    for s in sources.values():
+        assert s["title"] and s["authors"] and s["url"].startswith("https://") and s["year"] and s["license"]
+    for e in entries:
+        text = e["published_text"]
+        if "(ns)" in text:  # MLPerf loadgen prints nanoseconds
+            assert int(text.split(":")[-1]) == round(e["latency_ms"] * 1e6)
+        else:  # a table row: the figure appears in it as printed
+            assert f"| {e['latency_ms']:g} |" in text
+        assert e["batch"] == 1 and e["input_shape"][0] == 1 and e["location"].startswith("https://")
+
+
+def test_every_reference_architecture_rebuilds_with_its_published_input():
+    import torch
+
+    from edgebench.devices.reference_models import build
+
+    seen = set()
+    for e in cal.load_reference()["entries"]:
+        sig = (e["arch"], json.dumps(e["arch_kwargs"], sort_keys=True))
+        if sig in seen or e["input_shape"][-1] > 160:
+            continue  # one forward per architecture at a small input keeps this fast
+        seen.add(sig)
+        with torch.no_grad():
+            y = build(e["arch"], **e["arch_kwargs"])(torch.zeros(e["input_shape"]))
+        assert y.shape == (1, e["classes"])
+
+
+def test_reference_with_an_uncited_source_is_refused(tmp_path):
+    doc = {"sources": {"a": {"title": "t"}}, "entries": [
+        {"key": "k", "source": "b", "arch": "resnet", "input_shape": [1, 3, 8, 8], "latency_ms": 1.0}]}
+    (tmp_path / "r.json").write_text(json.dumps(doc))
+    with pytest.raises(cal.EdgebenchError, match="source 'b' is not cited"):
+        cal.load_reference(tmp_path / "r.json")
+
+
+# ------------------------------------------------------------------ the cost model
+def test_fit_recovers_the_cycles_per_instruction_of_each_class():
+    true = {"kernel": 0.6, "scalar": 2.5}
+    rows = []
+    for simd, scalar in [(1e6, 1e5), (5e6, 2e6), (2e7, 1e6), (3e6, 3e6)]:
+        ms = (true["kernel"] * simd + true["scalar"] * scalar) / 1.5e6
+        rows.append((_by_class(simd, scalar), ms))
+    cpi = cal.fit_cpi(rows, "kernel-scalar", 1.5)
+    assert cpi["kernel"] == pytest.approx(0.6, rel=1e-6) and cpi["scalar"] == pytest.approx(2.5, rel=1e-6)
+    one = cal.fit_cpi(rows, "one-ipc", 1.5)  # one IPC cannot fit a mix that changes from model to model
+    errs = [abs(cal.predict_ms(bc, one, "one-ipc", 1.5) - ms) / ms for bc, ms in rows]
+    assert max(errs) > 0.2
+
+
+def test_cross_validation_never_predicts_a_figure_with_constants_fitted_on_it():
+    # source "b" runs 2x slower than "a" for the same instructions: fitted on everything, the fit would
+    # split the difference; held out, "b" is predicted from "a" alone and is off by exactly half
+    rows = [{"key": f"{s}{i}", "source": s, "by_class": _by_class(n, 0), "latency_ms": k * n / 1.5e6}
+            for s, k in (("a", 1.0), ("b", 2.0)) for i, n in enumerate((1e6, 2e6, 4e6))]
+    preds, stats = cal.cross_validate(rows, "kernel-scalar", 1.5, "source")
+    for r, p in zip(rows, preds):
+        expected = r["latency_ms"] * (2.0 if r["source"] == "a" else 0.5)
+        assert p == pytest.approx(expected, rel=1e-6)
+    assert stats["median_abs_error"] == pytest.approx(0.75)  # errors 100% (a) and 50% (b)
+
+
+def test_band_is_the_p90_of_leave_one_source_out_errors(tmp_path):
+    rows = [{"key": f"{s}{i}", "source": s, "by_class": _by_class(n, n / 10), "latency_ms": k * n / 1.5e6,
+             "threads": 1} for s, k in (("a", 1.0), ("b", 1.3)) for i, n in enumerate((1e6, 2e6, 4e6, 8e6))]
+    c = cal.calibrate(rows, "pi4-emulated", "cortex-a72", 1.5, "ai_edge_litert", {"reference": "test"})
+    assert c.band == pytest.approx(c.cv["leave_one_source_out"]["p90_abs_error"])
+    assert "leave-one-source-out" in c.band_basis and c.fitted_on["n_models"] == 8
+    again = cal.load_calibration(cal.save_calibration(c, tmp_path / "c.json"))
+    assert again.cpi == pytest.approx(c.cpi) and again.band == pytest.approx(c.band)
+
+
+# ------------------------------------------------------------------ the estimate in the device, record, CLI
+def _calibration_file(tmp_path, runtime="ai_edge_litert", band=0.12) -> Path:
+    c = cal.Calibration(device="pi4-emulated", cpu="cortex-a72", clock_ghz=1.5, runtime=runtime,
+                        grouping="kernel-scalar", cpi={"kernel": 0.5, "scalar": 2.0}, band=band,
+                        band_basis="p90 of |error| under leave-one-source-out cross-validation (20 models)",
+                        fitted_on={"summary": "20 models"})
+    return cal.save_calibration(c, tmp_path / "cal.json")
+
+
+FIGURES = {"instructions_per_inference": 3_000_000, "instructions_by_class": _by_class(2_000_000, 1_000_000)}
+
+
+def test_calibrated_estimate_carries_band_and_calibration(tmp_path):
+    dev = EmulatedDevice(EmulatedConfig(name="pi4-emulated", calibration=str(_calibration_file(tmp_path))))
+    est = dev.estimate(FIGURES, "ai_edge_litert")
+    assert est["estimated_latency_ms"] == pytest.approx((0.5 * 2e6 + 2.0 * 1e6) / 1.5e6)
+    assert est["estimate_band"] == 0.12 and est["estimate_calibrated"] is True
+    assert est["estimate_calibration"]["file"].endswith("cal.json")
+
+
+def test_a_runtime_the_calibration_was_not_fitted_on_gets_the_uncalibrated_estimate_without_band(tmp_path):
+    dev = EmulatedDevice(EmulatedConfig(name="pi4-emulated", calibration=str(_calibration_file(tmp_path))))
+    est = dev.estimate(FIGURES, "onnxruntime")
+    assert est["estimate_calibrated"] is False and est["estimate_band"] is None
+    assert est["estimated_latency_ms"] == pytest.approx(3e6 / 1.5e9 * 1e3)
+    assert "onnxruntime" in est["estimate_note"] and "error unknown" in est["estimate_note"]
+
+
+def test_pi5_emulated_is_a_cortex_a76_at_2_4_ghz_and_says_it_is_uncalibrated():
+    dev = get_device("pi5-emulated")
+    assert dev.config.cpu == "cortex-a76" and dev.config.clock_ghz == 2.4
+    est = dev.estimate(FIGURES, "ai_edge_litert")
+    assert est["estimate_calibrated"] is False and est["estimate_band"] is None
+    assert est["estimated_latency_ms"] == pytest.approx(3e6 / 2.4e9 * 1e3)
+    assert "no calibration file" in est["estimate_note"]
+
+
+def _emulated_record(tmp_path, extra) -> Record:
+    art = Artifact(name="m-tflite-fp32", model="m", dataset="d", path=tmp_path / "m.tflite", format=Format.TFLITE,
+                   precision=Precision.FP32, inputs=(), outputs=(), size_bytes=1, sha256="0")
+    m = Measurement(ok=True, device="pi4-emulated", provenance=Provenance.EMULATED,
+                    samples_ns=[400_000, 410_000, 420_000], runtime="ai_edge_litert", threads=1, extra=extra)
+    return Record.from_parts("r", art, m, "emulated")
+
+
+def test_record_of_an_emulated_run_leads_with_the_estimate_and_keeps_wall_time_under_its_own_name(tmp_path):
+    dev = EmulatedDevice(EmulatedConfig(name="pi4-emulated", calibration=str(_calibration_file(tmp_path))))
+    rec = _emulated_record(tmp_path, dict(FIGURES, **dev.estimate(FIGURES, "ai_edge_litert")))
+    est = (0.5 * 2e6 + 2.0 * 1e6) / 1.5e6
+    assert rec.latency_provenance == "estimated"
+    assert rec.latency_ms["p50"] == pytest.approx(est) and rec.latency_ms["band"] == 0.12
+    assert rec.latency_ms["low"] == pytest.approx(est * 0.88) and rec.latency_ms["high"] == pytest.approx(est * 1.12)
+    assert rec.extra["emulated_wall_time_ms"]["p50"] == pytest.approx(0.41)  # never the latency
+    s = json.loads(json.dumps(rec.summary()))
+    assert s["latency_ms"]["p50"] == pytest.approx(est) and s["provenance"]["latency"] == "estimated"
+    assert s["emulated_wall_time_ms"]["p50"] == pytest.approx(0.41)
+    assert s["estimate"]["estimate_calibration"]["file"].endswith("cal.json")
+    assert format_estimate(rec.latency_ms) == f"{est:.4g} ms ±12%"
+
+
+def test_emulated_run_without_an_estimate_has_no_latency_at_all(tmp_path):
+    rec = _emulated_record(tmp_path, {"instructions_note": "threads > 1"})
+    assert rec.latency_ms is None and rec.latency_provenance == ""
+    assert rec.extra["emulated_wall_time_ms"]["n"] == 3
+
+
+def test_cli_table_shows_the_estimate_with_band_and_calibration_for_an_emulated_record(tmp_path):
+    from rich.console import Console
+
+    from edgebench.cli import _records_table
+
+    dev = EmulatedDevice(EmulatedConfig(name="pi4-emulated", calibration=str(_calibration_file(tmp_path))))
+    rec = _emulated_record(tmp_path, dict(FIGURES, **dev.estimate(FIGURES, "ai_edge_litert")))
+    console = Console(width=250, record=True)
+    console.print(_records_table([rec], "t"))
+    text = console.export_text()
+    assert "2 ms ±12%" in text and "estimated, cal.json" in text  # (0.5 x 2M + 2.0 x 1M) / 1.5 GHz
+    assert "0.41" not in text  # the emulated wall time does not pose as latency
