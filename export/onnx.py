@@ -59,7 +59,32 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path, opse
             )
         except Exception as exc:
             raise ExportError(f"ONNX export failed: {str(exc).strip().splitlines()[0]}") from None
+    compact_names(path)
     onnx.checker.check_model(str(path))
+    return path
+
+
+def compact_names(path: Path) -> Path:
+    """Rewrite a file with short node and tensor names (n12, t34; graph inputs, outputs and weights keep theirs)
+    and no value_info. An unrolled recurrent graph's bytes are mostly its nodes, not its weights: the
+    TorchScript exporter's names (/lean/Concat_123_output_0) made up about a third of the L2MU window file."""
+    path = Path(path)
+    model = onnx.load(str(path))
+    g = model.graph
+    keep = {i.name for i in g.input} | {o.name for o in g.output} | {t.name for t in g.initializer}
+    renamed: dict = {}
+
+    def short(name: str) -> str:
+        if not name or name in keep:
+            return name
+        return renamed.setdefault(name, f"t{len(renamed)}")
+
+    for k, node in enumerate(g.node):
+        node.name, node.doc_string = f"n{k}", ""
+        node.input[:] = [short(v) for v in node.input]
+        node.output[:] = [short(v) for v in node.output]
+    del g.value_info[:]
+    onnx.save(model, str(path))
     return path
 
 

@@ -82,7 +82,8 @@ def quantize_onnx_file(src: Path, dst: Path, precision: Precision, calib_x: np.n
     try:
         with _quiet():
             if precision == Precision.INT8_DYNAMIC:
-                quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+                quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
+                                 nodes_to_exclude=size_losing_nodes(src))
             elif precision == Precision.INT8:
                 if calib_x is None or len(calib_x) < MIN_CALIB_SAMPLES:
                     raise CalibrationError(f"static INT8 needs at least {MIN_CALIB_SAMPLES} calibration samples")
@@ -100,7 +101,33 @@ def quantize_onnx_file(src: Path, dst: Path, precision: Precision, calib_x: np.n
         text = str(exc).strip()
         first = text.splitlines()[0][:300] if text else type(exc).__name__
         raise ExportError(f"ONNX quantization ({precision.value}) failed: {first}") from None
-    return dst
+    from edgebench.export.onnx import compact_names
+
+    return compact_names(dst)
+
+
+# Bytes a dynamically quantized weight use adds to the file: quantize_dynamic replaces one Gemm/MatMul by
+# DynamicQuantizeLinear, MatMulInteger, Cast, two Mul and an Add (~250 bytes with compact names, measured on
+# the unrolled L2MU window: 500 uses, +124 kB). An unrolled graph uses each weight once per time step.
+QUANT_BYTES_PER_USE = 256
+
+
+def size_losing_nodes(src: Path) -> list:
+    """Gemm/MatMul nodes whose weight saves fewer bytes in int8 (3 per element) than its quantized uses add:
+    quantizing them made the unrolled windows' INT8 files larger than fp32 (LIF 602 kB -> 1.07 MB)."""
+    import onnx
+
+    g = onnx.load(str(src)).graph
+    numel = {t.name: int(np.prod(t.dims)) for t in g.initializer}
+    users: dict = {}
+    for node in g.node:
+        if node.op_type in ("Gemm", "MatMul"):
+            w = next((i for i in node.input[1:2] if i in numel), None)
+            if w:
+                users.setdefault(w, []).append(node.name)
+    # quantize_dynamic first rewrites each Gemm as MatMul + Add named "<gemm>_MatMul": exclude both names
+    return [name for w, nodes in users.items() if 3 * numel[w] < QUANT_BYTES_PER_USE * len(nodes)
+            for n in nodes for name in (n, f"{n}_MatMul")]
 
 
 def quantize_onnx(fp32_artifact: Artifact, trained, out_dir: Path, precision: Precision,

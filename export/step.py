@@ -54,7 +54,9 @@ def export_onnx_step(step: torch.nn.Module, channels: int, path: Path, opset: in
                               dynamic_axes={n: {0: "batch"} for n in names_in + names_out})
         except Exception as exc:
             raise ExportError(f"ONNX export of the step model failed: {str(exc).strip().splitlines()[0]}") from None
-    return path
+    from edgebench.export.onnx import compact_names
+
+    return compact_names(path)
 
 
 def onnx_stream_spec(step: torch.nn.Module, steps: int) -> dict:
