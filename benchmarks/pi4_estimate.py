@@ -11,6 +11,7 @@ It then compares, never on the data a number was fitted on:
   one-ipc        one fitted cycles-per-instruction for all instructions
   kernel-scalar  cycles per instruction for NEON/FP work (arithmetic + SIMD loads/stores) and for the rest
   five-class     one per plugin class
+  kernel-scalar-fixed  kernel-scalar plus a fixed cost per inference (thread hand-offs, dispatch)
 under leave-one-source-out and leave-one-model-out cross-validation: median and 90th percentile of
 |estimate - published| / published, and Spearman's rank correlation. The last lines are the summary.
 
@@ -67,7 +68,8 @@ def main() -> int:
     ap.add_argument("--only", default="", help="count only entries whose key contains this")
     ap.add_argument("--recount", action="store_true")
     ap.add_argument("--write-calibration", default="",
-                    help="also write the kernel-scalar calibration fitted on all counted entries to this file")
+                    help="also write the calibration fitted on all counted entries (--grouping) to this file")
+    ap.add_argument("--grouping", default=cal.DEFAULT_GROUPING, choices=sorted(cal.GROUPINGS))
     args = ap.parse_args()
     if hasattr(os, "nice"):
         os.nice(10)  # a shared machine: emulation runs in the background of others' work
@@ -108,7 +110,8 @@ def main() -> int:
         c = cal.calibrate(rows, "pi4-emulated", "cortex-a72", CLOCK_GHZ, "ai_edge_litert",
                           {"reference": Path(args.reference).name,
                            "reference_sha256": cal.file_sha256(Path(args.reference)),
-                           "counts": counts_path.name, "by": "benchmarks/pi4_estimate.py --write-calibration"})
+                           "counts": counts_path.name, "by": "benchmarks/pi4_estimate.py --write-calibration"},
+                          args.grouping)
         print(f"\nwrote {cal.save_calibration(c, args.write_calibration)}: band ±{c.band:.0%} ({c.band_basis})")
 
     print(f"\n=== Raspberry Pi 4 estimate vs published latency: {len(rows)} models, {len(sources)} sources "

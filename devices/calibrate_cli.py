@@ -56,7 +56,8 @@ def refit(name: str, reference: Optional[Path] = None, from_device: Optional[str
         known.update(cal.load_counts(counts_out))
 
     with tempfile.TemporaryDirectory(prefix="edgebench-calibrate-") as tmp:
-        missing = [e for e in entries if cal.entry_signature(e) not in known]
+        cpu = emu.config.cpu
+        missing = [e for e in entries if cal.entry_signature(e, cpu) not in known]
         if missing:
             log(f"counting {len(missing)} model(s) on {name} (emulated)")
             emu.setup()
@@ -64,14 +65,14 @@ def refit(name: str, reference: Optional[Path] = None, from_device: Optional[str
                 c = cal.count_entry(e, emu, Path(tmp) / f"count{i}")
                 known[c["signature"]] = c
                 cal.save_counts({k: v for k, v in known.items()
-                                 if k in {cal.entry_signature(x) for x in entries}}, counts_out)
+                                 if k in {cal.entry_signature(x, cpu) for x in entries}}, counts_out)
                 log(f"  {e['key']}: {c['instructions']:,} instructions")
         if board is not None:
             ref = _measure_on_board(ref, entries, board, from_device, Path(tmp), RunSpec(
                 runs=runs, warmup=warmup, threads=threads, eval=False), make_bundle, log)
             entries = ref["entries"]
-    rows, _ = cal.joined_rows({"entries": entries}, known)
-    runtimes = {known[cal.entry_signature(e)]["runtime"] for e in entries}
+    rows, _ = cal.joined_rows({"entries": entries}, known, emu.config.cpu)
+    runtimes = {known[cal.entry_signature(e, emu.config.cpu)]["runtime"] for e in entries}
     if len(runtimes) != 1:
         raise EdgebenchError(f"the counts come from several runtimes ({', '.join(sorted(runtimes))}): refit per runtime")
     cfg = emu.config

@@ -29,6 +29,7 @@ DATA = Path(__file__).with_name("data")
 REFERENCE_FILE = DATA / "pi4_reference.json"
 COUNTS_FILE = DATA / "pi4_counts.json"
 CLASSES = ("simd", "simd_ldst", "ldst", "branch", "int", "other")  # the plugin's classes, in its order
+PER_INFERENCE = "1"  # a pseudo-class counting 1 per inference: its "cpi" is a fixed cost in cycles
 
 # Class groupings the fit can use. "kernel" is what the NEON kernels execute; "scalar" is the interpreter,
 # dispatch, bookkeeping and Python around them.
@@ -37,6 +38,9 @@ GROUPINGS: dict[str, dict[str, tuple[str, ...]]] = {
     "kernel-scalar": {"kernel": ("simd", "simd_ldst"), "scalar": ("ldst", "branch", "int", "other")},
     "five-class": {"simd": ("simd",), "simd_ldst": ("simd_ldst",), "ldst": ("ldst",), "branch": ("branch",),
                    "int": ("int", "other")},
+    # plus a fixed cost per inference (cycles): thread hand-offs and dispatch that do not scale with work
+    "kernel-scalar-fixed": {"kernel": ("simd", "simd_ldst"), "scalar": ("ldst", "branch", "int", "other"),
+                            "per_inference": (PER_INFERENCE,)},
 }
 DEFAULT_GROUPING = "kernel-scalar"
 
@@ -73,9 +77,10 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def entry_signature(entry: dict) -> str:
-    """What decides an entry's instruction count: the architecture, its arguments and the input shape."""
-    return json.dumps([entry["arch"], entry.get("arch_kwargs", {}), entry["input_shape"]], sort_keys=True)
+def entry_signature(entry: dict, cpu: str = "cortex-a72") -> str:
+    """What decides an entry's instruction count: the architecture, its arguments, the input shape and the
+    emulated CPU (the runtime picks its kernels by the CPU's features)."""
+    return json.dumps([entry["arch"], entry.get("arch_kwargs", {}), entry["input_shape"], cpu], sort_keys=True)
 
 
 def load_counts(path: str | Path | None = None) -> dict[str, dict]:
@@ -83,7 +88,14 @@ def load_counts(path: str | Path | None = None) -> dict[str, dict]:
     p = Path(path) if path else COUNTS_FILE
     if not p.exists():
         return {}
-    return {c["signature"]: c for c in load_json(p, "counts file").get("counts", [])}
+    out = {}
+    for c in load_json(p, "counts file").get("counts", []):
+        sig = json.loads(c["signature"])
+        if len(sig) == 3:  # written before the CPU was part of the signature
+            sig.append(c.get("emulated_cpu") or "cortex-a72")
+        c["signature"] = json.dumps(sig, sort_keys=True)
+        out[c["signature"]] = c
+    return out
 
 
 def save_counts(counts: dict[str, dict], path: str | Path) -> None:
@@ -130,7 +142,7 @@ def count_entry(entry: dict, device, out_dir: Path) -> dict:
     if "instructions_by_class" not in m.extra:
         raise EdgebenchError(f"{entry['key']}: no instruction classes ({m.extra.get('instructions_note', '?')})")
     return {
-        "key": entry["key"], "signature": entry_signature(entry),
+        "key": entry["key"], "signature": entry_signature(entry, device.config.cpu),
         "instructions": m.extra["instructions_per_inference"], "by_class": m.extra["instructions_by_class"],
         "runtime": m.runtime, "runtime_version": m.runtime_version,
         "emulated_cpu": m.extra.get("emulated_cpu"), "qemu": m.device_facts.get("qemu"),
@@ -142,7 +154,7 @@ def count_entry(entry: dict, device, out_dir: Path) -> dict:
 # ------------------------------------------------------------------ the cost model
 def group_counts(by_class: dict, grouping: str) -> list[float]:
     groups = GROUPINGS[grouping]
-    return [float(sum(by_class.get(c, 0) for c in members)) for members in groups.values()]
+    return [float(sum(1 if c == PER_INFERENCE else by_class.get(c, 0) for c in members)) for members in groups.values()]
 
 
 def fit_cpi(rows: list[tuple[dict, float]], grouping: str, clock_ghz: float) -> dict[str, float]:
@@ -190,11 +202,11 @@ def cross_validate(rows: list[dict], grouping: str, clock_ghz: float, by: str) -
     return preds, error_stats(preds, [r["latency_ms"] for r in rows])
 
 
-def joined_rows(reference: dict, counts: dict[str, dict]) -> tuple[list[dict], list[str]]:
-    """Reference entries that have counts, as fit rows; and the keys that have none."""
+def joined_rows(reference: dict, counts: dict[str, dict], cpu: str = "cortex-a72") -> tuple[list[dict], list[str]]:
+    """Reference entries that have counts on this emulated CPU, as fit rows; and the keys that have none."""
     rows, missing = [], []
     for e in reference["entries"]:
-        c = counts.get(entry_signature(e))
+        c = counts.get(entry_signature(e, cpu))
         if c is None:
             missing.append(e["key"])
             continue

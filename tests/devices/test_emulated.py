@@ -79,7 +79,16 @@ def _assert_arm_measurement(m, bundle, runtime, guest_versions):
     assert 10_000 < ipi < 50_000_000
     assert m.extra["instructions_regions"] == SPEC.runs
     assert m.extra["estimated_provenance"] == "estimated"
-    assert m.extra["estimated_latency_ms"] == pytest.approx(ipi / (1.0 * 1.5e9) * 1e3)
+    if m.extra["estimate_calibrated"]:  # the shipped calibration (devices/calibration.py) fits this runtime
+        from edgebench.devices.calibration import load_calibration
+
+        cal = load_calibration(m.extra["estimate_calibration"]["file"])
+        assert cal.runtime == runtime
+        assert m.extra["estimated_latency_ms"] == pytest.approx(cal.estimate_ms(m.extra["instructions_by_class"]))
+        assert m.extra["estimate_band"] == cal.band > 0
+    else:  # no calibration for this runtime: the plain ipc estimate, without a band
+        assert m.extra["estimated_latency_ms"] == pytest.approx(ipi / (1.0 * 1.5e9) * 1e3)
+        assert m.extra["estimate_band"] is None
 
 
 @pytest.mark.slow

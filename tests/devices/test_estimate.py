@@ -35,6 +35,16 @@ def test_shipped_reference_has_15_models_from_2_cited_sources_and_each_figure_is
         assert e["batch"] == 1 and e["input_shape"][0] == 1 and e["location"].startswith("https://")
 
 
+def test_pi5_reference_holds_published_pi5_rows_for_a_cortex_a76_refit():
+    ref = cal.load_reference(cal.DATA / "pi5_reference.json")
+    assert len(ref["entries"]) == 5 and ref["device"] == "Raspberry Pi 5"
+    for e in ref["entries"]:
+        assert f"| {e['latency_ms']:g} |" in e["published_text"] and "Raspberry Pi 5" in e["location"]
+    # the same architectures as the Pi 4 NetsPresso rows, but counted per CPU: a Pi 4 count is never reused
+    pi4 = {cal.entry_signature(e) for e in cal.load_reference()["entries"]}
+    assert not pi4 & {cal.entry_signature(e, "cortex-a76") for e in ref["entries"]}
+
+
 def test_every_reference_architecture_rebuilds_with_its_published_input():
     import torch
 
