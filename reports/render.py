@@ -328,6 +328,7 @@ MACs (batch 1): {html.escape('; '.join(macs_defs)) or '–'}.</p>
 <th>status</th></tr>
 {''.join(rows)}</table>
 {stream_html(records)}
+{int8_html(records, cmp)}
 {recommend_html(records)}
 <h2>Plots</h2>
 {''.join(plots) or '<p>No successful measurements to plot.</p>'}
@@ -362,6 +363,59 @@ def stream_html(records: list[Record]) -> str:
             "<th>streamed window p50 ms</th><th>window model p50 ms</th><th>streamed accuracy</th>"
             "<th>window model accuracy</th><th>step file bytes</th><th>window file bytes</th><th>latency "
             f"provenance</th></tr>{body}</table>")
+
+
+QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "Cast", "MatMulIntegerToFloat")
+
+
+def int8_verdicts(records: list[Record], cmp: dict) -> list[dict]:
+    """Per quantized record: does INT8 pay here (p50 no higher than its fp32 twin's, accuracy within 1 point),
+    and if not, what the operator profile (onnxruntime, `profile = true`) says the time goes to."""
+    sizes = {(r.name, r.device): r.size_bytes for r in records}
+    out = []
+    for r in records:
+        c = cmp.get(r.record_id, {})
+        if "latency_ratio" not in c:
+            continue
+        ratio, delta = c["latency_ratio"], c.get("accuracy_delta")
+        pays = ratio <= 1.0 and (delta is None or abs(delta) <= 0.01)
+        reasons = []
+        if ratio > 1.0:
+            reasons.append(f"{ratio:.2f}x the fp32 p50")
+        if delta is not None and abs(delta) > 0.01:
+            reasons.append(f"accuracy {100 * delta:+.2f} pp")
+        why = ", ".join(reasons)
+        if not pays and r.profile:
+            total = sum(p.get("total_us", 0.0) for p in r.profile) or 1.0
+            quant = sum(p.get("total_us", 0.0) for p in r.profile if p.get("op") in QUANT_OPS)
+            calls = sum(p.get("count", 0) for p in r.profile)
+            why += (f"; profile: {100 * quant / total:.0f}% of kernel time in quantize/dequantize/cast ops, "
+                    f"{total / max(calls, 1):.2f} µs per kernel call: an overhead-bound graph (per-op cost, not "
+                    f"arithmetic; {r.macs or 0:,} MACs per call)")
+        elif not pays and r.macs:
+            why += (f"; {r.macs:,} MACs per call are well under a microsecond of arithmetic: the time is per-op "
+                    "and per-call overhead, which quantize/dequantize ops add to")
+        twin_size = sizes.get((c.get("twin"), r.device))
+        out.append({"name": r.name, "device": r.device, "graph": graph_of(r), "ratio": ratio, "delta": delta,
+                    "pays": pays, "why": why,
+                    "size_ratio": r.size_bytes / twin_size if twin_size and r.size_bytes else None})
+    return out
+
+
+def int8_html(records: list[Record], cmp: dict) -> str:
+    rows = []
+    for v in int8_verdicts(records, cmp):
+        delta = "–" if v["delta"] is None else f"{100 * v['delta']:+.2f} pp"
+        size = "–" if v["size_ratio"] is None else f"{v['size_ratio']:.2f}x"
+        verdict = "pays" if v["pays"] else "does not pay: " + html.escape(v["why"])
+        rows.append(f"<tr><td>{html.escape(v['name'])}</td><td>{html.escape(v['device'])}</td><td>{v['graph']}</td>"
+                    f"<td>{v['ratio']:.2f}x</td><td>{delta}</td><td>{size}</td><td>{verdict}</td></tr>")
+    if not rows:
+        return ""
+    return ("<h2>INT8 where it pays</h2><p class='note'>Each quantized artifact against the fp32 file of the same "
+            "model, runtime and graph on the same device: it pays when its p50 is no higher and its accuracy is "
+            "within 1 point.</p><table><tr><th>artifact</th><th>device</th><th>graph</th><th>p50 vs fp32</th>"
+            f"<th>Δ accuracy</th><th>size vs fp32</th><th>verdict</th></tr>{''.join(rows)}</table>")
 
 
 def recommend_html(records: list[Record]) -> str:
@@ -403,5 +457,9 @@ def write_report(records: list[Record], out_dir: str | Path, title: str = "edgeb
         {dev: rec.__dict__ for dev, rec in recommend(records).items()}, indent=1, default=str))
     (out_dir / "records.json").write_text(json.dumps(docs, indent=1, default=str))
     write_onnx_with_metadata(records, out_dir)
-    (out_dir / "report.html").write_text(render_html(records, cmp, title))
+    from edgebench.reports.interactive import render_page
+    from edgebench.reports.markdown import render_markdown
+
+    (out_dir / "report.html").write_text(render_page(records, cmp, title))  # interactive, decision first
+    (out_dir / "report.md").write_text(render_markdown(records, title))  # for a pull request or a CI log
     return out_dir

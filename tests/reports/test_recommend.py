@@ -38,3 +38,22 @@ def test_each_device_gets_its_own_pick_and_emulated_wall_time_is_not_compared_wi
     assert recs["local"].pick == "a-onnx-fp32"
     assert recs["pi4-emulated"].pick == "b-onnx-fp32"
     assert recs["pi4-emulated"].latency_provenance == "emulated"
+
+
+def test_int8_verdict_says_why_it_does_not_pay():
+    from edgebench.reports.render import compare_to_float, int8_verdicts
+
+    fp32 = _rec("lif-step-onnx-fp32", 0.975, 0.010, graph="step")
+    fast = _rec("lif-step-onnx-int8", 0.970, 0.008, graph="step")
+    slow = _rec("lif-step-onnx-int8-dynamic", 0.975, 0.015, graph="step")
+    fast.precision, slow.precision, fp32.precision = "int8", "int8-dynamic", "fp32"
+    for r, size in ((fp32, 1000), (fast, 400), (slow, 300)):
+        r.format, r.size_bytes = "onnx", size
+    slow.profile = [{"op": "DynamicQuantizeLinear", "total_us": 30.0, "count": 100},
+                    {"op": "MatMulInteger", "total_us": 10.0, "count": 100}]
+    records = [fp32, fast, slow]
+    v = {x["name"]: x for x in int8_verdicts(records, compare_to_float(records))}
+    assert v["lif-step-onnx-int8"]["pays"] and v["lif-step-onnx-int8"]["size_ratio"] == 0.4
+    assert not v["lif-step-onnx-int8-dynamic"]["pays"]
+    assert "1.50x the fp32 p50" in v["lif-step-onnx-int8-dynamic"]["why"]
+    assert "75% of kernel time in quantize" in v["lif-step-onnx-int8-dynamic"]["why"]
