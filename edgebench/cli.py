@@ -253,10 +253,16 @@ def report(store: Path = typer.Option(DEFAULT_STORE, help="SQLite result store")
            run_id: Optional[str] = typer.Option(None, "--run", help="Run id (default: the newest)"),
            out_dir: Path = typer.Option(Path("out/report"), "--out", help="Report folder"),
            list_runs: bool = typer.Option(False, "--list", help="List the runs in the store and exit."),
-           as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
-    """Write an ONNX-Bench-style report folder (HTML, CSV, JSON, ONNX files) for a run in the store."""
+           as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+           fmt: str = typer.Option("html", "--format",
+                                   help="What to print after writing the folder: html (a table and the path of "
+                                        "report.html) or md (report.md, for a pull-request comment or a CI log)")):
+    """Write an ONNX-Bench-style report folder (HTML, Markdown, CSV, JSON, ONNX files) for a run in the store."""
     from edgebench.reports.render import latest_per_key, write_report
     from edgebench.reports.store import Store
+
+    if fmt not in ("html", "md"):
+        raise EdgebenchError(f"--format {fmt}: choose html or md")
 
     if not store.exists():
         raise EdgebenchError(f"result store not found: {store} (run `edgebench run` or `edgebench bench` first)")
@@ -280,6 +286,8 @@ def report(store: Path = typer.Option(DEFAULT_STORE, help="SQLite result store")
     path = write_report(records, out_dir, title=f"edgebench report: {run_id}")
     if as_json:
         print(json.dumps({"run_id": run_id, "report": str(path), "records": len(records)}))
+    elif fmt == "md":
+        sys.stdout.write((path / "report.md").read_text())
     else:
         out.print(_records_table(latest_per_key(records), run_id))
         out.print(f"report: {path}/report.html")

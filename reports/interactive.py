@@ -486,7 +486,7 @@ def render_page(records: list[Record], cmp: dict, title: str) -> str:
     """The whole report.html for the records of one run (one record per artifact and device)."""
     from plotly.offline import get_plotlyjs
 
-    from edgebench.reports.render import stream_html
+    from edgebench.reports.render import int8_html, stream_html
 
     recs = recommend(records)
     encodings = "".join(
@@ -505,6 +505,7 @@ def render_page(records: list[Record], cmp: dict, title: str) -> str:
 {records_table_html(records, cmp)}
 {plots_html(records, recs)}
 {stream_html(records)}
+{int8_html(records, cmp)}
 <h2>Notes</h2><p class="note">Latency statistics are computed on the host from all raw samples. Accuracy is
 computed from the predictions the deployed file produced on the device. Δ and ratios compare each quantized
 artifact with the fp32 artifact of the same model and format on the same device in the same run. Intervals: 95 %

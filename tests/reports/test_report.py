@@ -48,7 +48,7 @@ def test_store_appends_lists_and_queries(tmp_path, measured, onnx_artifact):
 def test_report_folder_is_onnx_bench_style(tmp_path, measured):
     out = write_report([measured], tmp_path / "report")
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["records.csv", "records.json", "recommendation.json", "report.html", f"{measured.name}.onnx"])
+        ["records.csv", "records.json", "recommendation.json", "report.html", "report.md", f"{measured.name}.onnx"])
     rows = list(csv.DictReader(open(out / "records.csv")))
     header = next(csv.reader(open(out / "records.csv")))
     assert header[:4] == ["name", "dataset", "onnx_encoding", "accuracy"] and header == CSV_COLUMNS
