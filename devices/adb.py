@@ -42,6 +42,10 @@ class ADBConfig:
     server_port: int = field(default=5037, metadata={"min": 1, "max": 65535, "help": "adb server port"})
     stop_server: bool = field(default=True, metadata={"help": "stop an adb server this device had to start"})
     run_timeout_s: float = field(default=600.0, metadata={"gt": 0, "help": "longest a run may take"})
+    # Energy per inference where the device has no counters: power_active_w x latency, labelled estimated.
+    power_active_w: float = field(default=0.0, metadata={"min": 0.0, "help": "power while inferring (W); 0: none"})
+    power_idle_w: float = field(default=0.0, metadata={"min": 0.0, "help": "power at idle (W), recorded"})
+    power_profile: str = field(default="", metadata={"help": "where the power figures come from"})
 
 
 # ---------------------------------------------------------------- transport

@@ -21,6 +21,10 @@ class LocalConfig:
     cpu_quota: float = field(default=0.0, metadata={"gt": 0, 
         "help": "CPU time limit in cores through cgroups (0.5 = half a core); 0: none. A throttled device's "
                 "latency is labelled 'emulated'"})
+    # Energy per inference where the device has no counters: power_active_w x latency, labelled estimated.
+    power_active_w: float = field(default=0.0, metadata={"min": 0.0, "help": "power while inferring (W); 0: none"})
+    power_idle_w: float = field(default=0.0, metadata={"min": 0.0, "help": "power at idle (W), recorded"})
+    power_profile: str = field(default="", metadata={"help": "where the power figures come from"})
 
 
 class LocalDevice(Device):

@@ -52,6 +52,10 @@ class SSHConfig:
     emulated: bool = field(default=False, metadata={
         "help": "the board's Python runs under an emulator (e.g. qemu-aarch64): its latency is labelled "
                 "'emulated', never 'measured'"})
+    # Energy per inference where the device has no counters: power_active_w x latency, labelled estimated.
+    power_active_w: float = field(default=0.0, metadata={"min": 0.0, "help": "power while inferring (W); 0: none"})
+    power_idle_w: float = field(default=0.0, metadata={"min": 0.0, "help": "power at idle (W), recorded"})
+    power_profile: str = field(default="", metadata={"help": "where the power figures come from"})
 
 
 class HostKeyError(EdgebenchError):

@@ -119,16 +119,22 @@ def with_fed_macs(artifact: Artifact, bundle) -> Artifact:
                                extra=extra)
 
 
-def measure(artifact: Artifact, bundle, device, spec: RunSpec, run_id: str):
-    """Run a bundle on a device and make its Record; MACs follow the shapes actually fed. Shared by `bench`
-    and the run-config pipeline."""
+def record_of(run_id: str, artifact: Artifact, bundle, m, device):
+    """The Record of one measurement: MACs follow the shapes actually fed; energy per inference from the
+    device's counters or its power profile (devices/energy.py)."""
+    from edgebench.devices.energy import annotate_energy
     from edgebench.reports.record import Record
 
     fed = {f["name"]: list(f["shape"]) for f in bundle.manifest["feeds"]}
     if artifact.format is Format.ONNX and artifact.extra.get("macs_input_shapes") != fed:
         artifact = with_fed_macs(artifact, bundle)
-    m = device.run(bundle, spec)
-    return Record.from_parts(run_id, artifact, m, device.kind)
+    return Record.from_parts(run_id, artifact, annotate_energy(m, device), device.kind)
+
+
+def measure(artifact: Artifact, bundle, device, spec: RunSpec, run_id: str):
+    """Run a bundle on a device and make its Record. Shared by `bench` and the run-config pipeline (the Ray
+    farm runs the device elsewhere and calls record_of on the driver)."""
+    return record_of(run_id, artifact, bundle, device.run(bundle, spec), device)
 
 
 def bench(model, device: str = "local", runs: int = 100, warmup: int = 10, threads: int = 1,

@@ -96,7 +96,10 @@ def _warn(records) -> None:
 def run(config: Path = typer.Argument(..., help="Run config (TOML), e.g. examples/digits_cnn.toml"),
         fresh: bool = typer.Option(False, help="Start a new run even if an interrupted one can be resumed."),
         as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of a table."),
-        quiet: bool = typer.Option(False, help="No progress bars.")):
+        quiet: bool = typer.Option(False, help="No progress bars."),
+        ray: bool = typer.Option(False, "--ray", help="Measure on a Ray farm (each device a resource of capacity "
+                                 "one); a local Ray instance unless --ray-address is given"),
+        ray_address: str = typer.Option("", "--ray-address", help="Join a Ray cluster: 'auto' or 'ray://host:10001'")):
     """Train, export, bundle, benchmark on every configured device, and write the report."""
     from edgebench.config import load_config
     from edgebench.pipeline import run_pipeline
@@ -112,6 +115,12 @@ def run(config: Path = typer.Argument(..., help="Run config (TOML), e.g. example
         result = get_job(str(doc["job"]))(doc, config, fresh=fresh, progress=not quiet and not as_json, log=log)
     else:
         cfg = load_config(config)
+        if ray or ray_address:
+            import dataclasses
+
+            from edgebench.config import FarmSpec
+
+            cfg = dataclasses.replace(cfg, farm=FarmSpec(engine="ray", address=ray_address or cfg.farm.address))
         cfg_name = cfg.name
         result = run_pipeline(cfg, fresh=fresh, progress=not quiet and not as_json, log=log)
     records = latest_per_key(result.records)

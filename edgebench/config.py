@@ -82,11 +82,21 @@ class BenchSpec:
 
 
 @dataclass(frozen=True)
+class FarmSpec:
+    engine: str = field(default="local", metadata={"help": "local: one process walks the devices; ray: a Ray "
+                                                           "farm, each device a resource of capacity one",
+                                                   "choices": ("local", "ray")})
+    address: str = field(default="", metadata={"help": "ray: '' starts a local instance; 'auto' or "
+                                                       "'ray://host:10001' joins a cluster"})
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str
     models: tuple  # of ModelSpec
     export: ExportSpec = ExportSpec()
     bench: BenchSpec = BenchSpec()
+    farm: FarmSpec = FarmSpec()
     out_dir: str = ""  # default out/<name>
     store: str = ""  # default out/edgebench.sqlite
     source: str = ""
@@ -112,7 +122,10 @@ class RunConfig:
         return d
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
+        """What the run measures; how it is scheduled (farm) does not change it, so a sweep resumes either way."""
+        d = self.to_dict()
+        d.pop("farm", None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def did_you_mean(key: str, known) -> str:
@@ -228,7 +241,7 @@ def _check_model(m: ModelSpec, where: str, base_dir: Path) -> None:
 
 def parse_config(doc: dict, source: str = "") -> RunConfig:
     where = source or "config"
-    check_keys(doc, ("name", "models", "export", "bench", "out_dir", "store"), where)
+    check_keys(doc, ("name", "models", "export", "bench", "farm", "out_dir", "store"), where)
     if "name" not in doc or not isinstance(doc["name"], str):
         raise EdgebenchError(f"{where}: needs a top-level name = \"...\"")
     raw_models = doc.get("models")
@@ -240,10 +253,11 @@ def parse_config(doc: dict, source: str = "") -> RunConfig:
         _check_model(m, f"models[{i}]", base_dir)
     export = build_strict(ExportSpec, doc.get("export", {}), "export")
     bench = build_strict(BenchSpec, doc.get("bench", {}), "bench")
+    farm = build_strict(FarmSpec, doc.get("farm", {}), "farm")
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise EdgebenchError(f"{where}: model names must be unique, got {names}")
-    return RunConfig(name=doc["name"], models=models, export=export, bench=bench,
+    return RunConfig(name=doc["name"], models=models, export=export, bench=bench, farm=farm,
                      out_dir=str(doc.get("out_dir", "")), store=str(doc.get("store", "")), source=source)
 
 

@@ -274,7 +274,13 @@ def run_pipeline(cfg: RunConfig, fresh: bool = False, progress: bool = True, log
             train_metrics.update({v.name: v.metrics for v, _, _ in variants})
             jobs += _export_step(cfg, m, variants, out, store, run_id, devices, log, t_start)
             jobs += _stream_step(cfg, m, variants[0][0], out, store, run_id, devices, log)
-        skipped = _measure_step(jobs, devices, spec, store, run_id, done, log, progress)
+        if cfg.farm.engine == "ray":
+            from edgebench.farm import measure_step
+
+            skipped = measure_step(jobs, devices, spec, store, run_id, done, log, progress, cfg.farm.address,
+                                   cfg.bench.devices_file or None)
+        else:
+            skipped = _measure_step(jobs, devices, spec, store, run_id, done, log, progress)
         records = store.query(run_id=run_id)
         report_dir = write_report(records, out / "report", title=f"edgebench report: {cfg.name} ({run_id})")
         _log_recommendations(records, log)
