@@ -19,11 +19,12 @@ import html
 import json
 
 from edgebench.deploy.inputs import feeds_text
+from edgebench.reports.encoding import fold_blocks
 from edgebench.reports.record import Record
 from edgebench.reports.recommend import candidates, recommend
 
 MAX_PLOTTED_SAMPLES = 2000  # per artifact in a distribution plot; statistics always use every sample
-MAX_PROFILE_FIGURES = 24
+MAX_PROFILE_OPS = 15  # per artifact in the profile plot
 PROVENANCE_LEGEND = {
     "measured": "timed on the device itself",
     "emulated": "wall time under emulation or throttling: not a device latency",
@@ -383,16 +384,30 @@ def _median_ms(r: Record) -> float:
     return v[len(v) // 2] / 1e6
 
 
-def profile_figure(r: Record) -> dict:
-    ops = sorted(r.profile, key=lambda p: p.get("mean_us", 0))[-15:]
-    labels = [f"{p.get('op')} {p.get('node', '')}".strip() for p in ops]
-    return {"data": [{"type": "bar", "orientation": "h", "x": [p.get("mean_us", 0) for p in ops], "y": labels,
-                      "text": [f"{p.get('share', 0):.1%}" for p in ops], "textposition": "auto",
-                      "hovertemplate": "%{y}<br>%{x:.2f} µs per run (%{text})<extra></extra>",
-                      "marker": {"color": "#4477aa"}}],
-            "layout": {"title": {"text": f"operators: {_e(r.name)} @ {_e(r.device)}", "font": {"size": 13}},
-                       "xaxis": {"title": {"text": "mean time per run (µs)"}}, "yaxis": {"automargin": True},
-                       "height": 140 + 20 * len(ops), "margin": {"t": 40, "r": 20, "b": 50}}}
+def profile_figure(device: str, records: list[Record]) -> dict | None:
+    """The top operators of each profiled artifact on one device, one artifact at a time (a menu chooses)."""
+    recs = [r for r in records if r.device == device and r.status == "ok" and r.profile]
+    if not recs:
+        return None
+    traces, top = [], 0
+    for k, r in enumerate(recs):
+        ops = sorted(r.profile, key=lambda p: p.get("mean_us", 0))[-MAX_PROFILE_OPS:]
+        top = max(top, len(ops))
+        traces.append({"type": "bar", "orientation": "h", "name": r.name, "visible": k == 0,
+                       "x": [p.get("mean_us", 0) for p in ops],
+                       "y": [f"{p.get('op')} {p.get('node', '')}".strip() for p in ops],
+                       "text": [f"{p.get('share', 0):.1%}" for p in ops], "textposition": "auto",
+                       "hovertemplate": f"{_e(r.name)}<br>%{{y}}<br>%{{x:.2f}} µs per run (%{{text}})<extra></extra>",
+                       "marker": {"color": "#4477aa"}})
+    menu = [{"type": "dropdown", "x": 1, "y": 1.02, "xanchor": "right", "yanchor": "bottom", "buttons": [
+        {"label": r.name, "method": "update",
+         "args": [{"visible": [j == k for j in range(len(recs))]},
+                  {"title.text": f"{_e(device)}: top operators of {_e(r.name)}"}]} for k, r in enumerate(recs)]}]
+    return {"data": traces, "layout": {
+        "title": {"text": f"{_e(device)}: top operators of {_e(recs[0].name)}", "font": {"size": 14}, "x": 0.01,
+                  "xanchor": "left"},
+        "xaxis": {"title": {"text": "mean time per run (µs)"}}, "yaxis": {"automargin": True},
+        "showlegend": False, "updatemenus": menu, "height": 180 + 22 * top, "margin": {"t": 80, "r": 20, "b": 50}}}
 
 
 def instructions_figure(device: str, records: list[Record]) -> dict | None:
@@ -442,13 +457,13 @@ def plots_html(records: list[Record], recs: dict) -> str:
         for i, (d, fig) in enumerate(dist):
             if fig:
                 parts.append(_figure(fig, f"dist-{i}", "distribution", device=d))
-    prof = [r for r in records if r.profile and r.status == "ok"]
-    if prof:
-        parts.append("<h2>Operator profiles</h2>" + (
-            f"<p class='note'>First {MAX_PROFILE_FIGURES} of {len(prof)} profiled artifacts.</p>"
-            if len(prof) > MAX_PROFILE_FIGURES else ""))
-        for i, r in enumerate(prof[:MAX_PROFILE_FIGURES]):
-            parts.append(_figure(profile_figure(r), f"profile-{i}", "profile", device=r.device))
+    prof = [(d, profile_figure(d, records)) for d in devices]
+    if any(f for _, f in prof):
+        parts.append(f"<h2>Operator profiles</h2><p class='note'>The {MAX_PROFILE_OPS} operators with the most "
+                     "time per run, from the runtime's own profiler; the menu chooses the artifact.</p>")
+        for i, (d, fig) in enumerate(prof):
+            if fig:
+                parts.append(_figure(fig, f"profile-{i}", "profile", device=d))
     insn = [(d, instructions_figure(d, records)) for d in devices]
     if any(f for _, f in insn):
         parts.append("<h2>Instruction counts (emulated devices)</h2>")
@@ -490,7 +505,7 @@ def render_page(records: list[Record], cmp: dict, title: str) -> str:
 
     recs = recommend(records)
     encodings = "".join(
-        f"<details><summary>{_e(r.name)}</summary><pre>{_e(r.onnx_encoding)}</pre></details>"
+        f"<details><summary>{_e(r.name)}</summary><pre>{_e(fold_blocks(r.onnx_encoding))}</pre></details>"
         for r in {r.name: r for r in records if r.onnx_encoding}.values())
     macs_defs = sorted({r.macs_definition for r in records if r.macs_definition})
     js = get_plotlyjs().replace("</script", "<\\/script")
@@ -510,7 +525,7 @@ def render_page(records: list[Record], cmp: dict, title: str) -> str:
 computed from the predictions the deployed file produced on the device. Δ and ratios compare each quantized
 artifact with the fp32 artifact of the same model and format on the same device in the same run. Intervals: 95 %
 (Wilson for an accuracy over its eval windows). MACs (batch 1): {_e('; '.join(macs_defs)) or '–'}.</p>
-<h2>Graph encodings</h2>{encodings}
+<h2>Graph encodings</h2><p class="note">ONNX-Net-style text of each graph; a block repeated once per time step is written once with <code>[above K lines xN]</code> (records.json keeps the whole text).</p>{encodings}
 <script>{TABLE_JS}</script>
 </body></html>
 """

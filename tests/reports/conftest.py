@@ -7,7 +7,8 @@ paths dropped, so the fixture stays small and copies no ONNX file).
 The main job measures one device. To test what a report shows for more (filtering to one device, estimated
 latencies, instruction counts, search picks with a predicted point and an arch), `with_more_devices` adds
 records made here, marked by their names and run as synthetic: an emulated Cortex-A72 with estimated
-latencies and guest instruction counts, one failed measurement, and OFA-style picks.
+latencies and guest instruction counts, one failed measurement, and OFA-style picks (two with an
+operator profile).
 """
 from __future__ import annotations
 
@@ -53,6 +54,10 @@ def synthetic_records(base: list[Record]) -> list[Record]:
         o.accuracy, o.n_eval, o.predictions = acc, 1000, None
         o.extra = {"arch": {"ks": [3, 5, 7][: i + 1], "e": [4, 6], "d": [2, 2, 2], "r": 28},
                    "predicted_latency_ms": pred, "predicted_accuracy": acc + 0.02}
+        if i < 2:  # an operator profile as onnxruntime's profiler gives it (op, node, µs per run, share)
+            o.profile = [{"op": op, "node": f"n{k}", "mean_us": us, "share": us / 30.0, "count": 100,
+                          "total_us": 100 * us} for k, (op, us) in enumerate([("Conv", 18.0 + i), ("Gemm", 7.0),
+                                                                                 ("Relu", 3.0), ("Add", 2.0)])]
         out.append(o)
     return out
 

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from edgebench.reports.interactive import (MAX_PLOTTED_SAMPLES, accuracy_latency_figure, distribution_figure,
-                                           instructions_figure, pareto_front, render_page, thin)
+                                           instructions_figure, pareto_front, profile_figure, render_page, thin)
 from edgebench.reports.recommend import recommend
 from edgebench.reports.record import LatencyStats
 from edgebench.reports.render import compare_to_float, latest_per_key, write_report
@@ -36,7 +36,9 @@ def test_main_job_page_is_self_contained_and_at_most_6_mb(main_job, tmp_path):
     size = (out / "report.html").stat().st_size
     assert size <= 6_000_000, size
     assert "plotly.js v" in page  # the library itself, inlined
-    assert not re.search(r"<script[^>]+src=|<link[^>]+href=|@import|cdn\.plot\.ly", page)
+    assert not re.search(r"<script[^>]+src=|<link[^>]+href=|@import", page)
+    ours = page[page.index("</script>", page.index("plotly.js v")):]  # all but the library's own code
+    assert "plot.ly" not in ours and "https://" not in ours and "http://" not in ours
     assert page.count("Plotly.newPlot(") >= 2  # accuracy vs latency and the distributions
 
 
@@ -91,3 +93,14 @@ def test_instruction_counts_only_where_a_device_counted_them(with_more_devices):
     totals = [sum(t["x"][i] for t in fig["data"]) for i in range(len(fig["data"][0]["y"]))]
     assert totals == sorted(totals) and totals[0] == pytest.approx(1_000_000, abs=2)
     assert "not a device latency" in json.dumps(distribution_figure("pi4-emulated", records)["layout"])
+
+
+def test_operator_profiles_one_artifact_at_a_time(with_more_devices):
+    records = latest_per_key(with_more_devices)
+    assert profile_figure("pi4-emulated", records) is None
+    fig = profile_figure("local", records)
+    assert [t["name"] for t in fig["data"]] == ["ofa-local-b0-onnx-fp32", "ofa-local-b1-onnx-fp32"]
+    assert [t["visible"] for t in fig["data"]] == [True, False]
+    assert fig["data"][1]["y"][-1] == "Conv n0" and fig["data"][1]["x"][-1] == 19.0  # slowest op on top
+    menu = fig["layout"]["updatemenus"][0]["buttons"]
+    assert [b["args"][0]["visible"] for b in menu] == [[True, False], [False, True]]
