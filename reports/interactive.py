@@ -20,7 +20,7 @@ import json
 
 from edgebench.deploy.inputs import feeds_text
 from edgebench.reports.encoding import fold_blocks
-from edgebench.reports.record import Record
+from edgebench.reports.record import Record, trust_warnings
 from edgebench.reports.recommend import candidates, recommend
 
 MAX_PLOTTED_SAMPLES = 2000  # per artifact in a distribution plot; statistics always use every sample
@@ -83,15 +83,21 @@ def _figure(fig: dict, div_id: str, cls: str, **attrs) -> str:
 
 # -- the decision and the environment ------------------------------------------------------------------------
 
-def decision_html(recs: dict) -> str:
+def pick_warning(records: list[Record], device: str, pick: str) -> str:
+    """The spread warning of a pick whose p50 alone is not to be trusted (record.trust_warnings), else ''."""
+    return "; ".join(trust_warnings(r for r in records if r.device == device and r.name == pick))
+
+
+def decision_html(recs: dict, records: list[Record]) -> str:
     if not recs:
         return ("<section id='decision'><h2>Decision</h2><p class='warn'>No artifact can be recommended: no "
                 "successful record with accuracy on the device and a latency.</p></section>")
     rows = "".join(
         f"<tr data-device='{_e(d)}' data-pick='{_e(rec.pick)}'><td>{_e(d)}</td><td><code class='pick'>"
         f"{_e(rec.pick)}</code></td><td class='n'>{100 * rec.accuracy:.2f}</td><td class='n'>{rec.p50_ms:.4g}</td>"
-        f"<td>{_e(rec.latency_provenance)}</td><td class='why'>{_e(rec.reason)}</td></tr>"
-        for d, rec in recs.items())
+        f"<td>{_e(rec.latency_provenance)}</td><td class='why'>{_e(rec.reason)}"
+        + (f"<br><span class='warn'>Spread: {_e(w)}</span>" if (w := pick_warning(records, d, rec.pick)) else "")
+        + "</td></tr>" for d, rec in recs.items())
     lost = "".join(
         f"<details><summary>{_e(d)}: why the other {len(rec.others)} lost</summary><ul>"
         + "".join(f"<li><code>{_e(n)}</code>: {_e(why)}</li>" for n, why in rec.others) + "</ul></details>"
@@ -481,6 +487,7 @@ table { border-collapse: collapse; font-size: 12px; margin-bottom: 1em; }
 th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: left; vertical-align: top; }
 th { background: #f4f4f4; position: sticky; top: 0; }
 #records-table th { cursor: pointer; user-select: none; }
+#records-table td:first-child { white-space: nowrap; }
 th[data-sort=asc]::after { content: " ▲"; } th[data-sort=desc]::after { content: " ▼"; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
 tr.failed { background: #fde8e8; }
@@ -515,7 +522,7 @@ def render_page(records: list[Record], cmp: dict, title: str) -> str:
 <script type="text/javascript">{js}</script>
 </head><body>
 <h1>{_e(title)}</h1>
-{decision_html(recs)}
+{decision_html(recs, records)}
 {environment_html(records)}
 {records_table_html(records, cmp)}
 {plots_html(records, recs)}

@@ -19,6 +19,7 @@ def _f(v, spec: str = "{:.4g}") -> str:
 
 def render_markdown(records: list[Record], title: str, html_name: str = "report.html") -> str:
     """The Markdown summary of one run's records (one record per artifact and device)."""
+    from edgebench.reports.interactive import pick_warning
     from edgebench.reports.render import graph_of
 
     recs = recommend(records)
@@ -30,8 +31,11 @@ def render_markdown(records: list[Record], title: str, html_name: str = "report.
     if recs:
         out += ["| device | deploy | accuracy on the device | p50 per window | latency provenance | why |",
                 "|---|---|--:|--:|---|---|"]
-        out += [f"| {_cell(d)} | **`{_cell(rec.pick)}`** | {100 * rec.accuracy:.2f}% | {rec.p50_ms:.4g} ms | "
-                f"{_cell(rec.latency_provenance)} | {_cell(rec.reason)} |" for d, rec in recs.items()]
+        for d, rec in recs.items():
+            spread = pick_warning(records, d, rec.pick)
+            out.append(f"| {_cell(d)} | **`{_cell(rec.pick)}`** | {100 * rec.accuracy:.2f}% | {rec.p50_ms:.4g} ms | "
+                       f"{_cell(rec.latency_provenance)} | {_cell(rec.reason)}"
+                       + (f" ⚠️ Spread: {_cell(spread)}" if spread else "") + " |")
     else:
         out.append("No artifact can be recommended: no successful record with accuracy on the device and a latency.")
     warnings = trust_warnings(r for r in records if r.status == "ok")

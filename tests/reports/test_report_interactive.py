@@ -24,6 +24,10 @@ def test_page_opens_with_the_decision_then_the_environment_then_the_records(with
     expected = {d: rec.pick for d, rec in recommend(latest_per_key(with_more_devices)).items()}
     assert picks == expected and set(picks) == {"local", "pi4-emulated"}
     assert picks["local"] == "l2mu_lif-stream-tflite-fp32"  # the main job's pick, as recommendation.json says
+    decision = page[page.index("<section id='decision'>"):page.index("<section id='environment'>")]
+    # the main job's pick was timed on a busy machine (CV 119 %): the decision says so beside the pick
+    assert "Spread: l2mu_lif-stream-tflite-fp32 on local: CV 119% is too high" in decision
+    assert decision.count("Spread:") == 1  # the emulated pick's estimate has no CV to warn about
     env = page[page.index("<section id='environment'>"):page.index("<section id='records'>")]
     for fact in ("onnxruntime 1.32.0", "ai_edge_litert 2.3.0", "Intel(R) Xeon(R) Processor",
                  "not pinned (affinity [0, 1])", "cortex-a72 (emulated", "estimated"):

@@ -29,6 +29,7 @@ def test_report_md_sits_beside_report_html_and_recommends_the_same(with_more_dev
     assert md_picks == html_picks == {d: v["pick"] for d, v in
                                       json.loads((out / "recommendation.json").read_text()).items()}
     assert md_picks["local"] == "l2mu_lif-stream-tflite-fp32"
+    assert "⚠️ Spread: l2mu_lif-stream-tflite-fp32 on local: CV 119%" in decision[2][-1]
 
 
 def test_every_table_row_has_the_header_s_cells(with_more_devices):
