@@ -294,6 +294,11 @@ def accuracy_latency_figure(device: str, records: list[Record], pick: str | None
                            "error_y": {"type": "data", "symmetric": False, "array": [c[1] for c in ci],
                                        "arrayminus": [c[0] for c in ci], "thickness": 0.8, "width": 2,
                                        "color": "#999999"},
+                           **({"error_x": {"type": "data", "symmetric": False, "thickness": 0.8, "width": 2,
+                                           "color": "#999999",
+                                           "array": [r.latency_ms["high"] - r.latency_ms["p50"] for r in mine],
+                                           "arrayminus": [r.latency_ms["p50"] - r.latency_ms["low"] for r in mine]}}
+                              if all(r.latency_ms.get("low") is not None for r in mine) else {}),
                            "customdata": [r.name for r in mine], "text": [_hover(r) for r in mine],
                            "hovertemplate": "%{text}<extra></extra>",
                            "marker": {"symbol": SYMBOLS.get(prov, "x"), "size": 10, "color": color[model],
@@ -445,7 +450,8 @@ def plots_html(records: list[Record], recs: dict) -> str:
     devices = sorted({r.device for r in records})
     parts = ["<section id='plots'><h2>Accuracy vs latency</h2><p class='note'>One point per artifact that "
              "classifies a whole window (window models and streamed windows; single steps are in the streaming "
-             "table). Symbols: provenance; vertical bars: 95 % interval of the accuracy; dotted: the Pareto "
+             "table). Symbols: provenance; vertical bars: 95 % interval of the accuracy; horizontal bars: the band of "
+             "an estimated latency; dotted: the Pareto "
              "front (no other point is both faster and more accurate). Drag to zoom, double-click to reset.</p>"]
     n = 0
     for d in devices:

@@ -87,6 +87,9 @@ def test_accuracy_latency_points_say_what_they_are(with_more_devices):
     assert [t["name"] for t in fronts] == ["Pareto front (measured)"] and fronts[0]["x"][0] < 1
     emu = accuracy_latency_figure("pi4-emulated", records, None)
     assert {t["marker"]["symbol"] for t in emu["data"] if t["mode"] == "markers"} == {"square"}
+    band = [t for t in emu["data"] if t["mode"] == "markers"][0]
+    assert band["error_x"]["array"][0] == pytest.approx(0.11 * band["x"][0])  # the estimate's ±11 % band
+    assert all("error_x" not in t for t in fig["data"])  # measured points have no such band
 
 
 def test_instruction_counts_only_where_a_device_counted_them(with_more_devices):

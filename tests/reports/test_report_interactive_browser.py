@@ -81,7 +81,22 @@ def test_main_job_report_sorts_filters_and_names_points_offline(with_more_device
             ".acc-latency[data-device='local'] .hoverlayer .hovertext",
             "el => Array.from(el.querySelectorAll('tspan.line')).map(t => t.textContent).join('\\n')")
         page.screenshot(path=str(shot), full_page=True)
+
+        # log/linear axis buttons, and a distribution toggled off by its legend entry
+        xtype = "() => document.querySelector(\".acc-latency[data-device='local'] .js-plotly-plot\")._fullLayout.xaxis.type"
+        assert page.evaluate(xtype) == "log"
+        page.locator(".acc-latency[data-device='local'] .updatemenu-button", has_text="linear x").click()
+        page.wait_for_function(xtype.replace("() =>", "() => ") + " === 'linear'")
+        dist = ".distribution[data-device='local']"
+        page.locator(dist).scroll_into_view_if_needed()
+        first = page.evaluate(f"() => document.querySelector(\"{dist} .js-plotly-plot\").data.at(-1).name")
+        page.locator(f"{dist} .legend .traces").first.click()  # reversed legend: its first entry is the last trace
+        page.wait_for_function(f"() => document.querySelector(\"{dist} .js-plotly-plot\").data.at(-1).visible "
+                               "=== 'legendonly'")
+        hidden = page.evaluate(f"() => document.querySelector(\"{dist} .js-plotly-plot\").data"
+                               ".filter(d => d.visible === 'legendonly').map(d => d.name)")
         browser.close()
+    assert hidden == [first]
     assert tooltip.splitlines()[0] == pick
     assert "device: local" in tooltip and "provenance: measured" in tooltip and "n=100" in tooltip
     assert not errors, errors

@@ -18,12 +18,24 @@ def _table_rows(md: str, header_start: str) -> list[list[str]]:
     return rows
 
 
+def _rendered_tables(md: str) -> list[list[list[str]]]:
+    """The tables of the Markdown as a CommonMark + GFM-tables renderer (markdown-it-py, as rich uses) draws
+    them: [[cells of each row]] per table."""
+    from markdown_it import MarkdownIt
+
+    page = MarkdownIt("commonmark").enable("table").render(md)
+    return [[re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row) for row in re.findall(r"<tr>(.*?)</tr>", t, re.S)]
+            for t in re.findall(r"<table>(.*?)</table>", page, re.S)]
+
+
 def test_report_md_sits_beside_report_html_and_recommends_the_same(with_more_devices, tmp_path):
     out = write_report(with_more_devices, tmp_path / "r")
     md = (out / "report.md").read_text()
+    tables = _rendered_tables(md)
+    assert len(tables) == 2 and len(tables[1]) == 1 + len(with_more_devices)  # decision, records
+    assert tables[0][0][:2] == ["device", "deploy"]
+    md_picks = {row[0]: re.fullmatch(r"<strong><code>(.+)</code></strong>", row[1]).group(1) for row in tables[0][1:]}
     decision = _table_rows(md, "| device | deploy")
-    assert decision[1][0].startswith("---")  # header separator: renders as a table
-    md_picks = {row[0]: row[1].strip("*`") for row in decision[2:]}
     page = (out / "report.html").read_text()
     html_picks = dict(re.findall(r"<tr data-device='([^']+)' data-pick='([^']+)'>", page))
     assert md_picks == html_picks == {d: v["pick"] for d, v in
