@@ -1,0 +1,74 @@
+"""The Ray farm against the one-process sweep, measured in one run.
+
+4 models (digits CNNs of 4 widths, ONNX fp32) x 3 devices (two local devices pinned to cores 0 and 1, and
+pi4-emulated): the same measure step once sequentially and once on a local Ray instance. Prints Ray's
+start-up on its own line, whether any device's job intervals overlap (they must not) and whether jobs on
+different devices overlap (they should), and as the last line the wall-time ratio ray / sequential.
+
+    python benchmarks/farm.py [--devices core0,core1,pi4-emulated] [--runs 100]
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    from edgebench.devices.registry import get_device
+    from edgebench.farm import measure_step, start
+    from edgebench.pipeline import Job, _measure_step, export_artifact
+    from edgebench.reports.store import Store
+    from edgebench.train.registry import train_model
+    from edgebench.types import Format, Precision, RunSpec
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--devices", default="core0,core1,pi4-emulated")
+    ap.add_argument("--runs", type=int, default=100)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="edgebench-farm-bench-") as tmp:
+        tmp = Path(tmp)
+        devices_file = tmp / "devices.toml"
+        devices_file.write_text('[devices.core0]\nkind = "local"\ncores = [0]\n'
+                                '[devices.core1]\nkind = "local"\ncores = [1]\n')
+        devices = [get_device(n, devices_file) for n in args.devices.split(",")]
+        for d in devices:
+            d.setup()
+        jobs = []
+        for width in (4, 8, 16, 24):
+            t = train_model(f"cnn{width}", "cnn", "digits", {"width": width}, {"epochs": 1}, progress=False)
+            a = export_artifact(t, Format.ONNX, Precision.FP32, tmp / "art", 17, 1e-4)
+            jobs.append(Job(a, t.dataset.x_test, t.dataset.y_test, t.dataset.preprocessing))
+        spec = RunSpec(runs=args.runs, warmup=10, threads=1)
+        quiet = lambda *a: None  # noqa: E731
+        with Store(tmp / "seq.sqlite") as store:
+            store.begin_run("seq", "seq", {})
+            t0 = time.perf_counter()
+            _measure_step(jobs, devices, spec, store, "seq", set(), quiet, False)
+            sequential = time.perf_counter() - t0
+        ray, _, startup = start(devices, log=quiet)
+        print(f"ray start-up: {startup:.2f} s (local instance, {len(devices)} device resources)")
+        with Store(tmp / "ray.sqlite") as store:
+            store.begin_run("ray", "ray", {})
+            t0 = time.perf_counter()
+            measure_step(jobs, devices, spec, store, "ray", set(), quiet, False, devices_file=str(devices_file))
+            farm = time.perf_counter() - t0
+            records = store.query(run_id="ray")
+        ray.shutdown()
+    spans: dict = {}
+    for r in records:
+        f = r.extra["farm"]
+        spans.setdefault(r.device, []).append((f["started_s"], f["ended_s"]))
+    same = any(a[1] > b[0] for s in spans.values() for a, b in zip(sorted(s), sorted(s)[1:]))
+    every = sorted(x for s in spans.values() for x in s)
+    across = any(a[1] > b[0] for a, b in zip(every, every[1:]))
+    print(f"records: {len(records)} ({sum(r.status == 'ok' for r in records)} ok)")
+    print(f"jobs on one device overlapping: {'YES (a defect)' if same else 'never'}; "
+          f"jobs on different devices overlapping: {'yes' if across else 'no'}")
+    print(f"sequential sweep {sequential:.1f} s, ray sweep {farm:.1f} s (start-up excluded)")
+    print(f"wall-time ratio ray / sequential: {farm / sequential:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
