@@ -24,6 +24,7 @@ from edgebench.reports.record import Record, trust_warnings
 from edgebench.reports.recommend import candidates, recommend
 
 MAX_PLOTTED_SAMPLES = 2000  # per artifact in a distribution plot; statistics always use every sample
+SHOWN_DISTRIBUTIONS = 20  # artifacts drawn at first per device (the pick and the fastest); the legend shows the rest
 MAX_PROFILE_OPS = 15  # per artifact in the profile plot
 PROVENANCE_LEGEND = {
     "measured": "timed on the device itself",
@@ -40,7 +41,7 @@ PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 def thin(values: list, k: int = MAX_PLOTTED_SAMPLES) -> list:
     """At most k values for drawing: the k evenly spaced order statistics of the sorted values (min and max
     kept), so the drawn distribution keeps its shape. Only for plots, never for statistics."""
-    v = sorted(values)
+    v = [float(f"{x:.5g}") for x in sorted(values)]  # 5 digits are far below a pixel
     if len(v) <= k:
         return v
     return [v[round(i * (len(v) - 1) / (k - 1))] for i in range(k)]
@@ -359,17 +360,20 @@ def _ci(r: Record) -> tuple:
     return accuracy_ci(r)
 
 
-def distribution_figure(device: str, records: list[Record]) -> dict | None:
+def distribution_figure(device: str, records: list[Record], pick: str | None = None) -> dict | None:
     recs = sorted((r for r in records if r.device == device and r.status == "ok" and r.samples_ns),
                   key=lambda r: _median_ms(r))
     if not recs:
         return None
+    shown = ({r.name for r in recs} if len(recs) <= SHOWN_DISTRIBUTIONS
+             else {r.name for r in recs[:SHOWN_DISTRIBUTIONS - 1]} | {pick or recs[SHOWN_DISTRIBUTIONS - 1].name})
     emulated = any(r.device_kind == "emulated" for r in recs)
     traces = []
     for r in recs:
         values = [s / 1e6 for s in r.samples_ns]
         drawn = thin(values)
         traces.append({"type": "box", "orientation": "h", "name": r.name, "x": drawn, "boxpoints": "outliers",
+                       "visible": True if r.name in shown else "legendonly",
                        "marker": {"size": 3}, "line": {"width": 1},
                        "hovertemplate": (f"<b>{_e(r.name)}</b><br>%{{x:.4g}} ms<br>{len(values)} runs"
                                          + (f", {len(drawn)} drawn" if len(drawn) < len(values) else "")
@@ -386,7 +390,8 @@ def distribution_figure(device: str, records: list[Record]) -> dict | None:
                           "artifact</sub>", "font": {"size": 14}, "x": 0.01, "xanchor": "left"},
         "legend": {"traceorder": "reversed"},
         "xaxis": {"type": "log", "title": {"text": what}}, "yaxis": {"automargin": True},
-        "height": 160 + 24 * len(recs), "showlegend": True, "margin": {"t": 80, "r": 20, "b": 50},
+        "height": 160 + 24 * min(len(recs), SHOWN_DISTRIBUTIONS), "showlegend": True,
+        "margin": {"t": 80, "r": 20, "b": 50},
         "updatemenus": menus}}
 
 
@@ -460,12 +465,13 @@ def plots_html(records: list[Record], recs: dict) -> str:
         if fig:
             n += 1
             parts.append(_figure(fig, f"acc-latency-{n}", "acc-latency", device=d))
-    dist = [(d, distribution_figure(d, records)) for d in devices]
+    dist = [(d, distribution_figure(d, records, recs[d].pick if d in recs else None)) for d in devices]
     if any(f for _, f in dist):
         parts.append(f"<h2>Latency distributions</h2><p class='note'>Boxes from the raw samples; an artifact "
                      f"with more than {MAX_PLOTTED_SAMPLES} runs is drawn from {MAX_PLOTTED_SAMPLES} evenly "
                      "spaced order statistics of them (min and max kept). The table's p50/p90/p99 use every "
-                     "sample.</p>")
+                     f"sample. With more than {SHOWN_DISTRIBUTIONS} artifacts on a device, the fastest and the "
+                     "pick are drawn at first; the legend turns the others on.</p>")
         for i, (d, fig) in enumerate(dist):
             if fig:
                 parts.append(_figure(fig, f"dist-{i}", "distribution", device=d))

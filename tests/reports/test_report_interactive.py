@@ -57,7 +57,7 @@ def test_samples_are_thinned_for_drawing_only(main_job):
     drawn = fig["data"][0]["x"]
     assert len(drawn) == MAX_PLOTTED_SAMPLES
     values = sorted(s / 1e6 for s in r.samples_ns)
-    assert drawn[0] == values[0] and drawn[-1] == values[-1]
+    assert drawn[0] == pytest.approx(values[0], rel=1e-4) and drawn[-1] == pytest.approx(values[-1], rel=1e-4)
     assert drawn[len(drawn) // 2] == pytest.approx(r.latency_ms["p50"], rel=0.01)
     page = _page([r])
     assert f"data-v='{float(r.latency_ms['p50'])!r}'" in page  # the table's p50: every sample

@@ -89,14 +89,16 @@ def test_main_job_report_sorts_filters_and_names_points_offline(with_more_device
         page.wait_for_function(xtype.replace("() =>", "() => ") + " === 'linear'")
         dist = ".distribution[data-device='local']"
         page.locator(dist).scroll_into_view_if_needed()
-        first = page.evaluate(f"() => document.querySelector(\"{dist} .js-plotly-plot\").data.at(-1).name")
+        hidden_js = (f"() => document.querySelector(\"{dist} .js-plotly-plot\").data"
+                     ".filter(d => d.visible === 'legendonly').map(d => d.name)")
+        before = page.evaluate(hidden_js)  # more than 20 artifacts: the slowest start hidden
+        slowest = page.evaluate(f"() => document.querySelector(\"{dist} .js-plotly-plot\").data.at(-1).name")
         page.locator(f"{dist} .legend .traces").first.click()  # reversed legend: its first entry is the last trace
         page.wait_for_function(f"() => document.querySelector(\"{dist} .js-plotly-plot\").data.at(-1).visible "
-                               "=== 'legendonly'")
-        hidden = page.evaluate(f"() => document.querySelector(\"{dist} .js-plotly-plot\").data"
-                               ".filter(d => d.visible === 'legendonly').map(d => d.name)")
+                               "=== true")
+        hidden = page.evaluate(hidden_js)
         browser.close()
-    assert hidden == [first]
+    assert len(before) == 36 - 20 and slowest in before and set(hidden) == set(before) - {slowest}
     assert tooltip.splitlines()[0] == pick
     assert "device: local" in tooltip and "provenance: measured" in tooltip and "n=100" in tooltip
     assert not errors, errors
