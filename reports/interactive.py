@@ -61,6 +61,11 @@ def _e(v) -> str:
     return html.escape(str(v))
 
 
+def _t(v) -> str:
+    """Text inside a plot: Plotly draws a small HTML subset and decodes &amp; &lt; &gt;, not &quot;."""
+    return html.escape(str(v), quote=False)
+
+
 def _num(v, spec: str = "{:.4g}") -> tuple[str, str]:
     """(cell text, sort value)."""
     if v is None or v == "":
@@ -142,7 +147,8 @@ FILTERS = ("device", "graph", "format", "precision", "status", "provenance")
 COLUMNS = [  # (header with unit, key, numeric)
     ("artifact", "name", False), ("device", "device", False), ("graph", "graph", False),
     ("format", "format", False), ("precision", "precision", False), ("status", "status", False),
-    ("latency provenance", "provenance", False), ("accuracy (%)", "acc", True), ("Δ accuracy vs fp32 (pp)", "dacc", True),
+    ("latency provenance", "provenance", False), ("accuracy (%)", "acc", True),
+    ("Δ accuracy vs fp32 (pp)", "dacc", True),
     ("p50 (ms)", "p50", True), ("p90 (ms)", "p90", True), ("p99 (ms)", "p99", True), ("CV (%)", "cv", True),
     ("n runs", "n", True), ("latency vs fp32 (×)", "ratio", True), ("top-1 agreement vs fp32 (%)", "agree", True),
     ("MACs", "macs", True), ("params", "params", True), ("size (kB)", "size", True),
@@ -248,9 +254,9 @@ TABLE_JS = """
 
 def _hover(r: Record) -> str:
     lat = r.latency_ms or {}
-    lines = [f"<b>{_e(r.name)}</b>", f"device: {_e(r.device)}",
-             f"runtime: {_e(f'{r.runtime} {r.runtime_version}'.strip() or '–')}",
-             f"provenance: {_e(r.latency_provenance or '–')}"]
+    lines = [f"<b>{_t(r.name)}</b>", f"device: {_t(r.device)}",
+             f"runtime: {_t(f'{r.runtime} {r.runtime_version}'.strip() or '–')}",
+             f"provenance: {_t(r.latency_provenance or '–')}"]
     if lat:
         lines.append(f"p50 {lat['p50']:.4g} ms" + (f", n={lat['n']}" if lat.get("n") is not None else ""))
         if lat.get("p90") is not None:
@@ -264,7 +270,7 @@ def _hover(r: Record) -> str:
         ci = "" if lo is None else f" [{100 * lo:.1f}, {100 * hi:.1f}] (95 %)"
         lines.append(f"accuracy {100 * r.accuracy:.2f}%{ci} on {r.n_eval} eval windows")
     if _arch(r):
-        lines.append(f"arch: {_e(_arch(r))}")
+        lines.append(f"arch: {_t(_arch(r))}")
     return "<br>".join(lines)
 
 
@@ -322,11 +328,11 @@ def accuracy_latency_figure(device: str, records: list[Record], pick: str | None
                        "y": [100 * (r.extra.get("predicted_accuracy") if r.extra.get("predicted_accuracy") is not None
                                     else r.accuracy) for r in pred],
                        "customdata": [r.name for r in pred],
-                       "text": [f"<b>{_e(r.name)}</b> (predicted)<br>device: {_e(r.device)}<br>provenance: predicted"
+                       "text": [f"<b>{_t(r.name)}</b> (predicted)<br>device: {_t(r.device)}<br>provenance: predicted"
                                 f"<br>latency {r.extra['predicted_latency_ms']:.4g} ms"
                                 + (f"<br>accuracy {100 * r.extra['predicted_accuracy']:.2f}%"
                                    if r.extra.get("predicted_accuracy") is not None else "")
-                                + (f"<br>arch: {_e(_arch(r))}" if _arch(r) else "") for r in pred],
+                                + (f"<br>arch: {_t(_arch(r))}" if _arch(r) else "") for r in pred],
                        "hovertemplate": "%{text}<extra></extra>",
                        "marker": {"symbol": SYMBOLS["predicted"], "size": 10,
                                   "color": [color[r.model] for r in pred]}})
@@ -334,11 +340,11 @@ def accuracy_latency_figure(device: str, records: list[Record], pick: str | None
     chosen = next((r for r in pts if r.name == pick), None)
     if chosen is not None:
         annotations.append({"x": _log10(chosen.latency_ms["p50"]), "y": 100 * chosen.accuracy,
-                            "text": f"deploy: {_e(chosen.name)}", "showarrow": True, "arrowhead": 2,
+                            "text": f"deploy: {_t(chosen.name)}", "showarrow": True, "arrowhead": 2,
                             "ax": 40, "ay": -30, "font": {"size": 11}})
     provs = ", ".join(sorted({r.latency_provenance for r in pts}))
     return {"data": traces, "layout": {
-        "title": {"text": f"{_e(device)}: accuracy vs latency", "font": {"size": 14}, "x": 0.01,
+        "title": {"text": f"{_t(device)}: accuracy vs latency", "font": {"size": 14}, "x": 0.01,
                   "xanchor": "left"},
         "xaxis": {"type": "log", "title": {"text": f"p50 latency per window (ms; {provs})"}},
         "yaxis": {"title": {"text": "accuracy on the device (%)"}},
@@ -375,7 +381,7 @@ def distribution_figure(device: str, records: list[Record], pick: str | None = N
         traces.append({"type": "box", "orientation": "h", "name": r.name, "x": drawn, "boxpoints": "outliers",
                        "visible": True if r.name in shown else "legendonly",
                        "marker": {"size": 3}, "line": {"width": 1},
-                       "hovertemplate": (f"<b>{_e(r.name)}</b><br>%{{x:.4g}} ms<br>{len(values)} runs"
+                       "hovertemplate": (f"<b>{_t(r.name)}</b><br>%{{x:.4g}} ms<br>{len(values)} runs"
                                          + (f", {len(drawn)} drawn" if len(drawn) < len(values) else "")
                                          + "<extra></extra>")})
     what = ("emulated wall time per call under qemu (ms): not a device latency" if emulated
@@ -386,7 +392,7 @@ def distribution_figure(device: str, records: list[Record], pick: str | None = N
             {"label": "show all", "method": "restyle", "args": [{"visible": True}]},
             {"label": "hide all", "method": "restyle", "args": [{"visible": "legendonly"}]}]}]
     return {"data": traces, "layout": {
-        "title": {"text": f"{_e(device)}: latency distributions<br><sub>click a legend entry to toggle an "
+        "title": {"text": f"{_t(device)}: latency distributions<br><sub>click a legend entry to toggle an "
                           "artifact</sub>", "font": {"size": 14}, "x": 0.01, "xanchor": "left"},
         "legend": {"traceorder": "reversed"},
         "xaxis": {"type": "log", "title": {"text": what}}, "yaxis": {"automargin": True},
@@ -413,14 +419,14 @@ def profile_figure(device: str, records: list[Record]) -> dict | None:
                        "x": [p.get("mean_us", 0) for p in ops],
                        "y": [f"{p.get('op')} {p.get('node', '')}".strip() for p in ops],
                        "text": [f"{p.get('share', 0):.1%}" for p in ops], "textposition": "auto",
-                       "hovertemplate": f"{_e(r.name)}<br>%{{y}}<br>%{{x:.2f}} µs per run (%{{text}})<extra></extra>",
+                       "hovertemplate": f"{_t(r.name)}<br>%{{y}}<br>%{{x:.2f}} µs per run (%{{text}})<extra></extra>",
                        "marker": {"color": "#4477aa"}})
     menu = [{"type": "dropdown", "x": 1, "y": 1.02, "xanchor": "right", "yanchor": "bottom", "buttons": [
         {"label": r.name, "method": "update",
          "args": [{"visible": [j == k for j in range(len(recs))]},
-                  {"title.text": f"{_e(device)}: top operators of {_e(r.name)}"}]} for k, r in enumerate(recs)]}]
+                  {"title.text": f"{_t(device)}: top operators of {_t(r.name)}"}]} for k, r in enumerate(recs)]}]
     return {"data": traces, "layout": {
-        "title": {"text": f"{_e(device)}: top operators of {_e(recs[0].name)}", "font": {"size": 14}, "x": 0.01,
+        "title": {"text": f"{_t(device)}: top operators of {_t(recs[0].name)}", "font": {"size": 14}, "x": 0.01,
                   "xanchor": "left"},
         "xaxis": {"title": {"text": "mean time per run (µs)"}}, "yaxis": {"automargin": True},
         "showlegend": False, "updatemenus": menu, "height": 180 + 22 * top, "margin": {"t": 80, "r": 20, "b": 50}}}
@@ -437,7 +443,7 @@ def instructions_figure(device: str, records: list[Record]) -> dict | None:
     if classes:
         traces = [{"type": "bar", "orientation": "h", "name": c, "y": names,
                    "x": [(r.extra.get("instructions_by_class") or {}).get(c, 0) for r in recs],
-                   "hovertemplate": f"%{{y}}<br>{_e(c)}: %{{x:,.0f}}<extra></extra>"} for c in classes]
+                   "hovertemplate": f"%{{y}}<br>{_t(c)}: %{{x:,.0f}}<extra></extra>"} for c in classes]
     else:
         traces = [{"type": "bar", "orientation": "h", "name": "instructions", "y": names,
                    "x": [r.extra["instructions_per_inference"] for r in recs],
@@ -445,7 +451,7 @@ def instructions_figure(device: str, records: list[Record]) -> dict | None:
                             if r.extra.get("estimated_latency_ms") is not None else "" for r in recs],
                    "hovertemplate": "%{y}<br>%{x:,.0f} instructions<br>%{text}<extra></extra>"}]
     return {"data": traces, "layout": {
-        "title": {"text": f"{_e(device)}: guest instructions per inference (exact counts under emulation)",
+        "title": {"text": f"{_t(device)}: guest instructions per inference (exact counts under emulation)",
                   "font": {"size": 14}},
         "barmode": "stack", "xaxis": {"title": {"text": "instructions per inference"}},
         "yaxis": {"automargin": True}, "height": 160 + 24 * len(recs), "margin": {"t": 50, "r": 20, "b": 50}}}
@@ -544,7 +550,8 @@ def render_page(records: list[Record], cmp: dict, title: str) -> str:
 computed from the predictions the deployed file produced on the device. Δ and ratios compare each quantized
 artifact with the fp32 artifact of the same model and format on the same device in the same run. Intervals: 95 %
 (Wilson for an accuracy over its eval windows). MACs (batch 1): {_e('; '.join(macs_defs)) or '–'}.</p>
-<h2>Graph encodings</h2><p class="note">ONNX-Net-style text of each graph; a block repeated once per time step is written once with <code>[above K lines xN]</code> (records.json keeps the whole text).</p>{encodings}
+<h2>Graph encodings</h2><p class="note">ONNX-Net-style text of each graph; a block repeated once per time step
+is written once with <code>[above K lines xN]</code> (records.json keeps the whole text).</p>{encodings}
 <script>{TABLE_JS}</script>
 </body></html>
 """

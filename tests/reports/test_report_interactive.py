@@ -79,7 +79,7 @@ def test_accuracy_latency_points_say_what_they_are(with_more_devices):
     assert ofa["marker"]["symbol"] == "circle"
     hover = ofa["text"][ofa["customdata"].index("ofa-local-b1-onnx-fp32")]
     for part in ("device: local", "runtime: onnxruntime 1.32.0", "provenance: measured", "n=100", "spread: p90",
-                 'arch: {&quot;ks&quot;:[3,5]'):
+                 'arch: {"ks":[3,5]'):
         assert part in hover, part
     predicted = [t for t in fig["data"] if t["name"] == "predicted (search)"][0]
     assert predicted["marker"]["symbol"] == "diamond-open" and predicted["x"] == [2.2, 1.6, 0.55]

@@ -45,7 +45,8 @@ def test_main_job_report_sorts_filters_and_names_points_offline(with_more_device
         assert page.inner_text("#decision tbody tr[data-device='local'] code.pick") == pick
 
         # sort by p50: ascending, then descending; rows without a p50 (the failed one) stay last
-        col = page.eval_on_selector_all("#records-table thead th", "ths => ths.map(t => t.dataset.key)").index("p50") + 1
+        keys = page.eval_on_selector_all("#records-table thead th", "ths => ths.map(t => t.dataset.key)")
+        col = keys.index("p50") + 1
         rows_js = VISIBLE_ROWS.replace("COL", str(col))
         page.click("#records-table th[data-key='p50']")
         up = page.evaluate(rows_js)
@@ -83,7 +84,8 @@ def test_main_job_report_sorts_filters_and_names_points_offline(with_more_device
         page.screenshot(path=str(shot), full_page=True)
 
         # log/linear axis buttons, and a distribution toggled off by its legend entry
-        xtype = "() => document.querySelector(\".acc-latency[data-device='local'] .js-plotly-plot\")._fullLayout.xaxis.type"
+        xtype = ("() => document.querySelector(\".acc-latency[data-device='local'] .js-plotly-plot\")"
+                 "._fullLayout.xaxis.type")
         assert page.evaluate(xtype) == "log"
         page.locator(".acc-latency[data-device='local'] .updatemenu-button", has_text="linear x").click()
         page.wait_for_function(xtype.replace("() =>", "() => ") + " === 'linear'")
