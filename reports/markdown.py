@@ -7,6 +7,8 @@ from __future__ import annotations
 from edgebench.reports.record import Record, trust_warnings
 from edgebench.reports.recommend import recommend
 
+MAX_ROWS = 60  # a pull-request comment holds 65,536 characters; report.html has every row
+
 
 def _cell(v) -> str:
     """One table cell: pipes escaped, line breaks flattened (both would break a GFM table row)."""
@@ -48,7 +50,11 @@ def render_markdown(records: list[Record], title: str, html_name: str = "report.
             "| provenance | status |",
             "|---|---|---|---|---|--:|--:|--:|--:|--:|---|---|"]
     picks = {(d, rec.pick) for d, rec in recs.items()}
-    for r in sorted(records, key=lambda r: (r.device, r.name)):
+    # per device: the pick, failures, then the rest by p50; past MAX_ROWS the slowest rows are left to the HTML
+    ordered = sorted(records, key=lambda r: ((r.device, r.name) not in picks, r.status == "ok",
+                                             (r.latency_ms or {}).get("p50", float("inf")), r.name))
+    shown = sorted(ordered[:MAX_ROWS], key=lambda r: (r.device, (r.device, r.name) not in picks, r.name))
+    for r in shown:
         lat = r.latency_ms or {}
         name = f"**{_cell(r.name)}**" if (r.device, r.name) in picks else _cell(r.name)
         status = "ok" if r.status == "ok" else "failed: " + _cell(r.error)[:120]
@@ -58,6 +64,8 @@ def render_markdown(records: list[Record], title: str, html_name: str = "report.
             f"{_f(lat.get('p99'))} | {_f(lat.get('cv'), '{:.0%}')} | "
             f"{_f(None if r.size_bytes is None else r.size_bytes / 1000, '{:,.1f}')} | "
             f"{_cell(r.latency_provenance or '–')} | {status} |")
+    if len(records) > len(shown):
+        out += ["", f"{len(records) - len(shown)} more record(s), the slowest, are in `{html_name}` and records.csv."]
     out += ["", "Latency per call of the artifact: a window, a streamed window (T calls of a step model) or one "
             "step (graph column). Provenance: measured on the device, emulated (wall time under emulation), "
             "estimated (derived), predicted (by a model). Bold: the artifact to deploy.", ""]

@@ -68,3 +68,23 @@ def test_cli_report_format_md_prints_report_md(main_job, tmp_path, cli):
     assert res.stdout.startswith("## edgebench report: har") and "**`l2mu_lif-stream-tflite-fp32`**" in res.stdout
     bad = cli("report", "--store", store, "--out", tmp_path / "rep2", "--format", "pdf")
     assert bad.returncode != 0 and "pdf" in (bad.stderr + bad.stdout)
+
+
+def test_many_records_fit_a_pull_request_comment(main_job):
+    import copy
+
+    from edgebench.reports.markdown import MAX_ROWS
+
+    many = []
+    for i in range(300):
+        r = copy.deepcopy(main_job[i % len(main_job)])
+        r.name, r.record_id = f"{r.name}-v{i}", f"v{i}"
+        many.append(r)
+    md = render_markdown(many, "t")
+    rows = _table_rows(md, "| artifact |")[2:]
+    assert len(md) < 65_536 and len(rows) == MAX_ROWS
+    assert f"{300 - MAX_ROWS} more record(s), the slowest" in md
+    assert rows[0][0].startswith("**")  # the pick is kept, first
+    kept = [float(r[6]) for r in rows[1:]]
+    dropped = sorted(r.latency_ms["p50"] for r in many)[MAX_ROWS:]
+    assert max(kept) <= min(dropped) * 1.001  # (the table rounds to 4 digits)
