@@ -159,9 +159,61 @@ def _default_values(name: str, shape: tuple, dtype: str) -> tuple[np.ndarray, st
     return np.random.default_rng(0).standard_normal(shape).astype(dtype), "random normal (seed 0)"
 
 
+def _eval_feed(spec: TensorSpec, eval_x, given: tuple | None) -> tuple[np.ndarray, str]:
+    """The first eval samples as the timed batch: the eval data fixes the free dimensions after the batch."""
+    x = np.asarray(eval_x)
+    if given is not None:
+        n = given[0] if given else 1
+    else:
+        n = spec.shape[0] if spec.shape and not _free(spec.shape[0]) else 1
+    if x.shape[0] < n:
+        raise EdgebenchError(f"eval data has {x.shape[0]} samples, fewer than the batch of {n}")
+    _check_against_spec(spec, x[:n].shape, "eval data shape")
+    return x[:n], "eval data"
+
+
+def _one_feed(spec: TensorSpec, value, given: tuple | None, dtype: str, eval_x) -> tuple[Feed, np.ndarray]:
+    label = ""
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], str):
+        value, label = np.asarray(value[0]), value[1]  # an array with a word on where it came from
+    note = ""
+    if isinstance(value, np.ndarray) and value.ndim > 0:  # a whole tensor: its shape is the shape
+        if given is not None and tuple(given) != value.shape:
+            raise EdgebenchError(f"input '{spec.name}': --shape {list(given)} disagrees with the given array's "
+                                 f"shape {list(value.shape)}")
+        _check_against_spec(spec, value.shape, "the given array's shape")
+        array, source = value, label or "given array"
+    elif value is None and eval_x is not None:  # a classifier's first input: real samples
+        array, source = _eval_feed(spec, eval_x, given)
+    else:
+        shape, note = _shape_for(spec, given)
+        if value is None:
+            array, source = _default_values(spec.name, shape, dtype)
+        elif isinstance(value, np.ndarray):  # a scalar, e.g. a sample rate
+            array, source = np.full(shape, value.item()), f"value {value.item():g}"
+        elif value == "zeros":
+            array, source = np.zeros(shape), "zeros"
+        elif value == "ones":
+            array, source = np.ones(shape), "ones"
+        elif value == "random":
+            array, source = np.random.default_rng(0).standard_normal(shape), "random normal (seed 0)"
+        else:
+            raise EdgebenchError(f"input '{spec.name}': cannot feed {value!r} (an array, a number or one of "
+                                 f"{', '.join(FILL_WORDS)})")
+    array = np.asarray(array)
+    if np.dtype(dtype).kind in "iub" and array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0):
+        raise EdgebenchError(f"input '{spec.name}' is {dtype} but the given values are not whole numbers")
+    array = np.array(array, dtype=dtype, order="C")  # (np.ascontiguousarray would make a scalar 1-d)
+    feed = Feed(spec.name, tuple(int(d) for d in array.shape), dtype, source + (f"; {note}" if note else ""))
+    return feed, array
+
+
 def resolve_feeds(specs, shapes: dict | None = None, values: dict | None = None, eval_x=None,
                   quantized_io: bool = False) -> tuple[list[Feed], dict]:
-    """Every input's concrete shape, dtype and values; errors name the input and the option to set."""
+    """Every input's concrete shape, dtype and values; errors name the input and the option to set.
+
+    values: input name -> array, number, 'zeros' / 'ones' / 'random', or (array, where it came from).
+    eval_x: eval samples of the first input (a classifier's); its first samples are the timed batch."""
     shapes, values = dict(shapes or {}), dict(values or {})
     names = [s.name for s in specs]
     for what, given in (("--shape", shapes), ("--input", values)):
@@ -171,44 +223,9 @@ def resolve_feeds(specs, shapes: dict | None = None, values: dict | None = None,
                                  f"(its inputs: {', '.join(names)})")
     feeds, arrays = [], {}
     for k, spec in enumerate(specs):
-        dtype = runtime_dtype(spec, quantized_io)
-        value = values.get(spec.name)
-        label = ""
-        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], str):
-            value, label = np.asarray(value[0]), value[1]  # an array with a word on where it came from
-        if isinstance(value, np.ndarray) and value.ndim > 0:
-            if spec.name in shapes and tuple(shapes[spec.name]) != value.shape:
-                raise EdgebenchError(f"input '{spec.name}': --shape {list(shapes[spec.name])} disagrees with the "
-                                     f"given array's shape {list(value.shape)}")
-            _check_against_spec(spec, value.shape, "the given array's shape")
-            shape, note, source = value.shape, "", label or "given array"
-        else:
-            shape, note = _shape_for(spec, shapes.get(spec.name))
-            source = ""
-        if isinstance(value, np.ndarray) and value.ndim > 0:
-            array = value
-        elif isinstance(value, np.ndarray):  # a scalar, e.g. a sample rate
-            array, source = np.full(shape, value.item()), f"value {value.item():g}"
-        elif value == "zeros":
-            array, source = np.zeros(shape), "zeros"
-        elif value == "ones":
-            array, source = np.ones(shape), "ones"
-        elif value == "random" or value is None and not (k == 0 and eval_x is not None):
-            if value == "random":
-                array, source = np.random.default_rng(0).standard_normal(shape), "random normal (seed 0)"
-            else:
-                array, source = _default_values(spec.name, shape, dtype)
-        else:  # the first input of a model with eval data: real samples
-            x = np.asarray(eval_x)
-            n = shape[0] if shape else 1
-            if x.shape[0] < n:
-                raise EdgebenchError(f"eval data has {x.shape[0]} samples, fewer than the batch of {n}")
-            array, source = x[:n], "eval data"
-            _check_against_spec(spec, array.shape, "eval data shape")
-            shape = array.shape
-        if np.dtype(dtype).kind in "iub" and np.asarray(array).dtype.kind == "f" and \
-                not np.all(np.mod(array, 1) == 0):
-            raise EdgebenchError(f"input '{spec.name}' is {dtype} but the given values are not whole numbers")
-        arrays[spec.name] = np.array(array, dtype=dtype, order="C")  # (ascontiguousarray makes a scalar 1-d)
-        feeds.append(Feed(spec.name, tuple(int(d) for d in shape), dtype, source + (f"; {note}" if note else "")))
+        given = tuple(shapes[spec.name]) if spec.name in shapes else None
+        feed, array = _one_feed(spec, values.get(spec.name), given, runtime_dtype(spec, quantized_io),
+                                eval_x if k == 0 else None)
+        feeds.append(feed)
+        arrays[spec.name] = array
     return feeds, arrays
