@@ -324,7 +324,7 @@ class _LeanL2MU(nn.Module):
             else:
                 syn, mem = torch.split(out, self.sizes[pop], dim=1)
                 new = [syn, mem]
-            spk = torch.where(mem > getattr(self, f"{pop}_thr"), 1.0, 0.0)  # snntorch: heaviside(mem - thr)
+            spk = (mem > getattr(self, f"{pop}_thr")).to(mem.dtype)  # snntorch: heaviside(mem - thr); Cast, no constants
             spikes[pop] = spk
             new_state += new + [spk]
         term = new_state[-2] if self.readout_mode == "membrane" else new_state[-1]
@@ -337,11 +337,11 @@ class _LeanL2MU(nn.Module):
         if self.neuron == "lif":
             mem, spk = state
             mem = beta * mem + current - spk * thr
-            return torch.where(mem > thr, 1.0, 0.0), [mem]
+            return (mem > thr).to(mem.dtype), [mem]
         syn, mem, spk = state
         syn = getattr(self, f"{pop}_alpha") * syn + current
         mem = beta * mem + syn - spk * thr
-        return torch.where(mem > thr, 1.0, 0.0), [syn, mem]
+        return (mem > thr).to(mem.dtype), [syn, mem]
 
     def run(self, x: torch.Tensor, record: bool = False) -> tuple:
         steps = x.shape[-1]
