@@ -2,8 +2,9 @@
 cost model (devices/calibration.py) and write the constants, with their cross-validated error band.
 
 --reference FILE: published latencies (the format of devices/data/pi4_reference.json, every figure with
-  its source). --from-device DEV: the reference set's models, rebuilt and exported as edgebench does, are
-  measured on your own board over SSH (p50 of --runs), and those latencies are fitted instead.
+  its source). --from-device DEV: the reference set's models (--reference, default the shipped set), rebuilt
+  and exported as edgebench does, are measured on your own board over SSH (p50 of --runs), and those
+  latencies are fitted instead of the published ones.
 Instruction counts come from --counts (default: the shipped devices/data/pi4_counts.json); a model without
 one is counted on the emulated device first (tens of seconds to minutes each) and added to the output's
 side file NAME.counts.json.
@@ -31,8 +32,9 @@ def refit(name: str, reference: Optional[Path] = None, from_device: Optional[str
     from edgebench.devices.registry import get_device
     from edgebench.types import RunSpec
 
-    if (reference is None) == (from_device is None):
-        raise EdgebenchError("give exactly one of --reference FILE or --from-device SSH_DEVICE")
+    if reference is None and from_device is None:
+        raise EdgebenchError("give --reference FILE (published latencies) or --from-device SSH_DEVICE (measure "
+                             "the reference models on your board; --reference then names the models)")
     grouping = grouping or cal.DEFAULT_GROUPING
     if grouping not in cal.GROUPINGS:
         raise EdgebenchError(f"unknown grouping '{grouping}' (known: {', '.join(cal.GROUPINGS)})")
