@@ -185,9 +185,10 @@ class L2MU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.run(x)[0]
 
-    def export_module(self) -> nn.Module:
-        """An inference-only twin with the same forward and the fewest graph nodes (see _LeanL2MU)."""
-        return _LeanL2MU(self).eval()
+    def export_module(self, fold_state: bool = True) -> nn.Module:
+        """An inference-only twin with the same forward and the fewest graph nodes (see _LeanL2MU);
+        fold_state=False keeps leak and reset out of the products (the source of INT8 files)."""
+        return _LeanL2MU(self, fold_state).eval()
 
     def step_module(self, fold_state: bool = True) -> nn.Module:
         """The streaming step model (see _L2MUStep): explicit state in and out, one time step per call.

@@ -122,9 +122,10 @@ class LMU(nn.Module):
             h_sum = h_sum + h
         return self.readout(h_sum / steps)
 
-    def export_module(self) -> nn.Module:
-        """Inference twin with the fewest graph nodes (see _LeanLMU); exporters validate against this module."""
-        return _LeanLMU(self).eval()
+    def export_module(self, fold_state: bool = True) -> nn.Module:
+        """Inference twin with the fewest graph nodes (see _LeanLMU); exporters validate against this module.
+        fold_state=False: u, Abar and Bbar as separate products (the source of INT8 files)."""
+        return _LeanLMU(self, fold_state).eval()
 
     def step_module(self, fold_state: bool = True) -> nn.Module:
         """The streaming step model (see _LMUStep); fold_state=False: u, Abar, Bbar as separate products."""
