@@ -1,0 +1,22 @@
+"""The calibration shipped for pi4-emulated is the fit of the shipped counts on the shipped reference set, and
+the band it states is its own cross-validation's (a refit that forgets to update one of them fails here)."""
+from __future__ import annotations
+
+import pytest
+
+from edgebench.devices import calibration as cal
+
+
+def test_shipped_calibration_was_fitted_on_the_shipped_reference_and_states_its_cv_errors():
+    path = cal.default_calibration_path("pi4-emulated")
+    c = cal.load_calibration(path)
+    assert c.fitted_on["reference_sha256"] == cal.file_sha256(cal.REFERENCE_FILE)
+    assert c.band == pytest.approx(c.cv["leave_one_source_out"]["p90_abs_error"])
+    assert c.cpu == "cortex-a72" and c.clock_ghz == 1.5 and c.runtime == "ai_edge_litert"
+    counts = cal.load_counts()
+    rows, missing = cal.joined_rows(cal.load_reference(), counts)
+    assert c.fitted_on["n_models"] == len(rows) >= 15
+    # the shipped constants are the fit of the shipped counts on the shipped reference
+    assert cal.fit_cpi([(r["by_class"], r["latency_ms"]) for r in rows], c.grouping, c.clock_ghz) == pytest.approx(c.cpi)
+
+
