@@ -374,19 +374,67 @@ def timed(fn):
     return time.perf_counter_ns() - t0
 
 
-def measure(infer, runs, warmup, min_time_s, measured_infer=None):
-    """Warm up with `infer`, then time `measured_infer` (default: `infer`) until runs and min_time are met."""
+def measure(infer, runs, warmup, min_time_s, measured_infer=None, zones=None, energy=None):
+    """Warm up with `infer`, then time `measured_infer` (default: `infer`) until runs and min_time are met.
+    With energy counters (`zones`), the energy of exactly the measured runs goes into the dict `energy`."""
     for _ in range(warmup):
         infer()
     measured_infer = measured_infer or infer
     samples = []
     clock = time.perf_counter_ns
+    before = rapl_read(zones) if zones else None
     deadline = clock() + int(min_time_s * 1e9)
     while len(samples) < runs or (clock() < deadline and len(samples) < MAX_SAMPLES):
         t0 = clock()
         measured_infer()
         samples.append(clock() - t0)
+    if zones:
+        energy.update(source="rapl:" + ",".join(z[0] for z in zones),
+                      energy_uj=rapl_delta_uj(zones, before, rapl_read(zones)), inferences=len(samples))
     return samples
+
+
+# ---------------------------------------------------------------- energy counters
+RAPL_ROOT = "/sys/class/powercap"
+
+
+def rapl_zones(root=RAPL_ROOT):
+    """Top-level RAPL zones (package domains: intel-rapl:N, not their subzones intel-rapl:N:M) that can be
+    read: [(name, energy_uj path, max_energy_range_uj)]."""
+    zones = []
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return zones
+    for name in names:
+        if not name.startswith("intel-rapl:") or name.count(":") != 1:
+            continue
+        path = os.path.join(root, name, "energy_uj")
+        try:
+            with open(os.path.join(root, name, "max_energy_range_uj")) as f:
+                max_range = int(f.read().strip())
+            with open(path) as f:
+                int(f.read().strip())
+        except (OSError, ValueError):
+            continue  # unreadable (often root-only): no measured energy from this zone
+        zones.append((name, path, max_range))
+    return zones
+
+
+def rapl_read(zones):
+    values = []
+    for _, path, _ in zones:
+        with open(path) as f:
+            values.append(int(f.read().strip()))
+    return values
+
+
+def rapl_delta_uj(zones, before, after):
+    """Energy counted between two reads, each counter's wrap-around at max_energy_range_uj handled."""
+    total = 0
+    for (_, _, max_range), b, a in zip(zones, before, after):
+        total += a - b if a >= b else (max_range - b) + a
+    return total
 
 
 # Instruction-count markers for an emulator (edgebench's qemu plugin devices/insn_count.c): a failing,
@@ -514,6 +562,7 @@ def main(argv=None):
     ap.add_argument("--no-eval", action="store_true")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--facts-only", action="store_true")
+    ap.add_argument("--powercap-root", default=RAPL_ROOT, help="where RAPL energy counters are read (tests)")
     ap.add_argument("--insn-markers", action="store_true",
                     help="bracket each measured inference with instruction-count markers (emulated device)")
     args = ap.parse_args(argv)
@@ -564,7 +613,11 @@ def main(argv=None):
             insn_marker(INSN_MARK_START)
             insn_marker(INSN_MARK_END)
             measured_infer = with_insn_markers(infer)
-        result["samples_ns"] = measure(infer, args.runs, args.warmup, args.min_time, measured_infer)
+        zones = rapl_zones(args.powercap_root) if not args.insn_markers else []  # no counters under emulation
+        energy = {}
+        result["samples_ns"] = measure(infer, args.runs, args.warmup, args.min_time, measured_infer, zones, energy)
+        if energy:
+            result["energy_counter"] = energy
         result["batch"] = int(feed[specs[0][0]].shape[0]) if feed[specs[0][0]].ndim else 1
 
         eval_file = manifest.get("eval_file")

@@ -97,6 +97,7 @@ def measurement_from_output(
         n_eval=int(doc.get("n_eval", 0) or 0),
         device_facts=facts,
         profile=doc.get("profile", []) or [],
-        extra={"batch": doc.get("batch", 1)},
+        extra={"batch": doc.get("batch", 1),
+               **({"energy_counter": doc["energy_counter"]} if doc.get("energy_counter") else {})},
         inputs_fed=list(doc.get("inputs_fed") or []),
     )
