@@ -270,10 +270,14 @@ def _budgets(job: OFAJob, device: str, lo: float, hi: float) -> list[float]:
 
 def _measured_point(rec, table) -> dict:
     """The figure a pick's prediction is compared with on this device: the p50 wall time, or on an
-    emulated device the instruction-based estimate (the table predicts instructions there)."""
+    emulated device the counted instructions at the table's ipc x clock (the conversion its prediction
+    uses, so the error is the instruction-count error; the device's own, possibly calibrated, latency
+    estimate is kept beside it as device_estimated_latency_ms)."""
     ex = rec.extra
     if table.by_instructions:
-        lat, prov = ex.get("estimated_latency_ms"), ex.get("estimated_provenance", Provenance.ESTIMATED.value)
+        ins = ex.get("instructions_per_inference")
+        lat = table.instructions_to_ms(ins) if ins is not None else None
+        prov = Provenance.ESTIMATED.value
     else:
         lat, prov = (rec.latency_ms or {}).get("p50"), rec.latency_provenance
     pred = ex.get("predicted_latency_ms")
@@ -281,7 +285,8 @@ def _measured_point(rec, table) -> dict:
     return {"name": rec.name, "arch": ex.get("arch"), "accuracy": rec.accuracy, "latency_ms": lat,
             "predicted_latency_ms": pred, "error_pct": err, "budget_ms": ex.get("latency_budget_ms"),
             "provenance": prov, "predicted_instructions": ex.get("predicted_instructions"),
-            "instructions": ex.get("instructions_per_inference")}
+            "instructions": ex.get("instructions_per_inference"),
+            "device_estimated_latency_ms": ex.get("estimated_latency_ms") if table.by_instructions else None}
 
 
 def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log=print):

@@ -136,8 +136,11 @@ def test_an_emulated_pick_is_compared_by_instructions_never_by_emulated_wall_tim
                                     "latency_basis": "instructions", "ipc": 1.0, "clock_ghz": 1.5}})
     rec = Record(run_id="r", name="p", model="p", dataset="d", device="pi4-emulated", status="ok",
                  latency_ms={"p50": 900.0}, latency_provenance="emulated", accuracy=0.9,
-                 extra={"estimated_latency_ms": 2.2, "estimated_provenance": "estimated",
+                 extra={"estimated_latency_ms": 5.0, "estimated_provenance": "estimated",
+                        "instructions_per_inference": 3_300_000, "predicted_instructions": 3_000_000,
                         "predicted_latency_ms": 2.0, "latency_budget_ms": 2.1, "arch": {}})
     point = _measured_point(rec, table)
-    assert point["latency_ms"] == 2.2 and point["provenance"] == "estimated"
+    # 3.3 M instructions at ipc 1 and 1.5 GHz: 2.2 ms, 10% over the prediction (3.0 M -> 2.0 ms)
+    assert point["latency_ms"] == pytest.approx(2.2) and point["provenance"] == "estimated"
     assert point["error_pct"] == pytest.approx(10.0)
+    assert point["device_estimated_latency_ms"] == 5.0  # the device's own estimate, kept apart
