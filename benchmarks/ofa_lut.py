@@ -43,6 +43,25 @@ def evaluate(spec, device, table, n: int, seed: int, cfg) -> dict:
     return out
 
 
+def search_timing(spec, table) -> str:
+    """OFA's finder (population 100 x 500 generations = 50,100 predicted-accuracy evaluations) on this table,
+    with an accuracy predictor of OFA's size (3 x 400 hidden units; random weights: only its cost matters)."""
+    from edgebench.search.accuracy import AccuracyPredictor
+    from edgebench.search.evolution import EvolutionConfig
+    from edgebench.search.ofa_job import search_picks
+    from edgebench.search.ofa_space import OFASpace
+
+    space = OFASpace(spec)
+    rng = np.random.default_rng(0)
+    dims = [space.n_features, 400, 400, 400, 1]
+    weights = [rng.standard_normal((a, b)).astype(np.float32) / np.sqrt(a) for a, b in zip(dims, dims[1:])]
+    pred = AccuracyPredictor(weights, [np.zeros(b, np.float32) for b in dims[1:]], 0.85)
+    budget = 0.5 * (table.predict_ms(spec.smallest()) + table.predict_ms(spec.largest()))
+    r = search_picks(space, table, pred, [budget], EvolutionConfig())[0]
+    return (f"search: {r['accuracy_evaluations']:,} candidate evaluations (population 100 x 500 generations) in "
+            f"{r['search_s']:.2f} s on one thread (target <= 10 s)")
+
+
 def main() -> None:
     from edgebench.devices.local import LocalConfig, LocalDevice
     from edgebench.devices.registry import get_device
@@ -75,6 +94,9 @@ def main() -> None:
     lines.append(f"local pinned to core {args.core}: share of {len(err)} held-out subnets within +-10%: "
                  f"{np.mean(err <= 0.10):.2f}; median |error| {np.median(err) * 100:.2f}% (max {err.max() * 100:.1f}%, "
                  f"mean signed {signed.mean() * 100:+.1f}%)")
+    print(lines[-1], flush=True)
+
+    lines.append(search_timing(spec, table))
     print(lines[-1], flush=True)
 
     if not args.skip_emulated:
