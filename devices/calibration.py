@@ -103,7 +103,8 @@ def save_counts(counts: dict[str, dict], path: str | Path) -> None:
     p.parent.mkdir(parents=True, exist_ok=True)
     doc = {"about": "Guest instructions of one measured inference (batch 1, one thread, warm-up excluded) of each "
                     "reference architecture, exported with edgebench's TFLite path and counted on the emulated "
-                    "Cortex-A72 by the qemu plugin devices/insn_count.c, split by instruction class.",
+                    "CPU named in each count (emulated_cpu) by the qemu plugin devices/insn_count.c, split by "
+                    "instruction class.",
            "counts": sorted(counts.values(), key=lambda c: c["key"])}
     tmp = p.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc, indent=1))

@@ -133,12 +133,20 @@ def test_a_runtime_the_calibration_was_not_fitted_on_gets_the_uncalibrated_estim
     assert "onnxruntime" in est["estimate_note"] and "error unknown" in est["estimate_note"]
 
 
-def test_pi5_emulated_is_a_cortex_a76_at_2_4_ghz_and_says_it_is_uncalibrated():
+def test_pi5_emulated_is_a_cortex_a76_at_2_4_ghz_with_its_own_calibration():
     dev = get_device("pi5-emulated")
     assert dev.config.cpu == "cortex-a76" and dev.config.clock_ghz == 2.4
     est = dev.estimate(FIGURES, "ai_edge_litert")
+    assert est["estimate_calibrated"] is True
+    assert est["estimate_calibration"]["file"].endswith("pi5-emulated.calibration.json")
+    assert "leave-one-model-out" in est["estimate_calibration"]["band_basis"]  # one source: no LOSO possible
+
+
+def test_a_device_without_calibration_says_its_estimate_is_uncalibrated(tmp_path):
+    dev = EmulatedDevice(EmulatedConfig(name="my-a53", cpu="cortex-a53", clock_ghz=1.2))
+    est = dev.estimate(FIGURES, "ai_edge_litert")
     assert est["estimate_calibrated"] is False and est["estimate_band"] is None
-    assert est["estimated_latency_ms"] == pytest.approx(3e6 / 2.4e9 * 1e3)
+    assert est["estimated_latency_ms"] == pytest.approx(3e6 / 1.2e9 * 1e3)
     assert "no calibration file" in est["estimate_note"]
 
 

@@ -20,3 +20,15 @@ def test_shipped_calibration_was_fitted_on_the_shipped_reference_and_states_its_
     assert cal.fit_cpi([(r["by_class"], r["latency_ms"]) for r in rows], c.grouping, c.clock_ghz) == pytest.approx(c.cpi)
 
 
+
+
+def test_shipped_pi5_calibration_is_the_fit_of_the_published_pi5_rows_on_cortex_a76_counts():
+    c = cal.load_calibration(cal.default_calibration_path("pi5-emulated"))
+    ref_path = cal.DATA / "pi5_reference.json"
+    assert c.fitted_on["reference_sha256"] == cal.file_sha256(ref_path)
+    assert c.cpu == "cortex-a76" and c.clock_ghz == 2.4
+    rows, missing = cal.joined_rows(cal.load_reference(ref_path), cal.load_counts(cal.DATA / "pi5_counts.json"),
+                                    "cortex-a76")
+    assert not missing and c.fitted_on["n_models"] == len(rows) == 5
+    assert c.band == pytest.approx(c.cv["leave_one_model_out"]["p90_abs_error"])
+    assert cal.fit_cpi([(r["by_class"], r["latency_ms"]) for r in rows], c.grouping, c.clock_ghz) == pytest.approx(c.cpi)
