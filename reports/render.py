@@ -387,16 +387,19 @@ def int8_verdicts(records: list[Record], cmp: dict) -> list[dict]:
         if delta is not None and abs(delta) > 0.01:
             reasons.append(f"accuracy {100 * delta:+.2f} pp")
         why = ", ".join(reasons)
-        if not pays and r.profile:
+        if not pays and r.profile:  # facts from the profile, no verdict beyond them
             total = sum(p.get("total_us", 0.0) for p in r.profile) or 1.0
             quant = sum(p.get("total_us", 0.0) for p in r.profile if p.get("op") in QUANT_OPS)
-            calls = sum(p.get("count", 0) for p in r.profile)
-            why += (f"; profile: {100 * quant / total:.0f}% of kernel time in quantize/dequantize/cast ops, "
-                    f"{total / max(calls, 1):.2f} µs per kernel call: an overhead-bound graph (per-op cost, not "
-                    f"arithmetic; {r.macs or 0:,} MACs per call)")
-        elif not pays and r.macs:
-            why += (f"; {r.macs:,} MACs per call are well under a microsecond of arithmetic: the time is per-op "
-                    "and per-call overhead, which quantize/dequantize ops add to")
+            by_op: dict = {}
+            for p in r.profile:
+                by_op[p.get("op")] = by_op.get(p.get("op"), 0.0) + p.get("total_us", 0.0)
+            top = sorted(by_op.items(), key=lambda kv: -kv[1])[:3]
+            why += (f"; onnxruntime profile (top operators): {100 * quant / total:.0f}% of kernel time in "
+                    "quantize/dequantize/cast ops; " + ", ".join(f"{op} {100 * us / total:.0f}%" for op, us in top))
+        if not pays and r.macs and r.latency_ms and r.latency_ms.get("p50"):
+            why += (f"; {r.macs:,} MACs per call in {1000 * r.latency_ms['p50']:.3g} µs "
+                    f"({r.macs / (1e6 * r.latency_ms['p50']):.2g} GMAC/s): a graph this small spends its time "
+                    "in per-operator and per-call work that int8 kernels do not shorten")
         twin_size = sizes.get((c.get("twin"), r.device))
         out.append({"name": r.name, "device": r.device, "graph": graph_of(r), "ratio": ratio, "delta": delta,
                     "pays": pays, "why": why,

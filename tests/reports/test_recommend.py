@@ -57,3 +57,4 @@ def test_int8_verdict_says_why_it_does_not_pay():
     assert not v["lif-step-onnx-int8-dynamic"]["pays"]
     assert "1.50x the fp32 p50" in v["lif-step-onnx-int8-dynamic"]["why"]
     assert "75% of kernel time in quantize" in v["lif-step-onnx-int8-dynamic"]["why"]
+    assert "DynamicQuantizeLinear 75%" in v["lif-step-onnx-int8-dynamic"]["why"]
