@@ -1,14 +1,12 @@
 """Render records into an ONNX-Bench-style report folder: ONNX files with metrics in metadata_props,
-records.csv, records.json and a self-contained report.html (plots embedded as data URIs).
+records.csv, records.json, report.html (reports/interactive.py) and report.md (reports/markdown.py).
 
 Rendering only: every figure here comes from a Record; nothing is measured in this module.
 """
 from __future__ import annotations
 
-import base64
 import csv
 import html
-import io
 import json
 import shutil
 from pathlib import Path
@@ -48,22 +46,6 @@ def accuracy_ci(r: Record) -> tuple:
     if r.accuracy is None or not r.n_eval:
         return (None, None)
     return wilson(r.accuracy, r.n_eval)
-
-
-def _acc_text(r: Record) -> str:
-    if r.accuracy is None:
-        return "–"
-    lo, hi = accuracy_ci(r)
-    ci = "" if lo is None else f" <small>[{100 * lo:.1f}, {100 * hi:.1f}]</small>"
-    return f"{100 * r.accuracy:.2f}%{ci}"
-
-
-def _delta_text(c: dict) -> str:
-    if "accuracy_delta" not in c:
-        return "–"
-    ci = c.get("accuracy_delta_ci95")
-    return f"{100 * c['accuracy_delta']:+.2f} pp" + (
-        f" <small>[{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]</small>" if ci else "")
 
 
 def graph_of(r: Record) -> str:
@@ -178,167 +160,12 @@ def write_onnx_with_metadata(records: list[Record], out_dir: Path) -> list[Path]
     return written
 
 
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def latency_plot(r: Record) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    values = sorted(s / 1e6 for s in r.samples_ns)
-    # The bulk of the distribution, up to the 99.5th percentile; the far tail is counted, not drawn, so one
-    # stall of the machine cannot squash the histogram into a single bar.
-    cut = values[min(len(values) - 1, int(len(values) * 0.995))]
-    shown = [v for v in values if v <= cut]
-    hidden = len(values) - len(shown)
-    fig, ax = plt.subplots(figsize=(5.2, 2.6))
-    ax.hist(shown, bins=min(60, max(10, len(shown) // 10)), color="#4477aa")
-    for q, style in (("p50", "-"), ("p99", "--")):
-        ax.axvline(r.latency_ms[q], color="#cc3311", linestyle=style, label=f"{q} {r.latency_ms[q]:.4g} ms")
-    if hidden:
-        ax.plot([], [], " ", label=f"{hidden} runs > {cut:.3g} ms not drawn (max {values[-1]:.3g})")
-    ax.set_ylabel("runs")
-    ax.set_title(f"{r.name} @ {r.device}", fontsize=9)
-    ax.legend(fontsize=7)
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(6))
-    ax.set_xlabel(f"latency per inference (ms, {r.latency_provenance})")
-    ax.set_ylabel("runs")
-    ax.set_title(f"{r.name} @ {r.device}", fontsize=9)
-    ax.legend(fontsize=7)
-    return _png(fig)
-
-
-def accuracy_latency_plot(records: list[Record]) -> str | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    pts = [r for r in records if r.status == "ok" and r.accuracy is not None and r.latency_ms]
-    if not pts:
-        return None
-    fig, ax = plt.subplots(figsize=(8.5, 4))
-    markers = {"fp32": "o", "int8": "s", "int8-dynamic": "^"}
-    colors = plt.get_cmap("tab20").colors
-    for i, r in enumerate(pts):
-        ax.scatter(r.latency_ms["p50"], r.accuracy * 100, marker=markers.get(r.precision, "D"),
-                   color=colors[i % len(colors)], s=45, label=f"{r.name} @ {r.device}")
-    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    ax.set_xscale("log")
-    provs = sorted({r.latency_provenance for r in pts})
-    ax.set_xlabel(f"p50 latency (ms, log scale; {', '.join(provs)})")
-    ax.set_ylabel("accuracy on the device (%)")
-    ax.set_title("accuracy vs latency")
-    ax.grid(alpha=0.3)
-    return _png(fig)
-
-
 def _fmt(v, spec="{:.4g}") -> str:
     if v is None or v == "":
         return "–"
     if isinstance(v, float):
         return spec.format(v)
     return html.escape(str(v))
-
-
-def render_html(records: list[Record], cmp: dict, title: str) -> str:
-    rows = []
-    for r in records:
-        lat = r.latency_ms or {}
-        c = cmp.get(r.record_id, {})
-        rows.append(
-            "<tr class='{cls}'><td>{name}</td><td>{dev}</td><td>{fmt}</td><td>{prec}</td><td>{acc}</td>"
-            "<td>{dacc}</td><td>{p50}</td><td>{p90}</td><td>{p99}</td><td>{cv}</td><td>{ratio}</td><td>{agree}</td>"
-            "<td>{macs}</td><td>{params}</td><td>{size}</td><td>{sparsity}</td><td>{synops}</td><td>{insn}</td><td>{est}</td>"
-            "<td>{prov}</td><td>{fed}</td><td>{status}</td></tr>".format(
-                cls="failed" if r.status != "ok" else "", name=html.escape(r.name), dev=html.escape(r.device),
-                fmt=r.format, prec=r.precision, acc=_acc_text(r), dacc=_delta_text(c),
-                p50=_fmt(lat.get("p50")), p90=_fmt(lat.get("p90")), p99=_fmt(lat.get("p99")),
-                cv=_fmt(lat.get("cv"), "{:.1%}"), ratio=_fmt(c.get("latency_ratio"), "{:.2f}x"),
-                agree=_fmt(c.get("top1_agreement"), "{:.1%}"),
-                macs=_fmt(r.macs), params=_fmt(r.params), size=_fmt(r.size_bytes),
-                fed=html.escape(feeds_text(r.inputs_fed)) or "–",
-                sparsity=_fmt(r.extra.get("activation_sparsity"), "{:.1%}"),
-                synops=_fmt(r.extra.get("synops_per_sample"), "{:,.0f}"),
-                insn=_fmt(r.extra.get("instructions_per_inference"), "{:,.0f}"),
-                est=_fmt(r.extra.get("estimated_latency_ms"), "{:.4g} (estimated)"),
-                prov=html.escape(r.latency_provenance),
-                status="ok" if r.status == "ok" else "failed: " + html.escape(r.error)))
-    plots = []
-    scatter = accuracy_latency_plot(records)
-    if scatter:
-        plots.append(f"<figure><img class='plot' alt='accuracy vs latency' src='{scatter}'>"
-                     "<figcaption>Accuracy on the device vs p50 latency</figcaption></figure>")
-    for r in records:
-        if r.status == "ok" and r.samples_ns:
-            plots.append(f"<figure><img class='plot' alt='latency distribution {html.escape(r.name)} @ "
-                         f"{html.escape(r.device)}' src='{latency_plot(r)}'>"
-                         f"<figcaption>Latency distribution, {html.escape(r.name)} @ {html.escape(r.device)}, "
-                         f"n={r.latency_ms['n']}, {r.latency_provenance}</figcaption></figure>")
-    profiles = []
-    for r in records:
-        if r.profile:
-            body = "".join(f"<tr><td>{html.escape(str(p.get('op')))}</td><td>{html.escape(str(p.get('node', '')))}"
-                           f"</td><td>{p.get('mean_us', 0):.2f}</td><td>{p.get('share', 0):.1%}</td></tr>"
-                           for p in r.profile[:10])
-            profiles.append(f"<h3>Top operators: {html.escape(r.name)} @ {html.escape(r.device)}</h3>"
-                            "<table><tr><th>op</th><th>node</th><th>mean µs/run</th><th>share</th></tr>"
-                            f"{body}</table>")
-    encodings = "".join(
-        f"<details><summary>{html.escape(r.name)}</summary><pre>{html.escape(r.onnx_encoding)}</pre></details>"
-        for r in {r.name: r for r in records if r.onnx_encoding}.values())
-    facts = "".join(
-        f"<li><b>{html.escape(d)}</b>: {html.escape(json.dumps(f, default=str))}</li>"
-        for d, f in {r.device: r.device_facts for r in records if r.device_facts}.items())
-    macs_defs = sorted({r.macs_definition for r in records if r.macs_definition})
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>
-body {{ font-family: sans-serif; margin: 1.5em; color: #222; }}
-table {{ border-collapse: collapse; font-size: 12px; margin-bottom: 1em; }}
-th, td {{ border: 1px solid #ccc; padding: 3px 6px; text-align: right; }}
-td:first-child, th:first-child {{ text-align: left; }}
-tr.failed {{ background: #fde8e8; }}
-figure {{ display: inline-block; margin: 0.5em; }}
-figcaption {{ font-size: 11px; color: #555; }}
-pre {{ white-space: pre-wrap; font-size: 11px; }}
-.note {{ font-size: 12px; color: #444; }}
-</style></head><body>
-<h1>{html.escape(title)}</h1>
-<p class="note">Latency in milliseconds per inference, statistics computed on the host from raw samples.
-Provenance says how each latency was obtained: <b>measured</b> on the device, <b>emulated</b> (wall time
-under emulation or throttling), <b>estimated</b> (derived), <b>predicted</b> (by a model). Accuracy is computed
-from the predictions the deployed file produced on the device. Δ and ratios compare each quantized artifact with
-the fp32 artifact of the same model and format on the same device in the same run. Brackets: 95 % intervals
-(Wilson for an accuracy over its eval windows; Newcombe's hybrid score interval for a difference, conservative
-for the paired predictions on the same windows).
-MACs (batch 1): {html.escape('; '.join(macs_defs)) or '–'}.</p>
-<table><tr><th>artifact</th><th>device</th><th>format</th><th>precision</th><th>accuracy</th><th>Δ acc</th>
-<th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>CV</th><th>latency vs fp32</th><th>top-1 agreement vs fp32</th>
-<th>MACs</th><th>params</th><th>size bytes</th><th>activation sparsity</th><th>SynOps / sample</th>
-<th>guest instructions / inference</th><th>estimated latency ms</th><th>latency provenance</th><th>inputs fed</th>
-<th>status</th></tr>
-{''.join(rows)}</table>
-{stream_html(records)}
-{int8_html(records, cmp)}
-{recommend_html(records)}
-<h2>Plots</h2>
-{''.join(plots) or '<p>No successful measurements to plot.</p>'}
-{'<h2>Operator profiles</h2>' + ''.join(profiles) if profiles else ''}
-<h2>Devices</h2><ul class="note">{facts}</ul>
-<h2>Graph encodings</h2>{encodings}
-</body></html>
-"""
 
 
 def stream_html(records: list[Record]) -> str:
@@ -421,21 +248,6 @@ def int8_html(records: list[Record], cmp: dict) -> str:
             "model, runtime and graph on the same device: it pays when its p50 is no higher and its accuracy is "
             "within 1 point.</p><table><tr><th>artifact</th><th>device</th><th>graph</th><th>p50 vs fp32</th>"
             f"<th>Δ accuracy</th><th>size vs fp32</th><th>verdict</th></tr>{''.join(rows)}</table>")
-
-
-def recommend_html(records: list[Record]) -> str:
-    from edgebench.reports.recommend import recommend
-
-    recs = recommend(records)
-    if not recs:
-        return ""
-    parts = ["<h2>Recommendation per device</h2>"]
-    for device, rec in recs.items():
-        lost = "".join(f"<li>{html.escape(n)}: {html.escape(why)}</li>" for n, why in rec.others)
-        parts.append(f"<h3>{html.escape(device)}: deploy <code>{html.escape(rec.pick)}</code></h3>"
-                     f"<p class='note'>{html.escape(rec.reason)}.</p><details><summary>why the others lost "
-                     f"({len(rec.others)})</summary><ul class='note'>{lost}</ul></details>")
-    return "".join(parts)
 
 
 def write_report(records: list[Record], out_dir: str | Path, title: str = "edgebench report") -> Path:
