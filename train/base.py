@@ -69,19 +69,26 @@ def save_checkpoint(trained: Trained, path: Path) -> Path:
     return path
 
 
+def read_checkpoint(path: Path, fmt: str, what: str = "checkpoint") -> dict:
+    """A torch checkpoint dict of the given format; a missing, unreadable or foreign file is one line."""
+    path = Path(path)
+    if not path.exists():
+        raise EdgebenchError(f"{what} not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise EdgebenchError(f"cannot read {what} {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
+        raise EdgebenchError(f"{path} is not an edgebench {what} ({fmt})")
+    return ckpt
+
+
 def load_checkpoint(path: Path) -> Trained:
     """Rebuild model and data from the config the checkpoint carries, then load the weights."""
     from edgebench.train.registry import build_model, load_dataset
 
     path = Path(path)
-    if not path.exists():
-        raise EdgebenchError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise EdgebenchError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "edgebench-checkpoint-1":
-        raise EdgebenchError(f"{path} is not an edgebench checkpoint")
+    ckpt = read_checkpoint(path, "edgebench-checkpoint-1")
     config = ckpt["config"]
     if ckpt["kind"] == "python":  # the user's own model: rebuilt by its factory, from its data
         from edgebench.train.user import rebuild

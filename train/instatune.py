@@ -404,15 +404,10 @@ def save_supernet(sn: Supernet, path: Path) -> Path:
 
 
 def load_supernet(path: str | Path) -> Supernet:
+    from edgebench.train.base import read_checkpoint
+
     path = Path(path)
-    if not path.exists():
-        raise EdgebenchError(f"supernet checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise EdgebenchError(f"cannot read supernet checkpoint {path}: {str(exc).splitlines()[0]}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise EdgebenchError(f"{path} is not an InstaTune supernet checkpoint")
+    ckpt = read_checkpoint(path, CHECKPOINT_FORMAT, "InstaTune supernet checkpoint")
     model = MiniLMClassifier(BertDims.from_dict(ckpt["dims"]))
     model.load_state_dict(ckpt["state_dict"])
     model.eval()

@@ -592,15 +592,9 @@ def load_supernet(path) -> tuple[OFASupernet, dict]:
     """(supernet, checkpoint dict without the weights); a missing or foreign file is one line."""
     from pathlib import Path
 
-    path = Path(path)
-    if not path.exists():
-        raise EdgebenchError(f"supernet checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise EdgebenchError(f"cannot read supernet checkpoint {path}: {str(exc).splitlines()[0]}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
-        raise EdgebenchError(f"{path} is not an edgebench OFA supernet checkpoint")
+    from edgebench.train.base import read_checkpoint
+
+    ckpt = read_checkpoint(Path(path), CKPT_FORMAT, "OFA supernet checkpoint")
     net = OFASupernet(OFASpec.from_dict(ckpt["spec"]))
     net.load_state_dict(ckpt["state_dict"])
     net.eval()

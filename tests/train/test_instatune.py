@@ -109,7 +109,7 @@ def test_quick_elastic_fine_tuning_writes_a_loadable_checkpoint(tmp_path):
 def test_checkpoint_that_is_not_a_supernet_is_one_line(tmp_path):
     bad = tmp_path / "x.pt"
     torch.save({"format": "other"}, bad)
-    with pytest.raises(EdgebenchError, match="not an InstaTune supernet"):
+    with pytest.raises(EdgebenchError, match="not an edgebench InstaTune supernet"):
         load_supernet(bad)
 
 
