@@ -13,7 +13,7 @@ from pathlib import Path
 
 from edgebench.config import RunConfig
 from edgebench.export.errors import ExportError
-from edgebench.types import Artifact, EdgebenchError, Format, Precision, RunSpec
+from edgebench.types import Artifact, Format, Precision, RunSpec
 
 
 @dataclass
