@@ -17,7 +17,10 @@ import argparse
 import json
 import os
 import platform
+import re
+import subprocess
 import sys
+import threading
 import time
 import traceback
 
@@ -374,28 +377,32 @@ def timed(fn):
     return time.perf_counter_ns() - t0
 
 
-def measure(infer, runs, warmup, min_time_s, measured_infer=None, zones=None, energy=None):
+def measure(infer, runs, warmup, min_time_s, measured_infer=None, meter=None, energy=None):
     """Warm up with `infer`, then time `measured_infer` (default: `infer`) until runs and min_time are met.
-    With energy counters (`zones`), the energy of exactly the measured runs goes into the dict `energy`."""
+    With an energy meter, the energy of exactly the measured runs goes into the dict `energy`."""
     for _ in range(warmup):
         infer()
     measured_infer = measured_infer or infer
     samples = []
     clock = time.perf_counter_ns
-    before = rapl_read(zones) if zones else None
+    if meter:
+        meter.start()
     deadline = clock() + int(min_time_s * 1e9)
     while len(samples) < runs or (clock() < deadline and len(samples) < MAX_SAMPLES):
         t0 = clock()
         measured_infer()
         samples.append(clock() - t0)
-    if zones:
-        energy.update(source="rapl:" + ",".join(z[0] for z in zones),
-                      energy_uj=rapl_delta_uj(zones, before, rapl_read(zones)), inferences=len(samples))
+    if meter:
+        energy.update(meter.stop(), inferences=len(samples))
     return samples
 
 
 # ---------------------------------------------------------------- energy counters
+# Read around exactly the measured runs. Counters (RAPL) are read twice; power meters (Raspberry Pi 5 PMIC,
+# Android battery) are sampled on a thread and integrated over the same window (trapezoid rule).
 RAPL_ROOT = "/sys/class/powercap"
+POWER_SUPPLY_ROOT = "/sys/class/power_supply"
+ENERGY_SOURCES = ("auto", "none", "rapl", "pi5-pmic", "android-battery")
 
 
 def rapl_zones(root=RAPL_ROOT):
@@ -435,6 +442,122 @@ def rapl_delta_uj(zones, before, after):
     for (_, _, max_range), b, a in zip(zones, before, after):
         total += a - b if a >= b else (max_range - b) + a
     return total
+
+
+class RaplMeter:
+    def __init__(self, zones):
+        self.zones = zones
+
+    def start(self):
+        self.t0, self.before = time.perf_counter(), rapl_read(self.zones)
+
+    def stop(self):
+        after, seconds = rapl_read(self.zones), time.perf_counter() - self.t0
+        return {"source": "rapl:" + ",".join(z[0] for z in self.zones), "scope": "CPU package counters (RAPL)",
+                "energy_uj": rapl_delta_uj(self.zones, self.before, after), "seconds": seconds}
+
+
+PMIC_LINE = re.compile(r"^\s*(\S+)_([AV])\s+(?:current|volt)\(\d+\)=(\S+?)[AV]\s*$")
+
+
+def pmic_watts(text):
+    """Power (W) from `vcgencmd pmic_read_adc` on a Raspberry Pi 5: the sum of current x voltage over the rails
+    the PMIC reports both for (lines `  VDD_CORE_A current(7)=0.75A` and `  VDD_CORE_V volt(15)=0.72V`).
+    Rails with a voltage only (EXT5V_V, BATT_V) are left out. None when nothing pairs (a Pi 4 answers
+    `error=1 error_msg="Command not registered"`)."""
+    amps, volts = {}, {}
+    for line in text.splitlines():
+        m = PMIC_LINE.match(line)
+        if not m:
+            continue
+        try:
+            value = float(m.group(3))
+        except ValueError:
+            continue
+        if value == value:  # not nan
+            (amps if m.group(2) == "A" else volts)[m.group(1)] = value
+    rails = sorted(set(amps) & set(volts))
+    return sum(amps[r] * volts[r] for r in rails) if rails else None
+
+
+def read_pmic(vcgencmd="vcgencmd"):
+    try:
+        p = subprocess.run([vcgencmd, "pmic_read_adc"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return pmic_watts(p.stdout) if p.returncode == 0 else None
+
+
+def read_battery(root=POWER_SUPPLY_ROOT):
+    """Power (W) drawn from an Android phone's battery: |current_now| (uA) x voltage_now (uV), the units of the
+    Linux power_supply ABI. The sign of current_now while discharging differs between phones; its size
+    does not. None when the files are absent or unreadable."""
+    try:
+        with open(os.path.join(root, "battery", "current_now")) as f:
+            current_ua = int(f.read().strip())
+        with open(os.path.join(root, "battery", "voltage_now")) as f:
+            voltage_uv = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    return abs(current_ua) * voltage_uv / 1e12
+
+
+def integrate_uj(samples, t0, t1):
+    """Energy (uJ) of power samples [(t_s, watts)] over [t0, t1], trapezoid rule."""
+    pts = [(t, w) for t, w in samples if w is not None and t0 <= t <= t1]
+    return sum((b[0] - a[0]) * (a[1] + b[1]) / 2 for a, b in zip(pts, pts[1:])) * 1e6
+
+
+class SampledMeter:
+    """Power read every `interval_s` on a thread, from start() to stop(), both ends included."""
+
+    def __init__(self, source, scope, read_watts, interval_s):
+        self.source, self.scope, self.read, self.interval_s = source, scope, read_watts, interval_s
+
+    def _sample(self):
+        self.samples.append((time.perf_counter(), self.read()))
+
+    def _loop(self):
+        while not self.done.wait(self.interval_s):
+            self._sample()
+
+    def start(self):
+        self.samples, self.done = [], threading.Event()
+        self._sample()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.done.set()
+        self.thread.join()
+        self._sample()
+        t0, t1 = self.samples[0][0], self.samples[-1][0]
+        seconds = t1 - t0
+        energy = integrate_uj(self.samples, t0, t1)
+        read = [w for _, w in self.samples if w is not None]
+        return {"source": self.source, "scope": self.scope, "energy_uj": int(round(energy)), "seconds": seconds,
+                "power_samples": len(read), "sample_interval_s": self.interval_s,
+                "mean_power_w": energy / 1e6 / seconds if seconds > 0 else None}
+
+
+def energy_meter(kind, powercap_root=RAPL_ROOT, vcgencmd="vcgencmd", power_supply_root=POWER_SUPPLY_ROOT):
+    """(meter or None, why none). `auto` takes the first source this device has: RAPL, a Pi 5 PMIC, a battery."""
+    if kind == "none":
+        return None, "energy counters off (--energy none)"
+    if kind in ("auto", "rapl"):
+        zones = rapl_zones(powercap_root)
+        if zones:
+            return RaplMeter(zones), ""
+    if kind in ("auto", "pi5-pmic") and read_pmic(vcgencmd) is not None:
+        return SampledMeter("pi5-pmic:vcgencmd pmic_read_adc", "sum of the PMIC's rails (board side of the "
+                            "PMIC: USB devices and conversion losses are outside it)",
+                            lambda: read_pmic(vcgencmd), 0.1), ""
+    if kind in ("auto", "android-battery") and read_battery(power_supply_root) is not None:
+        return SampledMeter("android-battery:" + os.path.join(power_supply_root, "battery"),
+                            "whole phone, from its battery (screen, radios and idle draw included)",
+                            lambda: read_battery(power_supply_root), 0.05), ""
+    return None, ("no energy counter on this device (no readable RAPL, Pi 5 PMIC or battery)" if kind == "auto"
+                  else "energy source %s is not readable on this device" % kind)
 
 
 # Instruction-count markers for an emulator (edgebench's qemu plugin devices/insn_count.c): a failing,
@@ -562,7 +685,11 @@ def main(argv=None):
     ap.add_argument("--no-eval", action="store_true")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--facts-only", action="store_true")
+    ap.add_argument("--energy", default="auto", choices=ENERGY_SOURCES,
+                    help="energy counter read around the measured runs (auto: the first the device has)")
     ap.add_argument("--powercap-root", default=RAPL_ROOT, help="where RAPL energy counters are read (tests)")
+    ap.add_argument("--vcgencmd", default="vcgencmd", help="the Raspberry Pi's vcgencmd (tests: a fake one)")
+    ap.add_argument("--power-supply-root", default=POWER_SUPPLY_ROOT, help="Android's power_supply (tests)")
     ap.add_argument("--insn-markers", action="store_true",
                     help="bracket each measured inference with instruction-count markers (emulated device)")
     args = ap.parse_args(argv)
@@ -613,11 +740,15 @@ def main(argv=None):
             insn_marker(INSN_MARK_START)
             insn_marker(INSN_MARK_END)
             measured_infer = with_insn_markers(infer)
-        zones = rapl_zones(args.powercap_root) if not args.insn_markers else []  # no counters under emulation
+        meter, why = None, "no energy counters under emulation"
+        if not args.insn_markers:
+            meter, why = energy_meter(args.energy, args.powercap_root, args.vcgencmd, args.power_supply_root)
         energy = {}
-        result["samples_ns"] = measure(infer, args.runs, args.warmup, args.min_time, measured_infer, zones, energy)
+        result["samples_ns"] = measure(infer, args.runs, args.warmup, args.min_time, measured_infer, meter, energy)
         if energy:
             result["energy_counter"] = energy
+        elif why:
+            result["energy_unavailable"] = why
         result["batch"] = int(feed[specs[0][0]].shape[0]) if feed[specs[0][0]].ndim else 1
 
         eval_file = manifest.get("eval_file")

@@ -98,6 +98,7 @@ def measurement_from_output(
         device_facts=facts,
         profile=doc.get("profile", []) or [],
         extra={"batch": doc.get("batch", 1),
-               **({"energy_counter": doc["energy_counter"]} if doc.get("energy_counter") else {})},
+               **({"energy_counter": doc["energy_counter"]} if doc.get("energy_counter") else {}),
+               **({"energy_unavailable": doc["energy_unavailable"]} if doc.get("energy_unavailable") else {})},
         inputs_fed=list(doc.get("inputs_fed") or []),
     )

@@ -60,10 +60,12 @@ def model_metrics(trained) -> dict:
         extra["weight_sparsity"] = trained.metrics["weight_sparsity"]
         extra["pruned_from"] = trained.metrics.get("pruned_from")
     if hasattr(trained.module, "spike_record"):
+        from edgebench.devices.energy import synops_energy
         from edgebench.train.spiking import spiking_metrics
 
         extra.update(spiking_metrics(trained.module, trained.dataset.x_test))
         extra["spiking_metrics_source"] = "PyTorch model on the eval split"
+        extra.update(synops_energy(extra))
     return extra
 
 

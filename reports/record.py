@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from edgebench.devices.energy import energy_warning
 from edgebench.types import Artifact, Measurement, Provenance
 
 SCHEMA_VERSION = 2  # 2: inputs_fed
@@ -28,6 +29,9 @@ def trust_warnings(records) -> list[str]:
         if cv is not None and cv > CV_TRUST_LIMIT:
             out.append(f"{r.name} on {r.device}: CV {cv:.0%} is too high to trust the p50 alone "
                        f"(busy machine or a very short model): pin a core, add --min-time, or run again")
+        weak = energy_warning(r.extra)
+        if weak:
+            out.append(f"{r.name} on {r.device}: {weak}")
     return out
 
 
@@ -219,7 +223,10 @@ class Record:
         for key in ("instructions_per_inference", "estimated_latency_ms", "estimated_provenance",
                     "activation_sparsity", "synops_per_sample", "effective_macs_per_sample", "dense_macs_per_sample",
                     "spike_rate_by_population", "weight_sparsity", "macs_by_op", "macs_unavailable",
-                    "energy_mj_per_inference", "energy_provenance", "energy_source", "farm"):
+                    "energy_mj_per_inference", "energy_provenance", "energy_source", "energy_window_s",
+                    "energy_mean_power_w", "energy_power_samples", "energy_unavailable",
+                    "synops_energy_mj_per_inference", "synops_energy_source", "dense_mac_energy_mj_per_inference",
+                    "farm"):
             if key in self.extra:
                 out[key] = self.extra[key]
         return out
