@@ -121,5 +121,6 @@ def measurement_from_benchmark_model(device: str, parsed: dict, spec: RunSpec) -
             "benchmark_model": parsed,
             "absent": list(ABSENT_FROM_BENCHMARK_MODEL),
             "latency_source": "benchmark_model aggregates (us)",
+            "energy_unavailable": "benchmark_model has no window around its measured runs to read a counter in",
         },
     )
