@@ -85,6 +85,11 @@ class EmulatedConfig:
     max_warmup: int = field(default=2, metadata={"min": 0, "help": "cap on warm-up runs under emulation"})
     qemu: str = field(default="qemu-aarch64", metadata={"help": "the dynamic qemu-user binary (the static "
                                                                 "build cannot load plugins)"})
+    # Energy per inference of the board being estimated: power_active_w x the estimated latency (never the
+    # emulated wall time), labelled estimated, with the profile named (devices/energy.py).
+    power_active_w: float = field(default=0.0, metadata={"min": 0.0, "help": "board power while inferring (W); 0: none"})
+    power_idle_w: float = field(default=0.0, metadata={"min": 0.0, "help": "board power at idle (W), recorded"})
+    power_profile: str = field(default="", metadata={"help": "where the power figures come from"})
 
 
 def estimate_latency_ms(instructions: float, ipc: float, clock_ghz: float) -> float:
