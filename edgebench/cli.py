@@ -62,9 +62,10 @@ def _records_table(records, title: str) -> Table:
     from edgebench.reports.render import compare_to_float
 
     cmp = compare_to_float(records)
+    energy = any("energy_mj_per_inference" in r.extra for r in records)
     t = Table(title=title)
     for col in ("artifact", "device", "accuracy", "Δ acc", "p50 ms", "p99 ms", "CV", "vs fp32", "MACs",
-                "size", "latency is", "status"):
+                "size", "latency is", *(("mJ / inf", "energy is") if energy else ()), "status"):
         t.add_column(col, justify="left" if col in ("artifact", "device", "status") else "right")
     for r in records:
         lat = r.latency_ms or {}
@@ -81,7 +82,9 @@ def _records_table(records, title: str) -> Table:
             _fmt(None if "accuracy_delta" not in c else 100 * c["accuracy_delta"], "{:+.2f}pp"),
             p50, p99, cv,
             _fmt(c.get("latency_ratio"), "{:.2f}x"), _fmt(r.macs, "{:,}"), _fmt(r.size_bytes, "{:,}"),
-            prov, "ok" if r.status == "ok" else f"failed: {r.error}"[:60])
+            prov, *((_fmt(r.extra.get("energy_mj_per_inference")), r.extra.get("energy_provenance", "–"))
+                    if energy else ()),
+            "ok" if r.status == "ok" else f"failed: {r.error}"[:60])
     return t
 
 
@@ -350,8 +353,9 @@ def compare(base: str = typer.Argument(..., help="BASE: a run id (in --store), a
 @predictor_app.command("build")
 def predictor_build(device: str = typer.Option(..., help="Device name (its kernels are measured there)"),
                     budget_minutes: float = typer.Option(10.0, min=0.1, help="Stop measuring new kernels after this"),
-                    models: List[Path] = typer.Option([], "--model", help="ONNX models to learn from (repeatable); "
-                                                      "the store's ONNX artifacts are added"),
+                    models: List[Path] = typer.Option([], "--model", help="ONNX models to learn from, with kernels "
+                                                      "sampled around theirs (repeatable); the store's ONNX "
+                                                      "artifacts are added, and its whole-model records"),
                     zoo: int = typer.Option(24, min=0, help="Generated CNNs, MLPs and transformers to learn from"),
                     threads: int = typer.Option(1, min=1, help="Runtime threads (as the predicted models will run)"),
                     store: Path = typer.Option(DEFAULT_STORE, help="SQLite store whose ONNX artifacts are added"),
@@ -363,26 +367,16 @@ def predictor_build(device: str = typer.Option(..., help="Device name (its kerne
 
     Resumable: run it again to continue an interrupted or budget-limited build."""
     from edgebench.devices.registry import get_device
-    from edgebench.reports.store import Store
-    from edgebench.search.predictor import BuildConfig, build_predictor, model_feed, predictor_path, zoo_models
+    from edgebench.search.predictor import BuildConfig, build_predictor, predictor_path, store_sources, zoo_sources
 
     dev = get_device(device, str(devices_file) if devices_file else None)
     path = out_file or predictor_path(dev.name)
-    sources = [(p.stem, p) for p in models]
-    if store.exists():
-        with Store(store) as s:
-            seen = set()
-            for r in s.query():
-                if r.status == "ok" and r.format == "onnx" and Path(r.artifact_path).exists() and r.sha256 not in seen:
-                    seen.add(r.sha256)
-                    sources.append((f"store-{r.name}-{r.sha256[:8]}", Path(r.artifact_path)))
-    sources += zoo_models(zoo, path.parent / f"{dev.name}-zoo")
-    learn = []
-    for name, p in sources:
-        try:
-            learn.append((name, p, model_feed(p)))
-        except EdgebenchError as exc:  # e.g. free dimensions: such a model needs shapes, skip it
-            err.print(f"edgebench: skipped {name}: {exc}", markup=False, highlight=False)
+    for p in models:
+        if not p.exists():
+            raise EdgebenchError(f"model file not found: {p}")
+    # the user's models (given and in the store) are sampled around; the generated zoo is not
+    learn = [*store_sources([(p.stem, p) for p in models], store, dev.name, threads),
+             *zoo_sources(zoo, path.parent / f"{dev.name}-zoo")]
     cfg = BuildConfig(budget_minutes=budget_minutes, threads=threads, zoo=zoo)
     doc = build_predictor(dev, path, learn, cfg, progress=not quiet, log=lambda m: err.print(m, markup=False))
     out.print(f"predictor for {dev.name}: {len(doc['kernels'])} kernels, {len(doc['models'])} whole models -> {path}")

@@ -153,6 +153,7 @@ COLUMNS = [  # (header with unit, key, numeric)
     ("n runs", "n", True), ("latency vs fp32 (×)", "ratio", True), ("top-1 agreement vs fp32 (%)", "agree", True),
     ("MACs", "macs", True), ("params", "params", True), ("size (kB)", "size", True),
     ("peak RSS (MB)", "rss", True), ("guest instructions / inference", "insn", True),
+    ("energy (mJ / inference)", "energy", True), ("energy is", "energy_prov", False),
     ("runtime", "runtime", False), ("threads", "threads", True), ("inputs fed", "fed", False), ("arch", "arch", False),
 ]
 
@@ -179,6 +180,9 @@ def _row_cells(r: Record, c: dict) -> dict:
         "macs": _num(r.macs, "{:,.0f}"), "params": _num(r.params, "{:,.0f}"),
         "size": _num(None if r.size_bytes is None else r.size_bytes / 1000, "{:,.1f}"),
         "rss": _num(r.peak_rss_mb, "{:.1f}"), "insn": _num(r.extra.get("instructions_per_inference"), "{:,.0f}"),
+        "energy": _num(r.extra.get("energy_mj_per_inference"), "{:.4g}"),
+        "energy_prov": (f"<span title='{_e(r.extra.get('energy_source') or r.extra.get('energy_unavailable') or '')}'>"
+                        f"{_e(r.extra.get('energy_provenance') or '–')}</span>", r.extra.get("energy_provenance") or ""),
         "runtime": (_e(f"{r.runtime} {r.runtime_version}".strip() or "–"), r.runtime),
         "threads": _num(r.threads, "{:.0f}"),
         "fed": (f"<div class='clip'>{_e(feeds_text(r.inputs_fed) or '–')}</div>", feeds_text(r.inputs_fed)),

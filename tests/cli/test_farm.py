@@ -49,6 +49,8 @@ def test_ray_sweep_never_shares_a_device_and_overlaps_different_ones(tmp_path):
     energy = [d["extra"] for d in docs if d["device"] == "core0"]
     assert all(e["energy_provenance"] == "estimated" and "test profile" in e["energy_source"] for e in energy)
     assert all("energy_mj_per_inference" not in d["extra"] for d in docs if d["device"] != "core0")
+    # no counter here and no profile: the record says why it has no energy (this machine has no RAPL)
+    assert all("no energy counter" in d["extra"]["energy_unavailable"] for d in docs if d["device"] == "core1")
 
 
 def test_killed_ray_driver_resumes_without_repeating_or_losing(tmp_path):
