@@ -23,6 +23,7 @@ ACTIVATIONS = {"Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "LeakyRelu
 FUSE_HEADS = {"Conv", "Gemm", "MatMul"}
 SHAPE_OPS = {"Shape", "Constant", "ConstantOfShape", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity",
              "Cast", "Range", "Expand", "Gather", "Slice", "Concat", "Transpose", "Split"}  # see `is_kernel`
+SMALL_INT = 64  # integer tensors up to this size are shape arithmetic, baked into a kernel as constants
 FEATURES = ("macs", "in_elems", "out_elems", "weight_elems", "c_in", "c_out", "hw", "kernel", "stride",
             "groups", "n_nodes")
 
@@ -67,9 +68,13 @@ def run_shapes(model: onnx.ModelProto, feed: dict) -> dict:
     sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     values = sess.run(names, feed)
-    out = {k: (tuple(np.shape(v)), _NP_TO_ONNX.get(np.asarray(v).dtype, 1)) for k, v in zip(names, values)}
-    for k, v in feed.items():
-        out[k] = (tuple(np.shape(v)), _NP_TO_ONNX.get(np.asarray(v).dtype, 1))
+    out = {}
+    for k, v in [*zip(names, values), *feed.items()]:
+        v = np.asarray(v)
+        # small integer tensors are shape arithmetic (Expand/Reshape targets, indices): keep their values so
+        # a kernel that reads one is timed with it (fed zeros, an Expand or Reshape fails or does other work)
+        small_int = v.dtype.kind in "iu" and v.size <= SMALL_INT
+        out[k] = (tuple(v.shape), _NP_TO_ONNX.get(v.dtype, 1), *((v.copy(),) if small_int else ()))
     for init in model.graph.initializer:
         out[init.name] = (tuple(init.dims), init.data_type)
     return out
@@ -102,6 +107,11 @@ def with_fixed_inputs(model: onnx.ModelProto, shapes: dict) -> onnx.ModelProto:
     return m
 
 
+def baked(shapes: dict) -> set:
+    """Tensors whose values were kept by run_shapes (small integer tensors): constants of a kernel."""
+    return {k for k, v in shapes.items() if len(v) > 2}
+
+
 def is_kernel(node, consts: set, shapes: dict) -> bool:
     """A node that does arithmetic on activations (not a shape computation or a view)."""
     if node.op_type in ("Constant", "Identity", "Shape", "ConstantOfShape", "Range"):
@@ -123,7 +133,7 @@ def split_kernels(model: onnx.ModelProto, feed: dict | None = None, shapes: dict
     needs concrete input shapes: see with_fixed_inputs)."""
     shapes = shapes or (run_shapes(model, feed) if feed is not None else _shapes(model))
     g = model.graph
-    consts = {i.name for i in g.initializer}
+    consts = {i.name for i in g.initializer} | baked(shapes)
     for n in g.node:
         if n.op_type == "Constant":
             consts.update(n.output)
@@ -174,7 +184,7 @@ def _features(k: Kernel, shapes: dict, consts: set) -> dict:
     head = k.nodes[0]
     in_shape = shapes[k.inputs[0]][0] if k.inputs else ()
     out_shape = shapes[k.outputs[0]][0]
-    weights = [i for x in k.nodes for i in x.input if i in consts and i in shapes]
+    weights = [i for x in k.nodes for i in x.input if i in consts and i in shapes and len(shapes[i]) == 2]
     weight_elems = int(sum(np.prod(shapes[w][0]) for w in weights))
     f = {"in_elems": int(sum(np.prod(shapes[i][0]) for i in k.inputs)), "out_elems": int(np.prod(out_shape)),
          "weight_elems": weight_elems, "n_nodes": len(k.nodes)}
@@ -208,7 +218,10 @@ def kernel_model(k: Kernel, model: onnx.ModelProto, shapes: dict | None = None) 
     new_inits, new_consts = [], []
     for x in k.nodes:
         for i in x.input:
-            if i in inits and all(t.name != i for t in new_inits):
+            if i and i not in inits and i not in const_nodes and len(shapes.get(i, ())) > 2 \
+                    and all(t.name != i for t in new_inits):
+                new_inits.append(numpy_helper.from_array(shapes[i][2], i))  # shape arithmetic, baked
+            elif i in inits and all(t.name != i for t in new_inits):
                 arr = numpy_helper.to_array(inits[i])
                 if arr.dtype.kind == "f":
                     arr = (rng.standard_normal(arr.shape) * 0.1).astype(arr.dtype)
@@ -228,3 +241,80 @@ def kernel_file(k: Kernel, model: onnx.ModelProto, folder: Path, shapes: dict | 
     if not path.exists():
         onnx.save(kernel_model(k, model, shapes), str(path))
     return path
+
+
+# ---------------------------------------------------------------- adaptive sampling
+PERTURB_FACTORS = (0.5, 0.75, 1.25, 1.5, 2.0)  # channels, spatial size, sequence length: around the config
+SHAPE_TARGETS = {("Reshape", 1), ("Expand", 1)}  # integer inputs that name output dims
+
+
+def perturbable_dims(k: Kernel, shapes: dict) -> list[int]:
+    """The dimension values of a kernel's activation inputs worth varying (channels, spatial side, sequence
+    length, hidden size): every distinct one >= 4 (smaller values are batch, heads or axes)."""
+    vals = []
+    for i in k.inputs:
+        for d in shapes[i][0]:
+            if d >= 4 and d not in vals:
+                vals.append(int(d))
+    return vals
+
+
+def perturbed_model(tiny: onnx.ModelProto, value: int, new: int) -> onnx.ModelProto:
+    """A kernel model with dimension `value` set to `new` wherever it is that dimension: activation inputs,
+    weights (new random ones), Reshape/Expand targets and a depthwise Conv's `group`. Outputs lose their
+    shapes (the runtime infers them). May describe an invalid graph: callers run it to check."""
+    m = onnx.ModelProto()
+    m.CopyFrom(tiny)
+    g = m.graph
+    rng = np.random.default_rng(new)
+    for vi in g.input:
+        for d in vi.type.tensor_type.shape.dim:
+            if d.dim_value == value:
+                d.dim_value = new
+    for vi in g.output:
+        vi.type.tensor_type.ClearField("shape")
+    targets = {n.input[idx] for n in g.node for op, idx in SHAPE_TARGETS if n.op_type == op and len(n.input) > idx}
+    for idx, init in enumerate(list(g.initializer)):
+        arr = numpy_helper.to_array(init)
+        if arr.dtype.kind == "f" and value in arr.shape:
+            shape = tuple(new if d == value else d for d in arr.shape)
+            g.initializer[idx].CopyFrom(numpy_helper.from_array(
+                (rng.standard_normal(shape) * 0.1).astype(arr.dtype), init.name))
+        elif arr.dtype.kind in "iu" and init.name in targets:
+            g.initializer[idx].CopyFrom(numpy_helper.from_array(np.where(arr == value, new, arr).astype(arr.dtype),
+                                                                init.name))
+    for n in g.node:
+        for a in n.attribute:
+            if a.name == "group" and a.i == value:
+                a.i = new
+    return m
+
+
+def neighbours(k: Kernel, model: onnx.ModelProto, shapes: dict,
+               factors=PERTURB_FACTORS) -> list[tuple[Kernel, onnx.ModelProto, dict]]:
+    """Kernels of the same type around `k` (each perturbable dimension scaled by each factor), each with the
+    tiny model and shapes to time it: the configurations a regressor should interpolate between. A variant
+    the runtime rejects, or that is no longer one kernel of the same type, is left out."""
+    tiny = kernel_model(k, model, shapes)
+    out, seen = [], {k.key}
+    for value in perturbable_dims(k, shapes):
+        for f in factors:
+            new = max(1, int(round(value * f)))
+            if new == value:
+                continue
+            m = perturbed_model(tiny, value, new)
+            try:
+                feed = {}
+                for vi in m.graph.input:
+                    dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+                    dt = helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+                    feed[vi.name] = (np.zeros(dims, dt) if np.dtype(dt).kind in "iub"
+                                     else np.random.default_rng(0).standard_normal(dims).astype(dt))
+                sh = run_shapes(m, feed)
+                ks = split_kernels(m, shapes=sh)
+            except Exception:  # noqa: BLE001 - an invalid variant (e.g. a Reshape that no longer fits)
+                continue
+            if len(ks) == 1 and ks[0].type == k.type and ks[0].key not in seen:
+                seen.add(ks[0].key)
+                out.append((ks[0], m, sh))
+    return out

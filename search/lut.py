@@ -25,8 +25,6 @@ measured again. `resolutions` narrows the keys to what chosen input resolutions 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -34,11 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgebench.devices.batch import measure_models  # noqa: F401  (moved there; OFA code imports it from here)
 from edgebench.train.ofa import MBConv, OFASpec, SubNet
-from edgebench.types import EdgebenchError, Provenance, RunSpec
+from edgebench.types import EdgebenchError, Provenance
 
 LUT_FORMAT = "edgebench-ofa-lut-1"
-RUNNER = Path(__file__).with_name("lut_runner.py")
 
 
 @dataclass(frozen=True)
@@ -176,78 +174,6 @@ def arch_weight_mb(spec: OFASpec, arch: dict, params: dict) -> float:
 
 
 # ============================================================ measuring
-def _write_bundle(folder: Path, models: list[tuple[str, Path]], rounds: int):
-    from edgebench.deploy.bundle import RUNNER_SOURCE, Bundle
-
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(RUNNER, folder / "runner.py")
-    shutil.copyfile(RUNNER_SOURCE, folder / "eb_runner.py")
-    entries = []
-    for i, (key, path) in enumerate(models):
-        name = f"m{i:04d}.onnx"
-        shutil.copyfile(path, folder / name)
-        entries.append({"key": key, "file": name})
-    manifest = {"bundle_version": 1, "name": "ofa-lut", "model": "ofa-lut", "format": "onnx",
-                "model_file": entries[0]["file"], "eval_file": None, "kind": "edgebench-lut"}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    (folder / "lut.json").write_text(json.dumps({"rounds": rounds, "models": entries}))
-    return Bundle(path=folder, manifest=manifest)
-
-
-def _run_emulated(device, bundle, spec: RunSpec):
-    """The LUT runner under qemu with the instruction counter, keeping the per-region counts.
-
-    EmulatedDevice.run reports only the median over regions; a LUT needs one count per model, so this
-    starts the same command the device builds (its setup(), _qemu_cmd() and guest environment) and reads
-    the plugin's region list itself. Hook wanted: the raw regions in Measurement.extra."""
-    from edgebench.devices import aarch64_root
-    from edgebench.devices.protocol import measurement_from_output, runner_args
-
-    device.setup()
-    with tempfile.TemporaryDirectory(prefix="edgebench-lut-emu-") as tmp:
-        counts_file = Path(tmp) / "insn_counts.json"
-        cmd = [*device._qemu_cmd(device._root, counts_file, spec.threads), str(Path(bundle.path) / "runner.py"),
-               str(bundle.path), *runner_args(spec), "--insn-markers"]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=spec.timeout_s,
-                                  env=aarch64_root.guest_env())
-        except subprocess.TimeoutExpired:
-            raise EdgebenchError(f"LUT runner under qemu timed out after {spec.timeout_s:g} s") from None
-        m = measurement_from_output(device.name, device.provenance, proc.stdout, proc.stderr, proc.returncode)
-        regions = json.loads(counts_file.read_text()).get("regions", []) if counts_file.exists() else []
-    return m, regions
-
-
-def measure_models(device, models: list[tuple[str, Path]], cfg: LUTConfig, workdir: Path) -> dict:
-    """{key: {"samples_ns": [...], "instructions": n or None}} for models run in ONE runner process."""
-    cfg = cfg.for_device(device.kind)
-    bundle = _write_bundle(Path(workdir), models, cfg.rounds)
-    spec = RunSpec(runs=cfg.runs, warmup=cfg.warmup, threads=cfg.threads, eval=False, timeout_s=cfg.timeout_s)
-    per_round = max(1, cfg.runs // cfg.rounds)
-    if device.kind == "emulated":
-        m, regions = _run_emulated(device, bundle, spec)
-    else:
-        m, regions = device.run(bundle, spec), None
-    if not m.ok:
-        raise EdgebenchError(f"LUT runner on {device.name} failed: {m.error}")
-    n = len(models)
-    if len(m.samples_ns) != cfg.rounds * per_round * n:
-        raise EdgebenchError(f"LUT runner on {device.name} returned {len(m.samples_ns)} samples, "
-                             f"expected {cfg.rounds} x {per_round} x {n}")
-    samples = np.asarray(m.samples_ns, dtype=np.int64).reshape(cfg.rounds, n, per_round)
-    counts = None
-    if regions:
-        if len(regions) != 1 + samples.size:
-            raise EdgebenchError(f"instruction counter saw {len(regions) - 1} regions, expected {samples.size}")
-        counts = (np.asarray(regions[1:], dtype=np.int64) - regions[0]).reshape(cfg.rounds, n, per_round)
-    out = {}
-    for i, (key, _) in enumerate(models):
-        out[key] = {"samples_ns": samples[:, i, :].ravel().tolist(),
-                    "instructions": int(np.median(counts[:, i, :])) if counts is not None else None}
-    out["_measurement"] = m
-    return out
-
-
 def _stats(samples_ns: list, instructions) -> dict:
     ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
     d = {"count": int(ms.size), "mean": float(ms.mean()), "var": float(ms.var()), "p50": float(np.median(ms))}

@@ -19,6 +19,7 @@ Figures are labelled `predicted`.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import time
@@ -28,10 +29,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgebench.search.kernels import FEATURES, Kernel, kernel_file, run_shapes, split_kernels
+from edgebench.search.kernels import (FEATURES, Kernel, kernel_file, neighbours, run_shapes, split_kernels,
+                                      with_fixed_inputs)
 from edgebench.types import EdgebenchError
 
-PREDICTOR_FORMAT = "edgebench-kernel-predictor-1"
+PREDICTOR_FORMAT = "edgebench-kernel-predictor-2"
 DEFAULT_DIR = Path("out/predictors")
 
 
@@ -43,6 +45,7 @@ class BuildConfig:
     warmup: int = 3
     threads: int = 1
     chunk: int = 64  # kernels per runner process; the file is saved after each
+    whole_runs: int = 200  # measured inferences per whole model (the fit rests on few of them), over 5 rounds
     zoo: int = 24  # generated models to learn from (besides the store's artifacts)
     seed: int = 0
 
@@ -71,6 +74,35 @@ def weight_mb(model: onnx.ModelProto) -> float:
     from edgebench.export.onnx import count_params
 
     return count_params(model) * 4 / 1e6
+
+
+def runtime_nodes(model: onnx.ModelProto) -> int:
+    """How many nodes the runtime executes once its graph optimizations have run (hardware-independent
+    level): with free input dimensions, the shape arithmetic stays in the graph and costs per node."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="edgebench-opt-") as tmp:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        so.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
+        so.log_severity_level = 3
+        so.intra_op_num_threads = 1
+        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        return len(onnx.load(str(Path(tmp) / "opt.onnx"), load_external_data=False).graph.node)
+
+
+STREAMED = ("Conv", "Gemm", "MatMul")  # kernels that read all their weights every inference
+CACHE_MB = 2.0  # a kernel's weights timed alone stay in a cache of about this size (a core's L2 here)
+
+
+def model_terms(model: onnx.ModelProto, kernels: list[Kernel]) -> dict:
+    """What a whole model adds to the sum of its kernels timed alone (see KernelPredictor._fit_overhead)."""
+    covered = sum(len(k.nodes) for k in kernels)
+    streamed = sum(k.features.get("weight_elems", 0) for k in kernels if k.type.split("+")[0] in STREAMED) * 4 / 1e6
+    convs = [k for k in kernels if k.type.split("+")[0] == "Conv"]
+    return {"n_kernels": len(kernels), "other_nodes": max(runtime_nodes(model) - covered, 0),
+            "streamed_mb_beyond_cache": max(streamed - CACHE_MB, 0.0),
+            "conv_io_melems": sum(k.features["in_elems"] + k.features["out_elems"] for k in convs) / 1e6}
 
 
 # ---------------------------------------------------------------- the zoo
@@ -127,7 +159,8 @@ def _load(path: Path) -> dict:
     if path.exists():
         doc = json.loads(path.read_text())
         if doc.get("format") != PREDICTOR_FORMAT:
-            raise EdgebenchError(f"{path} is not an edgebench predictor file")
+            raise EdgebenchError(f"{path} is not an edgebench predictor file of this version "
+                                 f"({doc.get('format')}): build it again into another --out")
         return doc
     return {"format": PREDICTOR_FORMAT, "kernels": {}, "models": {}, "meta": {}}
 
@@ -140,10 +173,10 @@ def _save(doc: dict, path: Path) -> None:
 
 
 def _measure(device, items: list[tuple[str, Path]], cfg: BuildConfig, workdir: Path) -> dict:
-    from edgebench.search.lut import LUTConfig, measure_models
+    from edgebench.devices.batch import BatchConfig, measure_models
 
-    lut_cfg = LUTConfig(runs=cfg.runs, rounds=cfg.rounds, warmup=cfg.warmup, threads=cfg.threads)
-    res = measure_models(device, items, lut_cfg, workdir)
+    res = measure_models(device, items, BatchConfig(runs=cfg.runs, rounds=cfg.rounds, warmup=cfg.warmup,
+                                                    threads=cfg.threads), workdir)
     out = {}
     for key, _ in items:
         s = np.asarray(res[key]["samples_ns"], dtype=np.float64) / 1e6
@@ -151,65 +184,164 @@ def _measure(device, items: list[tuple[str, Path]], cfg: BuildConfig, workdir: P
     return out
 
 
-def build_predictor(device, out: Path, models: list[tuple[str, Path, dict]], cfg: BuildConfig = BuildConfig(),
-                    progress: bool = True, log=print) -> dict:
-    """Measure kernels (and whole models) of `models` [(name, path, feed)] on `device`; resumable."""
+@dataclass
+class Source:
+    """A model to learn from: its kernels are measured; `around`: kernels around them too (a user's model or a
+    search space's); `record`: a whole-model measurement already in the store (p50_ms, instructions)."""
+    name: str
+    path: Path
+    feed: dict
+    around: bool = False
+    record: dict | None = None
+
+
+def _timed_whole(path: Path, model: onnx.ModelProto, feed: dict, folder: Path) -> tuple[Path, onnx.ModelProto]:
+    """The file to time a whole model with. The runner feeds free dimensions as 1: a model fed other shapes
+    is timed as a copy with those shapes fixed (its shape arithmetic then folds, as it would for the user)."""
+    free = {}
+    for inp in model.graph.input:
+        dims = inp.type.tensor_type.shape.dim
+        if any(not d.HasField("dim_value") for d in dims) and inp.name in feed:
+            if any(not d.HasField("dim_value") and v != 1 for d, v in zip(dims, np.shape(feed[inp.name]))):
+                free[inp.name] = np.shape(feed[inp.name])
+    if not free:
+        return path, model
+    fixed = with_fixed_inputs(model, {k: np.shape(v) for k, v in feed.items()})
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"{path.stem}-fixed.onnx"
+    onnx.save(fixed, str(out))
+    return out, fixed
+
+
+def build_predictor(device, out: Path, models: list, cfg: BuildConfig = BuildConfig(), progress: bool = True,
+                    log=print) -> dict:
+    """Measure kernels (and whole models) of `models` (Source, or (name, path, feed)) on `device`; resumable.
+
+    Order, so that a short budget still gives a usable predictor: the exact kernels of every model, then the
+    whole models (for the overhead fit), then kernels sampled around the `around` models' configurations
+    (each dimension scaled by 0.5 ... 2: search/kernels.py neighbours)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    models = [m if isinstance(m, Source) else Source(*m) for m in models]
     doc = _load(out)
     doc["meta"] = {"device": device.name, "device_kind": device.kind, "threads": cfg.threads,
                    "runner": "search/lut_runner.py (deployed session settings)", "provenance": "predicted",
-                   "facts": doc["meta"].get("facts") or device.facts()}
-    pending, whole = {}, []
-    for name, path, feed in models:
-        try:
-            model, shapes, kernels = model_kernels(path, feed)
-        except Exception as exc:  # a model that cannot run here is skipped, and said so
-            log(f"  skipped {name}: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
-            continue
-        for k in kernels:
-            if k.key not in doc["kernels"] and k.key not in pending:
-                pending[k.key] = (k, model, shapes)
-        if name not in doc["models"]:
-            whole.append((name, path, model, kernels))
-    empty = _empty_kernel_model()
+                   "facts": doc["meta"].get("facts") or device.facts(),
+                   "sampled_around": sorted(set(doc["meta"].get("sampled_around", []))
+                                            | {m.name for m in models if m.around})}
+    exact, around, whole = {}, {}, []
     deadline = time.monotonic() + cfg.budget_minutes * 60
-    with tempfile.TemporaryDirectory(prefix="edgebench-predictor-") as tmp, \
-            Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                     disable=not progress) as bar:
+    with tempfile.TemporaryDirectory(prefix="edgebench-predictor-") as tmp:
         tmp = Path(tmp)
-        task = bar.add_task(f"kernels on {device.name}", total=len(pending) + 1)
-        if "_empty" not in doc["kernels"]:
-            onnx.save(empty, str(tmp / "empty.onnx"))
-            doc["kernels"]["_empty"] = {"type": "_empty", "features": {},
-                                        **_measure(device, [("_empty", tmp / "empty.onnx")], cfg, tmp / "e")["_empty"]}
-        bar.update(task, advance=1)
-        keys = list(pending)
-        for start in range(0, len(keys), cfg.chunk):
-            if time.monotonic() > deadline:
-                log(f"  budget of {cfg.budget_minutes:g} min reached: {len(keys) - start} kernels left unmeasured "
-                    f"(run again to continue)")
-                break
-            chunk = keys[start:start + cfg.chunk]
-            files = [(key, kernel_file(pending[key][0], pending[key][1], tmp / "k", pending[key][2])) for key in chunk]
-            measured = _measure(device, files, cfg, tmp / f"c{start}")
-            for key in chunk:
-                k = pending[key][0]
-                doc["kernels"][key] = {"type": k.type, "features": k.features, **measured[key]}
-            _save(doc, out)
-            bar.update(task, advance=len(chunk))
-        # whole models, for the overhead fit (and to check the predictor against)
-        todo = [(n, p) for n, p, _, _ in whole]
-        for start in range(0, len(todo), cfg.chunk):
-            if time.monotonic() > deadline + 60:
-                break
-            measured = _measure(device, todo[start:start + cfg.chunk], cfg, tmp / f"w{start}")
-            for n, p, model, kernels in whole[start:start + cfg.chunk]:
-                doc["models"][n] = {"path": str(p), "kernels": [k.key for k in kernels],
-                                    "weight_mb": weight_mb(model), **measured[n]}
-            _save(doc, out)
+        for src in models:
+            try:
+                model, shapes, kernels = model_kernels(src.path, src.feed)
+            except Exception as exc:  # a model that cannot run here is skipped, and said so
+                log(f"  skipped {src.name}: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
+                continue
+            for k in kernels:
+                if k.key not in doc["kernels"]:
+                    exact.setdefault(k.key, (k, model, shapes))
+            if src.around:
+                for k in {k.key: k for k in kernels}.values():
+                    for nk, nm, nsh in neighbours(k, model, shapes):
+                        if nk.key not in doc["kernels"]:
+                            around.setdefault(nk.key, (nk, nm, nsh))
+            if src.name not in doc["models"]:
+                timed_path, timed = _timed_whole(src.path, model, src.feed, tmp / "whole")
+                entry = {"path": str(src.path), "kernels": [k.key for k in kernels], "weight_mb": weight_mb(model),
+                         **model_terms(timed, kernels)}
+                if src.record:  # already measured on this device: the store's figures, not timed again
+                    doc["models"][src.name] = {**entry, **src.record, "source": "store"}
+                else:
+                    whole.append((src.name, timed_path, entry))
+        around = {k: v for k, v in around.items() if k not in exact}
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      disable=not progress) as bar:
+            task = bar.add_task(f"kernels on {device.name}", total=len(exact) + len(whole) + len(around) + 1)
+            if "_empty" not in doc["kernels"]:
+                onnx.save(_empty_kernel_model(), str(tmp / "empty.onnx"))
+                got = _measure(device, [("_empty", tmp / "empty.onnx")], cfg, tmp / "e")["_empty"]
+                doc["kernels"]["_empty"] = {"type": "_empty", "features": {}, **got}
+            bar.update(task, advance=1)
+            left = 0
+            for phase, pending in (("exact", exact), ("whole", None), ("around", around)):
+                if phase == "whole":
+                    for start in range(0, len(whole), cfg.chunk):
+                        if time.monotonic() > deadline + 60:  # the fit needs them: a minute of grace
+                            left += len(whole) - start
+                            break
+                        part = whole[start:start + cfg.chunk]
+                        got = _measure(device, [(n, p) for n, p, _ in part],
+                                       dataclasses.replace(cfg, runs=cfg.whole_runs, rounds=5), tmp / f"w{start}")
+                        for n, _, entry in part:
+                            doc["models"][n] = {**entry, **got[n], "source": "measured"}
+                        _save(doc, out)
+                        bar.update(task, advance=len(part))
+                    continue
+                keys = list(pending)
+                for start in range(0, len(keys), cfg.chunk):
+                    if time.monotonic() > deadline:
+                        left += len(keys) - start
+                        break
+                    chunk = keys[start:start + cfg.chunk]
+                    files = [(key, kernel_file(pending[key][0], pending[key][1], tmp / "k", pending[key][2]))
+                             for key in chunk]
+                    got = _measure(device, files, cfg, tmp / f"{phase}{start}")
+                    for key in chunk:
+                        k = pending[key][0]
+                        doc["kernels"][key] = {"type": k.type, "features": k.features, "sampled": phase, **got[key]}
+                    _save(doc, out)  # resumable from here
+                    bar.update(task, advance=len(chunk))
+    if left:
+        log(f"  budget of {cfg.budget_minutes:g} min reached: {left} kernels or models left unmeasured "
+            f"(run again to continue)")
     _save(doc, out)
     return doc
+
+
+def store_sources(given: list[tuple[str, Path]], store: Path, device_name: str, threads: int,
+                  log=print) -> list[Source]:
+    """The user's models: those given, then every ONNX artifact in the store that still exists (fed the
+    shapes it was timed with), all sampled around. A store record of this device at these threads is a
+    whole-model measurement already made: it is added to the overhead fit as it is."""
+    out = []
+    for name, p in given:
+        try:
+            out.append(Source(name, Path(p), model_feed(Path(p)), around=True))
+        except EdgebenchError as exc:  # e.g. free dimensions: such a model needs shapes, skip it
+            log(f"edgebench: skipped {name}: {exc}")
+    if not Path(store).exists():
+        return out
+    from edgebench.reports.store import Store
+
+    with Store(store) as s:
+        records = [r for r in s.query(status="ok") if r.format == "onnx" and Path(r.artifact_path).exists()]
+    seen = {}
+    for r in records:
+        mine = r.device == device_name and (r.threads or 1) == threads
+        value = {"p50_ms": (r.latency_ms or {}).get("p50") if r.device_kind != "emulated" else None,
+                 "instructions": r.extra.get("instructions_per_inference")}
+        if r.sha256 in seen:
+            if mine and seen[r.sha256].record is None and any(value.values()):
+                seen[r.sha256].record = value
+            continue
+        shapes = {f["name"]: tuple(f["shape"]) for f in r.inputs_fed if f.get("name") and f.get("shape")}
+        try:
+            feed = model_feed(Path(r.artifact_path), shapes or None)
+        except EdgebenchError as exc:
+            log(f"edgebench: skipped {r.name}: {exc}")
+            continue
+        src = Source(f"store-{r.name}-{r.sha256[:8]}", Path(r.artifact_path), feed, around=True,
+                     record=value if mine and any(value.values()) else None)
+        seen[r.sha256] = src
+        out.append(src)
+    return out
+
+
+def zoo_sources(n: int, folder: Path, seed: int = 0, around: bool = True) -> list[Source]:
+    """The generated zoo, a small search space of CNNs, MLPs and transformers: sampled around by default."""
+    return [Source(name, p, model_feed(p), around=around) for name, p in zoo_models(n, folder, seed)]
 
 
 def _empty_kernel_model() -> onnx.ModelProto:
@@ -275,31 +407,50 @@ class KernelPredictor:
         parts = [(k, *self.kernel(k)) for k in kernels]
         return sum(p[1] for p in parts), parts
 
-    def _fit_overhead(self) -> dict:
-        if self.target == "instructions":
-            return {"method": "sum - (n - 1) x empty model", "n_models": 0}
-        models = [m for m in self.doc.get("models", {}).values() if m.get(self.target)]
-        if len(models) < 4:
-            return {"method": "plain sum (fewer than 4 whole models measured)", "c": 0.0, "w": 0.0, "v": 0.0,
-                    "n_models": len(models)}
-        a, b = [], []
-        for m in models:
-            s = sum(self.measured.get(k, 0.0) for k in m["kernels"])
-            scale = 1.0 / m[self.target]  # relative errors: a 10 us model counts as much as a 10 ms one
-            a.append([scale, m["weight_mb"] * scale, len(m["kernels"]) * scale])
-            b.append((m[self.target] - s) * scale)
-        (c, w, v), *_ = np.linalg.lstsq(np.asarray(a), np.asarray(b), rcond=None)
-        return {"method": "sum + c + w * weight_MB + v * n_kernels, least squares of relative error on whole "
-                          "models", "c": float(c), "w": float(w), "v": float(v), "n_models": len(models)}
+    TERMS = ("n_kernels", "other_nodes", "streamed_mb_beyond_cache", "conv_io_melems")
 
-    def predict_model(self, model: onnx.ModelProto, kernels: list[Kernel]) -> dict:
+    def _fit_overhead(self) -> dict:
+        """whole model = sum of its kernels timed alone + c + n * n_kernels + o * other_nodes
+        + s * streamed_MB_beyond_cache + c * conv_io_Melems, fitted on the whole models of the build whose
+        kernels were all measured (relative errors, a robust loss: one model timed during a load spike does
+        not drag the rest). Why each term: every kernel timed alone pays one runtime call (input binding,
+        output copy), which a whole model pays once (n about minus an empty model's time, c about plus one);
+        the nodes no kernel covers (shape arithmetic left by free input dimensions) cost per node (o); a
+        kernel timed alone keeps its weights in a core's cache, a whole model's weights beyond it stream from
+        the next level (s); a convolution alone converts its input and output to and from the runtime's
+        blocked layout, which consecutive convolutions in a model do once (c, negative)."""
+        from scipy.optimize import least_squares
+
+        models = [m for m in self.doc.get("models", {}).values()
+                  if m.get(self.target) and all(k in self.measured for k in m["kernels"])]
+        if len(models) < 2 * (len(self.TERMS) + 1):
+            if self.target == "instructions":
+                return {"method": "sum - (n - 1) x empty model (too few whole models to fit)", "n_models": len(models)}
+            return {"method": "plain sum (too few whole models to fit)", "n_models": len(models),
+                    **{t: 0.0 for t in ("c", *self.TERMS)}}
+        a = np.asarray([[1.0, *(m[t] for t in self.TERMS)] for m in models])
+        sums = np.asarray([sum(self.measured[k] for k in m["kernels"]) for m in models])
+        y = np.asarray([m[self.target] for m in models])
+        start = np.linalg.lstsq(a / y[:, None], (y - sums) / y, rcond=None)[0]
+        res = least_squares(lambda p: (sums + a @ p) / y - 1, start, loss="soft_l1", f_scale=0.05)
+        coef = res.x
+        fit = {"method": "sum of kernels + c + " + " + ".join(f"{t[0]} * {t}" for t in self.TERMS)
+                         + ", robust least squares of relative error on whole models", "n_models": len(models),
+               "c": float(coef[0]), **{t: float(v) for t, v in zip(self.TERMS, coef[1:])}}
+        fit["train_median_abs_error"] = float(np.median(np.abs((sums + a @ coef) / y - 1)))
+        return fit
+
+    def _apply(self, total: float, terms: dict, fit: dict | None = None) -> float:
+        f = fit or self.fit
+        if "c" not in f:  # instructions without a fit: every kernel's count includes one runtime call
+            return total - (terms["n_kernels"] - 1) * (self.empty or 0)
+        return total + f["c"] + sum(f[t] * terms[t] for t in self.TERMS)
+
+    def predict_model(self, model: onnx.ModelProto, kernels: list[Kernel], terms: dict | None = None) -> dict:
         total, parts = self._sum(kernels)
-        if self.target == "instructions":
-            value = total - (len(kernels) - 1) * (self.empty or 0)
-        else:
-            f = self.fit
-            value = total + f.get("c", 0.0) + f.get("w", 0.0) * weight_mb(model) + f.get("v", 0.0) * len(kernels)
-            value = max(value, self.empty or 0.0)  # no model runs faster than an empty one
+        terms = terms or model_terms(model, kernels)
+        value = self._apply(total, terms)
+        value = max(value, self.empty or 0.0)  # no model runs faster than an empty one
         by_type: dict = {}
         for k, v, how in parts:
             slot = by_type.setdefault(k.type, {"type": k.type, "count": 0, self.target: 0.0,
@@ -307,7 +458,7 @@ class KernelPredictor:
             slot["count"] += 1
             slot[self.target] += v
             slot[how] += 1
-        return {"value": float(value), "kernels": len(kernels), "sum_of_kernels": float(total),
+        return {"value": float(value), "kernels": len(kernels), "sum_of_kernels": float(total), "terms": terms,
                 "breakdown": sorted(by_type.values(), key=lambda r: -r[self.target]), "fit": self.fit}
 
 
@@ -325,11 +476,12 @@ def predict_file(predictor_file: Path, model_path: Path, shapes=None, inputs=Non
     model, _, kernels = model_kernels(model_path, feed)
     out = {"model": str(model_path), "device": pred.meta.get("device"), "provenance": "predicted",
            "predictor": str(predictor_file)}
-    lat = pred.predict_model(model, kernels)
+    terms = model_terms(model, kernels)
+    lat = pred.predict_model(model, kernels, terms)
     # under emulation the timed figure is emulated wall time, never a device latency: it keeps its name
     name = "predicted_emulated_wall_ms" if pred.meta.get("device_kind") == "emulated" else "predicted_latency_ms"
     out.update({name: lat["value"], "kernels": lat["kernels"], "breakdown": lat["breakdown"], "fit": lat["fit"]})
     if any(v.get("instructions") for v in pred.doc["kernels"].values()):
-        ins = load_predictor(predictor_file, "instructions").predict_model(model, kernels)
+        ins = load_predictor(predictor_file, "instructions").predict_model(model, kernels, terms)
         out["predicted_instructions"] = int(ins["value"])
     return out

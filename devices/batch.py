@@ -1,0 +1,115 @@
+"""Many models timed in ONE runner process on any device: the generic timer behind the OFA latency table
+(search/lut.py) and the kernel-level predictor (search/predictor.py).
+
+The models go into one bundle with the batch runner (search/lut_runner.py, which loads each model with the
+deployed runner's own session settings) and run in interleaved rounds, so slow drifts of the machine spread
+over all models alike. On an emulated device the guest instructions of every measured inference are read
+from the counter's per-region list.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgebench.types import EdgebenchError, RunSpec
+
+
+def _runner() -> Path:
+    return Path(importlib.util.find_spec("edgebench.search").origin).with_name("lut_runner.py")
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    runs: int = field(default=200, metadata={"help": "measured inferences per model (over all rounds)"})
+    rounds: int = field(default=5, metadata={"help": "interleaved rounds over all models of a batch"})
+    warmup: int = field(default=5, metadata={"help": "unmeasured inferences per model and round"})
+    threads: int = field(default=1, metadata={"help": "runtime threads (as the deployed models run)"})
+    timeout_s: float = field(default=1800.0, metadata={"help": "timeout of one runner process"})
+
+    def for_device(self, kind: str) -> "BatchConfig":
+        """Under emulation instruction counts are exact after one run, and wall time is no latency."""
+        if kind == "emulated":
+            return dataclasses.replace(self, runs=min(self.runs, 3), rounds=1, warmup=min(self.warmup, 1))
+        return self
+
+
+def write_bundle(folder: Path, models: list[tuple[str, Path]], rounds: int):
+    from edgebench.deploy.bundle import RUNNER_SOURCE, Bundle
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_runner(), folder / "runner.py")
+    shutil.copyfile(RUNNER_SOURCE, folder / "eb_runner.py")
+    entries = []
+    for i, (key, path) in enumerate(models):
+        name = f"m{i:04d}.onnx"
+        shutil.copyfile(path, folder / name)
+        entries.append({"key": key, "file": name})
+    manifest = {"bundle_version": 1, "name": "ofa-lut", "model": "ofa-lut", "format": "onnx",
+                "model_file": entries[0]["file"], "eval_file": None, "kind": "edgebench-lut"}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (folder / "lut.json").write_text(json.dumps({"rounds": rounds, "models": entries}))
+    return Bundle(path=folder, manifest=manifest)
+
+
+def run_emulated(device, bundle, spec: RunSpec):
+    """The batch runner under qemu with the instruction counter, keeping the per-region counts.
+
+    EmulatedDevice.run reports only the median over regions; a batch needs one count per model, so this
+    starts the same command the device builds (its setup(), _qemu_cmd() and guest environment) and reads
+    the plugin's region list itself. Hook wanted: the raw regions in Measurement.extra."""
+    from edgebench.devices import aarch64_root
+    from edgebench.devices.protocol import measurement_from_output, runner_args
+
+    device.setup()
+    with tempfile.TemporaryDirectory(prefix="edgebench-batch-emu-") as tmp:
+        counts_file = Path(tmp) / "insn_counts.json"
+        cmd = [*device._qemu_cmd(device._root, counts_file, spec.threads), str(Path(bundle.path) / "runner.py"),
+               str(bundle.path), *runner_args(spec), "--insn-markers"]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=spec.timeout_s,
+                                  env=aarch64_root.guest_env())
+        except subprocess.TimeoutExpired:
+            raise EdgebenchError(f"batch runner under qemu timed out after {spec.timeout_s:g} s") from None
+        m = measurement_from_output(device.name, device.provenance, proc.stdout, proc.stderr, proc.returncode)
+        regions = json.loads(counts_file.read_text()).get("regions", []) if counts_file.exists() else []
+    return m, regions
+
+
+def measure_models(device, models: list[tuple[str, Path]], cfg, workdir: Path) -> dict:
+    """{key: {"samples_ns": [...], "instructions": n or None}} for models run in ONE runner process, plus
+    "_measurement" (the runner's Measurement). `cfg`: a BatchConfig (or any config with its fields and
+    for_device, such as the OFA table's LUTConfig)."""
+    cfg = cfg.for_device(device.kind)
+    bundle = write_bundle(Path(workdir), models, cfg.rounds)
+    spec = RunSpec(runs=cfg.runs, warmup=cfg.warmup, threads=cfg.threads, eval=False, timeout_s=cfg.timeout_s)
+    per_round = max(1, cfg.runs // cfg.rounds)
+    if device.kind == "emulated":
+        m, regions = run_emulated(device, bundle, spec)
+    else:
+        m, regions = device.run(bundle, spec), None
+    if not m.ok:
+        raise EdgebenchError(f"batch runner on {device.name} failed: {m.error}")
+    n = len(models)
+    if len(m.samples_ns) != cfg.rounds * per_round * n:
+        raise EdgebenchError(f"batch runner on {device.name} returned {len(m.samples_ns)} samples, "
+                             f"expected {cfg.rounds} x {per_round} x {n}")
+    samples = np.asarray(m.samples_ns, dtype=np.int64).reshape(cfg.rounds, n, per_round)
+    counts = None
+    if regions:
+        if len(regions) != 1 + samples.size:
+            raise EdgebenchError(f"instruction counter saw {len(regions) - 1} regions, expected {samples.size}")
+        counts = (np.asarray(regions[1:], dtype=np.int64) - regions[0]).reshape(cfg.rounds, n, per_round)
+    out = {}
+    for i, (key, _) in enumerate(models):
+        out[key] = {"samples_ns": samples[:, i, :].ravel().tolist(),
+                    "instructions": int(np.median(counts[:, i, :])) if counts is not None else None}
+    out["_measurement"] = m
+    return out

@@ -1,0 +1,107 @@
+"""The predictor's parts that need no device: shape arithmetic baked into a kernel, adaptive sampling around a
+kernel's configuration, and the overhead fit from kernels timed alone to whole models."""
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from edgebench.search.kernels import kernel_model, neighbours, run_shapes, split_kernels
+from edgebench.search.predictor import KernelPredictor
+
+
+def _expand_model() -> onnx.ModelProto:
+    """y = Expand(x, [batch, 32, 16]) with the target computed from x's shape at run time (free batch)."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Slice", ["s", "zero", "one"], ["b"]),
+             helper.make_node("Concat", ["b", "rest"], ["target"], axis=0),
+             helper.make_node("Expand", ["x", "target"], ["y"])]
+    inits = [numpy_helper.from_array(np.array([0], np.int64), "zero"),
+             numpy_helper.from_array(np.array([1], np.int64), "one"),
+             numpy_helper.from_array(np.array([32, 16], np.int64), "rest")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_shape_arithmetic_is_baked_into_the_kernel_so_it_runs_alone_on_zeros():
+    model = _expand_model()
+    shapes = run_shapes(model, {"x": np.ones((1, 1, 16), np.float32)})
+    kernels = split_kernels(model, shapes=shapes)
+    assert [k.type for k in kernels] == ["Expand"] and kernels[0].inputs == ["x"]
+    tiny = kernel_model(kernels[0], model, shapes)
+    baked = {i.name: numpy_helper.to_array(i).tolist() for i in tiny.graph.initializer}
+    assert baked == {"target": [1, 32, 16]}
+    sess = ort.InferenceSession(tiny.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["x"]
+    assert sess.run(None, {"x": np.zeros((1, 1, 16), np.float32)})[0].shape == (1, 32, 16)
+
+
+def _conv_model(c_in=8, c_out=16, side=12, groups=1) -> onnx.ModelProto:
+    w = numpy_helper.from_array(np.ones((c_out, c_in // groups, 3, 3), np.float32), "w")
+    b = numpy_helper.from_array(np.zeros(c_out, np.float32), "b")
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], group=groups),
+             helper.make_node("Relu", ["c"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c_in, side, side])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w, b])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_neighbours_scale_channels_and_spatial_size_around_a_conv():
+    model = _conv_model()
+    shapes = run_shapes(model, {"x": np.zeros((1, 8, 12, 12), np.float32)})
+    (k,) = split_kernels(model, shapes=shapes)
+    near = neighbours(k, model, shapes)
+    got = {(n.features["c_in"], n.features["hw"]) for n, _, _ in near}
+    # channels 8 -> 4, 6, 10, 12, 16 at 12x12; side 12 -> 6, 9, 15, 18, 24 at 8 channels
+    assert got == {(c, 144) for c in (4, 6, 10, 12, 16)} | {(8, s * s) for s in (6, 9, 15, 18, 24)}
+    assert all(n.type == "Conv+Relu" and n.features["c_out"] == 16 for n, _, _ in near)
+    n, m, sh = near[0]  # each one is a model of its own that runs
+    tiny = kernel_model(n, m, sh)
+    sess = ort.InferenceSession(tiny.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = sess.get_inputs()[0]
+    assert sess.run(None, {x.name: np.zeros(x.shape, np.float32)})[0].shape[1] == 16
+
+
+def test_neighbours_of_a_depthwise_conv_stay_depthwise():
+    model = _conv_model(c_in=16, c_out=16, groups=16)
+    shapes = run_shapes(model, {"x": np.zeros((1, 16, 12, 12), np.float32)})
+    (k,) = split_kernels(model, shapes=shapes)
+    near = [n for n, _, _ in neighbours(k, model, shapes) if n.features["c_in"] != 16]
+    assert sorted(n.features["c_in"] for n in near) == [8, 12, 20, 24, 32]
+    assert all(n.features["groups"] == n.features["c_in"] == n.features["c_out"] for n in near)
+
+
+def _doc(truth):
+    """Kernels of one type timed alone, and whole models built from them by the rule `truth`."""
+    rng = np.random.default_rng(0)
+    kernels = {"_empty": {"type": "_empty", "features": {}, "p50_ms": 0.004}}
+    for i in range(40):
+        kernels[f"k{i}"] = {"type": "Add", "features": {"out_elems": 100 * (i + 1)}, "p50_ms": 0.005 + 0.001 * i}
+    models = {}
+    for j in range(16):
+        keys = list(rng.choice([f"k{i}" for i in range(40)], size=int(rng.integers(2, 30))))
+        terms = {"n_kernels": len(keys), "other_nodes": int(rng.integers(0, 50)),
+                 "streamed_mb_beyond_cache": float(rng.uniform(0, 5)), "conv_io_melems": float(rng.uniform(0, 0.2))}
+        total = sum(kernels[k]["p50_ms"] for k in keys)
+        models[f"m{j}"] = {"kernels": keys, "weight_mb": 0.0, **terms, "p50_ms": truth(total, terms)}
+    return {"format": "edgebench-kernel-predictor-2", "kernels": kernels, "models": models, "meta": {}}
+
+
+def test_overhead_fit_recovers_the_per_kernel_and_per_node_costs():
+    def truth(total, t):
+        return (total + 0.003 - 0.0038 * t["n_kernels"] + 0.0006 * t["other_nodes"] + 0.01 * t["streamed_mb_beyond_cache"]
+                - 0.05 * t["conv_io_melems"])
+
+    pred = KernelPredictor(_doc(truth))
+    f = pred.fit
+    assert f["n_models"] == 16
+    got = [f["c"], f["n_kernels"], f["other_nodes"], f["streamed_mb_beyond_cache"], f["conv_io_melems"]]
+    np.testing.assert_allclose(got, [0.003, -0.0038, 0.0006, 0.01, -0.05], atol=1e-7)
+    assert f["train_median_abs_error"] < 1e-6
+
+
+def test_too_few_whole_models_fall_back_to_the_plain_sum():
+    doc = _doc(lambda total, t: 2 * total)
+    doc["models"] = dict(list(doc["models"].items())[:9])
+    pred = KernelPredictor(doc)
+    assert pred.fit["method"].startswith("plain sum") and pred.fit["n_kernels"] == 0.0
