@@ -21,6 +21,7 @@ Counting all entries under emulation takes about 30-40 minutes on 2 cores (runs 
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 import os
 import sys
 import tempfile
@@ -69,7 +70,8 @@ def main() -> int:
     ap.add_argument("--recount", action="store_true")
     ap.add_argument("--write-calibration", default="",
                     help="also write the calibration fitted on all counted entries (--grouping) to this file")
-    ap.add_argument("--grouping", default=cal.DEFAULT_GROUPING, choices=sorted(cal.GROUPINGS))
+    ap.add_argument("--grouping", default=cal.AUTO, choices=[cal.AUTO, *sorted(cal.GROUPINGS)],
+                    help="the calibration's grouping; auto: selected by leave-one-model-out on the rows")
     args = ap.parse_args()
     if hasattr(os, "nice"):
         os.nice(10)  # a shared machine: emulation runs in the background of others' work
@@ -106,24 +108,62 @@ def main() -> int:
         print(f"\n{grouping}: cycles per instruction fitted on all {len(rows)} (for reading only, not an "
               f"evaluation): " + ", ".join(f"{g}={v:.3f}" for g, v in fitted.items()))
 
+    # the grouping chosen among cal.CANDIDATES inside every training fold by leave-one-model-out
+    # (calibration.select_grouping): no figure is predicted by a grouping or constants chosen with it
+    nested, chosen = {}, {}
+    for by, how in (("key", "leave-one-model-out"), ("source", "leave-one-source-out")):
+        if by == "source" and len(sources) < 2:
+            continue
+        preds, stats, picks = cal.nested_cross_validate(rows, cal.CANDIDATES, CLOCK_GHZ, by)
+        nested[how], chosen[how] = (preds, stats), picks
+    results["selected in each fold (nested)"] = {how: st for how, (_, st) in nested.items()}
+
+    if "leave-one-source-out" in nested:
+        preds = nested["leave-one-source-out"][0]
+        print("\nleave-one-source-out, grouping selected inside each training fold: per held-out source")
+        for s in sources:
+            idx = [i for i, r in enumerate(rows) if r["source"] == s]
+            st = cal.error_stats([preds[i] for i in idx], [published[i] for i in idx])
+            print(f"  held out {s:40s} fitted on the other {len(rows) - len(idx):2d} with "
+                  f"{chosen['leave-one-source-out'][s]:20s} {fmt(st)}")
+        print(f"\n{'entry':58s} {'published':>10s} {'LOSO est':>9s} {'error':>7s} {'LOMO est':>9s} {'error':>7s}")
+        lomo = nested["leave-one-model-out"][0]
+        for r, p, q in zip(rows, preds, lomo):
+            y = r["latency_ms"]
+            print(f"{r['key']:58s} {y:10.2f} {p:9.2f} {(p - y) / y:+7.1%} {q:9.2f} {(q - y) / y:+7.1%}")
+
+    pairs = cal.same_architecture_pairs(rows, reference)
+    if pairs:
+        print("\nthe same architecture (rebuilt identically) published by two sources: a gap between the "
+              "sources that no estimate from counts can close")
+        for p in pairs:
+            print(f"  {p['a']} {p['published_a']:.2f} ms vs {p['b']} {p['published_b']:.2f} ms: published "
+                  f"ratio {p['published_ratio']:.3f}, count ratio {p['count_ratio']:.3f} -> at least one is off "
+                  f"by >= {p['floor']:.1%}")
+
     if args.write_calibration:
         c = cal.calibrate(rows, "pi4-emulated", "cortex-a72", CLOCK_GHZ, "ai_edge_litert",
                           {"reference": Path(args.reference).name,
                            "reference_sha256": cal.file_sha256(Path(args.reference)),
                            "counts": counts_path.name, "by": "benchmarks/pi4_estimate.py --write-calibration"},
                           args.grouping)
-        print(f"\nwrote {cal.save_calibration(c, args.write_calibration)}: band ±{c.band:.0%} ({c.band_basis})")
+        print(f"\nwrote {cal.save_calibration(c, args.write_calibration)}: {c.grouping}, band ±{c.band:.0%} "
+              f"({c.band_basis})")
 
     print(f"\n=== Raspberry Pi 4 estimate vs published latency: {len(rows)} models, {len(sources)} sources "
           f"({', '.join(sources)}) ===")
     for name, res in results.items():
         for how, stats in res.items():
             print(f"{name:40s} {how:58s} {fmt(stats)}")
-    cv_how = "leave-one-source-out" if len(sources) >= 2 else "leave-one-model-out"
     print("(within a 5-model source, five-class fits 5 constants on 4 rows: underdetermined, so its held-out "
-          "errors there are no reliable measure)")
-    print(f"today, ipc=1.0:                  {fmt(results['ipc=1.0 (placeholder, nothing fitted)']['all'])}")
-    print(f"{args.grouping} ({cv_how}): {fmt(results[args.grouping][cv_how])}")
+          "errors there are no reliable measure; nested selection never considers a grouping with more than "
+          "rows - 2 constants)")
+    for how, picks in chosen.items():
+        print(f"groupings selected in the {how} training folds: " + ", ".join(
+            f"{g} x{n}" for g, n in sorted(Counter(picks.values()).items())))
+    print(f"today, ipc=1.0:                                    {fmt(results['ipc=1.0 (placeholder, nothing fitted)']['all'])}")
+    for how, (_, st) in nested.items():
+        print(f"selected in each fold, {how:26s} {fmt(st)}")
     return 0
 
 

@@ -36,8 +36,8 @@ def refit(name: str, reference: Optional[Path] = None, from_device: Optional[str
         raise EdgebenchError("give --reference FILE (published latencies) or --from-device SSH_DEVICE (measure "
                              "the reference models on your board; --reference then names the models)")
     grouping = grouping or cal.DEFAULT_GROUPING
-    if grouping not in cal.GROUPINGS:
-        raise EdgebenchError(f"unknown grouping '{grouping}' (known: {', '.join(cal.GROUPINGS)})")
+    if grouping != cal.AUTO and grouping not in cal.GROUPINGS:
+        raise EdgebenchError(f"unknown grouping '{grouping}' (known: {cal.AUTO}, {', '.join(cal.GROUPINGS)})")
     emu = get_device(name, devices_file)
     if emu.kind != "emulated":
         raise EdgebenchError(f"device '{name}' is of kind '{emu.kind}': only an emulated device is calibrated")
@@ -120,8 +120,9 @@ def calibrate(name: str = typer.Argument(..., help="The emulated device to calib
               runs: int = typer.Option(20, help="Measured runs per model on the board (--from-device)"),
               warmup: int = typer.Option(3, help="Warm-up runs per model on the board (--from-device)"),
               threads: int = typer.Option(1, help="Threads on the board (--from-device)"),
-              grouping: Optional[str] = typer.Option(None, help="Instruction class grouping: one-ipc, "
-                                                     "kernel-scalar (default), five-class"),
+              grouping: Optional[str] = typer.Option(None, help="Instruction class grouping: auto (default: "
+                                                     "selected by leave-one-model-out on the rows), one-ipc, "
+                                                     "kernel-scalar, five-class, kernel-scalar-fixed"),
               devices_file: Optional[Path] = typer.Option(None, "--devices", help="devices.toml"),
               as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     """Refit an emulated device's latency estimate from published figures or from your own board."""

@@ -42,7 +42,12 @@ GROUPINGS: dict[str, dict[str, tuple[str, ...]]] = {
     "kernel-scalar-fixed": {"kernel": ("simd", "simd_ldst"), "scalar": ("ldst", "branch", "int", "other"),
                             "per_inference": (PER_INFERENCE,)},
 }
-DEFAULT_GROUPING = "kernel-scalar"
+# The groupings AUTO selects among. kernel-scalar-fixed is left out on purpose (it stays available by name): its
+# fixed cost per inference is fitted on models of 4.7 ms and more, and would be added whole to a user's 0.1 ms
+# model; a cost proportional to counted instructions scales to any model size.
+CANDIDATES = ("one-ipc", "kernel-scalar", "five-class")
+AUTO = "auto"  # the grouping is selected on the calibration's own rows (select_grouping), never by hand
+DEFAULT_GROUPING = AUTO
 
 
 # ------------------------------------------------------------------ reference set and counts
@@ -203,6 +208,65 @@ def cross_validate(rows: list[dict], grouping: str, clock_ghz: float, by: str) -
     return preds, error_stats(preds, [r["latency_ms"] for r in rows])
 
 
+def n_constants(grouping: str) -> int:
+    return len(GROUPINGS[grouping])
+
+
+def select_grouping(rows: list[dict], candidates: tuple[str, ...], clock_ghz: float) -> tuple[str, dict]:
+    """The grouping a calibration uses, chosen on its own rows only: the lowest p90 of |error| under
+    leave-one-model-out among `candidates` (ties: the lower median, then the fewer constants). A grouping with
+    as many constants as rows minus one is never a candidate: its held-out errors measure nothing.
+    The rule is fixed before any evaluation; nested_cross_validate applies it inside every training fold."""
+    scored = {}
+    for g in candidates:
+        if n_constants(g) <= len(rows) - 2:
+            s = cross_validate(rows, g, clock_ghz, "key")[1]
+            scored[g] = (round(s["p90_abs_error"], 6), round(s["median_abs_error"], 6), n_constants(g))
+    if not scored:
+        raise EdgebenchError(f"no grouping can be selected on {len(rows)} rows")
+    best = min(scored, key=scored.get)
+    return best, {g: {"p90_abs_error": v[0], "median_abs_error": v[1]} for g, v in scored.items()}
+
+
+def nested_cross_validate(rows: list[dict], candidates: tuple[str, ...], clock_ghz: float,
+                          by: str) -> tuple[list[float], dict, dict]:
+    """Out-of-fold predictions where the grouping too is chosen without the held-out rows: for every held-out
+    `by` value, select_grouping runs on the training rows alone, and its fit predicts the held-out rows.
+    Returns (predictions, error_stats, {held-out value: chosen grouping})."""
+    preds = [float("nan")] * len(rows)
+    chosen = {}
+    for held in sorted({r[by] for r in rows}):
+        train = [r for r in rows if r[by] != held]
+        g, _ = select_grouping(train, candidates, clock_ghz)
+        chosen[held] = g
+        cpi = fit_cpi([(r["by_class"], r["latency_ms"]) for r in train], g, clock_ghz)
+        for i, r in enumerate(rows):
+            if r[by] == held:
+                preds[i] = predict_ms(r["by_class"], cpi, g, clock_ghz)
+    return preds, error_stats(preds, [r["latency_ms"] for r in rows]), chosen
+
+
+def same_architecture_pairs(rows: list[dict], reference: dict) -> list[dict]:
+    """Entries of different sources that publish the same architecture at the same input size (only the
+    classifier's width may differ). Their counts are nearly equal, so any estimate from counts gives them
+    nearly equal latencies; when the published figures differ, the gap is the sources' own (runtime, threads,
+    harness) and bounds what a cost model fitted on one source can do on the other. `floor` is the smallest
+    possible larger relative error of the two for an estimate proportional to the counts."""
+    spec = {e["key"]: (e["arch"], json.dumps({k: v for k, v in e.get("arch_kwargs", {}).items() if k != "classes"},
+                                             sort_keys=True), json.dumps(e["input_shape"])) for e in reference["entries"]}
+    out = []
+    for i, a in enumerate(rows):
+        for b in rows[i + 1:]:
+            if a["source"] != b["source"] and spec[a["key"]] == spec[b["key"]]:
+                # estimates in the counts' ratio c = n_a / n_b; published ratio p = y_a / y_b: the best common
+                # scale leaves both off by (r - 1) / (r + 1), r = max(p / c, c / p)
+                c, p = a["instructions"] / b["instructions"], a["latency_ms"] / b["latency_ms"]
+                r = max(p / c, c / p)
+                out.append({"a": a["key"], "b": b["key"], "published_a": a["latency_ms"], "published_b": b["latency_ms"],
+                            "published_ratio": p, "count_ratio": c, "floor": (r - 1) / (r + 1)})
+    return out
+
+
 def joined_rows(reference: dict, counts: dict[str, dict], cpu: str = "cortex-a72") -> tuple[list[dict], list[str]]:
     """Reference entries that have counts on this emulated CPU, as fit rows; and the keys that have none."""
     rows, missing = [], []
@@ -267,20 +331,35 @@ def load_calibration(path: str | Path) -> Calibration:
 
 def calibrate(rows: list[dict], device: str, cpu: str, clock_ghz: float, runtime: str, fitted_on: dict,
               grouping: str = DEFAULT_GROUPING) -> Calibration:
-    """Fit on every row; the band comes from cross-validation on the same rows (never from the fit itself)."""
+    """Fit on every row; the band comes from cross-validation on the same rows (never from the fit itself).
+
+    grouping AUTO selects the grouping on all rows by leave-one-model-out (select_grouping), and the errors
+    (hence the band) come from nested cross-validation, which repeats that selection inside every training
+    fold: the band then covers the choice of grouping too. A named grouping is fitted as it is."""
     if len(rows) < 3:
         raise EdgebenchError(f"calibrating needs at least 3 reference models with counts, got {len(rows)}")
-    cpi = fit_cpi([(r["by_class"], r["latency_ms"]) for r in rows], grouping, clock_ghz)
-    cv = {"leave_one_model_out": cross_validate(rows, grouping, clock_ghz, "key")[1]}
+    if grouping != AUTO and grouping not in GROUPINGS:
+        raise EdgebenchError(f"unknown grouping '{grouping}' (known: {AUTO}, {', '.join(GROUPINGS)})")
     n_sources = len({r["source"] for r in rows})
-    if n_sources >= 2:
-        cv["leave_one_source_out"] = cross_validate(rows, grouping, clock_ghz, "source")[1]
-        basis = "leave_one_source_out"
+    schemes = [("leave_one_model_out", "key")] + ([("leave_one_source_out", "source")] if n_sources >= 2 else [])
+    cv = {}
+    if grouping == AUTO:
+        grouping, scores = select_grouping(rows, CANDIDATES, clock_ghz)
+        for name, by in schemes:
+            _, stats, picks = nested_cross_validate(rows, CANDIDATES, clock_ghz, by)
+            cv[name] = dict(stats, selection="nested: grouping selected by leave-one-model-out inside each "
+                                              "training fold", selected=sorted(set(picks.values())))
+        selection = {"rule": "lowest p90 |error| under leave-one-model-out on all rows",
+                     "candidates": list(CANDIDATES), "scores": scores}
     else:
-        basis = "leave_one_model_out"
+        for name, by in schemes:
+            cv[name] = cross_validate(rows, grouping, clock_ghz, by)[1]
+        selection = {"rule": "named by the caller"}
+    cpi = fit_cpi([(r["by_class"], r["latency_ms"]) for r in rows], grouping, clock_ghz)
+    basis = schemes[-1][0]
     band = cv[basis]["p90_abs_error"]
     fitted_on = dict(fitted_on, n_models=len(rows), sources=sorted({r["source"] for r in rows}),
-                     threads=sorted({str(r.get("threads")) for r in rows}),
+                     threads=sorted({str(r.get("threads")) for r in rows}), grouping_selection=selection,
                      fitted_at=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     fitted_on.setdefault("summary", f"{len(rows)} models, {n_sources} source(s)")
     return Calibration(device=device, cpu=cpu, clock_ghz=clock_ghz, runtime=runtime, grouping=grouping, cpi=cpi,

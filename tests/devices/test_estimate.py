@@ -95,6 +95,57 @@ def test_cross_validation_never_predicts_a_figure_with_constants_fitted_on_it():
     assert stats["median_abs_error"] == pytest.approx(0.75)  # errors 100% (a) and 50% (b)
 
 
+def _two_cost_rows(noise=(1.0, 1.04, 0.97, 1.02, 0.99, 1.03, 0.98, 1.01)):
+    """Rows made with 0.5 cycles per NEON instruction and 3.0 per scalar one (plus a little noise): one IPC
+    cannot fit them, kernel-scalar can."""
+    mixes = [(1e6, 1e5), (5e6, 2e6), (2e7, 1e6), (3e6, 3e6), (8e6, 4e5), (1e7, 5e6), (4e6, 2.5e6), (6e6, 1e6)]
+    return [{"key": f"m{i}", "source": "ab"[i % 2], "by_class": _by_class(k, s),
+             "latency_ms": (0.5 * k + 3.0 * s) / 1.5e6 * f, "threads": 1}
+            for i, ((k, s), f) in enumerate(zip(mixes, noise))]
+
+
+def test_selection_by_leave_one_model_out_prefers_the_grouping_the_data_were_made_with():
+    g, scores = cal.select_grouping(_two_cost_rows(), tuple(cal.GROUPINGS), 1.5)
+    assert g == "kernel-scalar"
+    assert scores["one-ipc"]["p90_abs_error"] > 3 * scores["kernel-scalar"]["p90_abs_error"]
+
+
+def test_selection_never_considers_a_grouping_with_as_many_constants_as_rows_minus_one():
+    rows = _two_cost_rows()[:4]  # five-class has 5 constants; kernel-scalar-fixed 3 > 4 - 2
+    _, scores = cal.select_grouping(rows, tuple(cal.GROUPINGS), 1.5)
+    assert set(scores) == {"one-ipc", "kernel-scalar"}
+
+
+def test_nested_cross_validation_chooses_the_grouping_without_the_held_out_rows():
+    # a held-out figure multiplied by 10 cannot change its own prediction: neither the constants nor the
+    # grouping that predicts it saw it
+    rows = _two_cost_rows()
+    preds, _, _ = cal.nested_cross_validate(rows, tuple(cal.GROUPINGS), 1.5, "key")
+    for i in range(len(rows)):
+        bent = [dict(r, latency_ms=r["latency_ms"] * (10 if j == i else 1)) for j, r in enumerate(rows)]
+        assert cal.nested_cross_validate(bent, tuple(cal.GROUPINGS), 1.5, "key")[0][i] == pytest.approx(preds[i])
+
+
+def test_auto_calibration_selects_its_grouping_and_states_nested_cv_errors():
+    c = cal.calibrate(_two_cost_rows(), "pi4-emulated", "cortex-a72", 1.5, "ai_edge_litert", {"reference": "t"})
+    assert c.grouping == "kernel-scalar" and c.cpi["kernel"] == pytest.approx(0.5, rel=0.05)
+    assert c.cv["leave_one_source_out"]["selection"].startswith("nested")
+    assert c.band == pytest.approx(c.cv["leave_one_source_out"]["p90_abs_error"])
+    assert c.fitted_on["grouping_selection"]["rule"].startswith("lowest p90")
+
+
+def test_same_architecture_pairs_bound_what_counts_can_do_across_sources():
+    ref = {"entries": [{"key": "a/v3", "arch": "mobilenet_v3", "arch_kwargs": {"classes": 1001}, "input_shape": [1, 3, 8, 8]},
+                       {"key": "b/v3", "arch": "mobilenet_v3", "arch_kwargs": {"classes": 3}, "input_shape": [1, 3, 8, 8]},
+                       {"key": "b/r18", "arch": "resnet", "arch_kwargs": {"classes": 3}, "input_shape": [1, 3, 8, 8]}]}
+    rows = [{"key": "a/v3", "source": "a", "instructions": 100, "latency_ms": 20.0},
+            {"key": "b/v3", "source": "b", "instructions": 100, "latency_ms": 10.0},
+            {"key": "b/r18", "source": "b", "instructions": 100, "latency_ms": 10.0}]
+    (pair,) = cal.same_architecture_pairs(rows, ref)
+    # any common figure x leaves max(|x - 20| / 20, |x - 10| / 10) >= 1/3 (at x = 13.3)
+    assert pair["a"] == "a/v3" and pair["b"] == "b/v3" and pair["floor"] == pytest.approx(1 / 3)
+
+
 def test_band_is_the_p90_of_leave_one_source_out_errors(tmp_path):
     rows = [{"key": f"{s}{i}", "source": s, "by_class": _by_class(n, n / 10), "latency_ms": k * n / 1.5e6,
              "threads": 1} for s, k in (("a", 1.0), ("b", 1.3)) for i, n in enumerate((1e6, 2e6, 4e6, 8e6))]
