@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -246,6 +247,26 @@ def nested_cross_validate(rows: list[dict], candidates: tuple[str, ...], clock_g
     return preds, error_stats(preds, [r["latency_ms"] for r in rows]), chosen
 
 
+def within_source_cross_validate(rows: list[dict], candidates: tuple[str, ...],
+                                 clock_ghz: float) -> tuple[list[float], dict]:
+    """Nested leave-one-model-out inside each source separately (a source of fewer than 4 models predicts
+    nothing and is left out), pooled: the error of a calibration fitted on the same setup (board, runtime,
+    threads, harness) as the figure it predicts, which is what `--from-device` gives a user. It says nothing
+    about another setup; leave-one-source-out does."""
+    preds, ys, kept = [], [], []
+    for s in sorted({r["source"] for r in rows}):
+        sub = [r for r in rows if r["source"] == s]
+        if len(sub) < 4:
+            continue
+        p, _, _ = nested_cross_validate(sub, candidates, clock_ghz, "key")
+        preds += p
+        ys += [r["latency_ms"] for r in sub]
+        kept += sub
+    if len(kept) < 3:
+        raise EdgebenchError("within-source cross-validation needs a source of at least 4 models")
+    return preds, error_stats(preds, ys)
+
+
 def same_architecture_pairs(rows: list[dict], reference: dict) -> list[dict]:
     """Entries of different sources that publish the same architecture at the same input size (only the
     classifier's width may differ). Their counts are nearly equal, so any estimate from counts gives them
@@ -349,6 +370,11 @@ def calibrate(rows: list[dict], device: str, cpu: str, clock_ghz: float, runtime
             _, stats, picks = nested_cross_validate(rows, CANDIDATES, clock_ghz, by)
             cv[name] = dict(stats, selection="nested: grouping selected by leave-one-model-out inside each "
                                               "training fold", selected=sorted(set(picks.values())))
+        if n_sources >= 2 and max(Counter(r["source"] for r in rows).values()) >= 4:
+            cv["within_source_leave_one_model_out"] = dict(
+                within_source_cross_validate(rows, CANDIDATES, clock_ghz)[1],
+                selection="nested, inside each source separately, pooled: the error when calibrated on the "
+                          "same setup (what --from-device gives); the band stays leave-one-source-out")
         selection = {"rule": "lowest p90 |error| under leave-one-model-out on all rows",
                      "candidates": list(CANDIDATES), "scores": scores}
     else:
@@ -356,7 +382,7 @@ def calibrate(rows: list[dict], device: str, cpu: str, clock_ghz: float, runtime
             cv[name] = cross_validate(rows, grouping, clock_ghz, by)[1]
         selection = {"rule": "named by the caller"}
     cpi = fit_cpi([(r["by_class"], r["latency_ms"]) for r in rows], grouping, clock_ghz)
-    basis = schemes[-1][0]
+    basis = schemes[-1][0]  # leave-one-source-out when there are two sources or more
     band = cv[basis]["p90_abs_error"]
     fitted_on = dict(fitted_on, n_models=len(rows), sources=sorted({r["source"] for r in rows}),
                      threads=sorted({str(r.get("threads")) for r in rows}), grouping_selection=selection,
