@@ -7,6 +7,8 @@ saw, in three groups, printed as such:
   zoo        a second generated zoo (seed 1): the generator's families, other configurations;
   around     other graphs of the user families: a wider CNN at 12x12, the L2MU with hidden 48, MiniLM cut to
              its first 3 layers at sequence 48 (kernels were sampled around their siblings, never these);
+  space      OFA subnets of other architectures (the build had the largest, the smallest and 4 random ones of
+             the default OFA space, sampled around: a search's view);
   unseen     families nothing in the build comes from: a GRU, a 1-D CNN and the CuBa L2MU.
 Each held-out graph is measured with `edgebench.bench` on the same device, in `--repeats` interleaved rounds
 (the median of the rounds' p50s), and compared with the prediction. Load averages are printed with the
@@ -25,6 +27,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _load() -> str:
@@ -102,9 +110,11 @@ def user_models(folder: Path, minilm: bool) -> list[tuple[str, Path, dict]]:
     return out
 
 
-def held_out(folder: Path, n_zoo: int, minilm: bool) -> list[tuple[str, str, Path, dict]]:
+def held_out(folder: Path, n_zoo: int, minilm: bool, space: bool) -> list[tuple[str, str, Path, dict]]:
     """(group, name, path, feed) of graphs no build saw."""
     import torch
+
+    from edgebench.search.predictor import ofa_sources
 
     from edgebench.search.predictor import zoo_models
     from edgebench.train.cnn import SmallCNN
@@ -118,6 +128,9 @@ def held_out(folder: Path, n_zoo: int, minilm: bool) -> list[tuple[str, str, Pat
                                                   torch.randn(1, 6, 100), view=True)))
     if minilm:
         out.append(("around", "minilm-l3-seq48", *_minilm(folder, "minilm-l3", 3, 48)))
+    if space:  # other random subnets (seed 1); the largest and smallest were in the build
+        out += [("space", s.name, s.path, {}) for s in ofa_sources(folder / "ofa-heldout", 4, seed=1)
+                if "random" in s.name]
     out.append(("unseen", "gru-h64", *_torch(folder, "gru", gru_net(64), torch.randn(1, 100, 6))))
     out.append(("unseen", "conv1d-har", *_torch(folder, "conv1d", conv1d_net(), torch.randn(1, 6, 128))))
     out.append(("unseen", "l2mu-cuba-h64", *_torch(folder, "l2mu-cuba", L2MU(6, 4, hidden_size=64, neuron="cuba"),
@@ -144,7 +157,7 @@ def main() -> None:
     from edgebench.api import bench
     from edgebench.devices.registry import get_device
     from edgebench.search.predictor import (BuildConfig, Source, build_predictor, load_predictor, model_feed,
-                                            model_kernels, model_terms, zoo_sources)
+                                            model_kernels, model_terms, ofa_sources, zoo_sources)
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="core1", help="device name ('core1': local pinned to core 1)")
@@ -154,6 +167,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=200, help="measured runs per held-out model and round")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds over the held-out models")
     ap.add_argument("--no-minilm", action="store_true", help="leave MiniLM out (slow under emulation)")
+    ap.add_argument("--no-space", action="store_true", help="leave the OFA search space out")
     ap.add_argument("--keep", type=Path, help="keep the predictor file and models in this folder")
     args = ap.parse_args()
 
@@ -164,11 +178,12 @@ def main() -> None:
         devices_file.write_text("[devices.core1]\nkind = \"local\"\ncores = [1]\n")
         dev = get_device(args.device, devices_file)
         emulated = dev.kind == "emulated"
-        minilm = not args.no_minilm
+        minilm, space = not args.no_minilm, not args.no_space
         print(f"device {args.device} ({dev.kind}); start: {_load()}")
         users = user_models(tmp, minilm)
         learn = [*(Source(n, p, f or model_feed(p), around=True) for n, p, f in users),
-                 *zoo_sources(args.zoo, tmp / "zoo", seed=0)]
+                 *zoo_sources(args.zoo, tmp / "zoo", seed=0),
+                 *(ofa_sources(tmp / "ofa", 4, seed=0) if space else [])]
         build_predictor(dev, tmp / "predictor.json", learn,
                         BuildConfig(budget_minutes=args.budget_minutes, runs=3 if emulated else 60), progress=False,
                         log=print)
@@ -177,11 +192,15 @@ def main() -> None:
         pred = load_predictor(tmp / "predictor.json", target)
         doc = pred.doc
         sampled = sum(1 for v in doc["kernels"].values() if v.get("sampled") == "around")
-        print(f"predictor: {len(doc['kernels'])} kernels ({sampled} sampled around the {len(users)} user models "
-              f"and the {args.zoo} zoo models), {len(doc['models'])} whole models")
+        print(f"predictor: {len(doc['kernels'])} kernels ({sampled} sampled around the {len(users)} user models, "
+              f"the {args.zoo} zoo models{' and 6 OFA subnets' if space else ''}), {len(doc['models'])} whole models")
         print(f"fit: {pred.fit}")
         cases = []
-        for group, name, path, feed in held_out(tmp, args.heldout_zoo, minilm):
+        trained = {_sha(src.path) for src in learn}
+        for group, name, path, feed in held_out(tmp, args.heldout_zoo, minilm, space):
+            if _sha(path) in trained:  # never evaluate on a training graph
+                print(f"{name}: the same file as a training graph, left out")
+                continue
             arrays = feed or model_feed(path)
             model, _, kernels = model_kernels(path, arrays)
             got = pred.predict_model(model, kernels, model_terms(model, kernels))
@@ -216,6 +235,8 @@ def main() -> None:
     summary("zoo (the generator's families, other configurations; kernels sampled around the seed-0 zoo)",
             [r for r in rows if r[0] == "zoo"], unit)
     summary("around (user families: kernels sampled around siblings)", [r for r in rows if r[0] == "around"], unit)
+    summary("space (OFA subnets of other architectures; kernels sampled around the build's subnets)",
+            [r for r in rows if r[0] == "space"], unit)
     summary("unseen (families absent from the build)", [r for r in rows if r[0] == "unseen"], unit)
     summary("all held-out graphs", rows, unit)
 

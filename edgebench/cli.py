@@ -357,6 +357,10 @@ def predictor_build(device: str = typer.Option(..., help="Device name (its kerne
                                                       "sampled around theirs (repeatable); the store's ONNX "
                                                       "artifacts are added, and its whole-model records"),
                     zoo: int = typer.Option(24, min=0, help="Generated CNNs, MLPs and transformers to learn from"),
+                    around: bool = typer.Option(True, help="Also time kernels around every learned kernel (each "
+                                                "dimension x0.5 ... x2), so the regressors interpolate"),
+                    space: List[str] = typer.Option([], "--space", help="A search space to learn from: 'ofa' "
+                                                    "(subnets of the default OFA space; repeatable)"),
                     threads: int = typer.Option(1, min=1, help="Runtime threads (as the predicted models will run)"),
                     store: Path = typer.Option(DEFAULT_STORE, help="SQLite store whose ONNX artifacts are added"),
                     out_file: Optional[Path] = typer.Option(None, "--out", help="Predictor file "
@@ -367,16 +371,24 @@ def predictor_build(device: str = typer.Option(..., help="Device name (its kerne
 
     Resumable: run it again to continue an interrupted or budget-limited build."""
     from edgebench.devices.registry import get_device
-    from edgebench.search.predictor import BuildConfig, build_predictor, predictor_path, store_sources, zoo_sources
+    from edgebench.search.predictor import (BuildConfig, build_predictor, ofa_sources, predictor_path, store_sources,
+                                            zoo_sources)
 
     dev = get_device(device, str(devices_file) if devices_file else None)
     path = out_file or predictor_path(dev.name)
     for p in models:
         if not p.exists():
             raise EdgebenchError(f"model file not found: {p}")
-    # the user's models (given and in the store) are sampled around; the generated zoo is not
-    learn = [*store_sources([(p.stem, p) for p in models], store, dev.name, threads),
-             *zoo_sources(zoo, path.parent / f"{dev.name}-zoo")]
+    unknown = sorted(set(space) - {"ofa"})
+    if unknown:
+        raise EdgebenchError(f"--space: unknown search space {', '.join(unknown)} (known: ofa)")
+    # the user's models (given and in the store), the zoo and the search spaces; kernels sampled around them all
+    say = lambda m: err.print(m, markup=False, highlight=False)  # noqa: E731
+    learn = [*store_sources([(p.stem, p) for p in models], store, dev.name, threads, log=say),
+             *zoo_sources(zoo, path.parent / f"{dev.name}-zoo"),
+             *(ofa_sources(path.parent / f"{dev.name}-ofa") if "ofa" in space else [])]
+    for src in learn:
+        src.around = src.around and around
     cfg = BuildConfig(budget_minutes=budget_minutes, threads=threads, zoo=zoo)
     doc = build_predictor(dev, path, learn, cfg, progress=not quiet, log=lambda m: err.print(m, markup=False))
     out.print(f"predictor for {dev.name}: {len(doc['kernels'])} kernels, {len(doc['models'])} whole models -> {path}")
@@ -389,9 +401,16 @@ def predict(model: Path = typer.Argument(..., help="An ONNX graph"),
                                                           "(default out/predictors/DEVICE.json)"),
             shape: List[str] = typer.Option([], "--shape", help="NAME=1x3x224x224 for a free dimension"),
             input_: List[str] = typer.Option([], "--input", help="NAME=FILE.npy|VALUE|zeros|ones|random"),
+            max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", min=0.0,
+                                                           help="Exit 1 when the predicted latency exceeds this"),
+            max_instructions: Optional[int] = typer.Option(None, "--max-instructions", min=0,
+                                                           help="Exit 1 when the predicted guest instructions "
+                                                                "exceed this (emulated devices)"),
             as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")):
     """Predicted latency of any ONNX graph on a device, with the per-kernel breakdown (provenance
-    `predicted`). For an emulated device: predicted guest instructions (and emulated wall time, named so)."""
+    `predicted`). For an emulated device: predicted guest instructions (and emulated wall time, named so).
+    With a budget (--max-latency-ms, --max-instructions) it exits 1 when the prediction exceeds it: a CI gate
+    that needs no device."""
     from edgebench.deploy.inputs import parse_input_args, parse_shape_args
     from edgebench.search.predictor import predict_file, predictor_path
 
@@ -401,6 +420,7 @@ def predict(model: Path = typer.Argument(..., help="An ONNX graph"),
                        parse_input_args(input_))
     if as_json:
         print(json.dumps(doc))
+        _predict_budget(doc, model, max_latency_ms, max_instructions)
         return
     t = Table(title=f"{model.name} on {device}: predicted (provenance: predicted)")
     key = "p50_ms" if "predicted_latency_ms" in doc or "predicted_emulated_wall_ms" in doc else "instructions"
@@ -416,6 +436,21 @@ def predict(model: Path = typer.Argument(..., help="An ONNX graph"),
         out.print(f"predicted emulated wall time: {doc['predicted_emulated_wall_ms']:.4g} ms (not a device latency)")
     if "predicted_instructions" in doc:
         out.print(f"predicted guest instructions per inference: {doc['predicted_instructions']:,}")
+    _predict_budget(doc, model, max_latency_ms, max_instructions)
+
+
+def _predict_budget(doc: dict, model: Path, max_latency_ms, max_instructions) -> None:
+    checks = [("predicted_latency_ms", max_latency_ms, "ms"), ("predicted_instructions", max_instructions, "instructions")]
+    for key, limit, unit in checks:
+        if limit is None:
+            continue
+        if key not in doc:
+            raise EdgebenchError(f"--max-{'latency-ms' if unit == 'ms' else 'instructions'}: this predictor gives "
+                                 f"no {key} (device {doc.get('device')})")
+        if doc[key] > limit:
+            err.print(f"edgebench: {model.name}: {key} {doc[key]:,.4g} exceeds the budget {limit:,.4g} {unit}",
+                      markup=False, highlight=False)
+            raise typer.Exit(1)
 
 
 @dataset_app.command("export")

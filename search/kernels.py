@@ -189,12 +189,16 @@ def _features(k: Kernel, shapes: dict, consts: set) -> dict:
     f = {"in_elems": int(sum(np.prod(shapes[i][0]) for i in k.inputs)), "out_elems": int(np.prod(out_shape)),
          "weight_elems": weight_elems, "n_nodes": len(k.nodes)}
     attrs = {a.name: helper.get_attribute_value(a) for a in head.attribute}
-    if head.op_type == "Conv" and len(in_shape) == 4 and head.input[1] in shapes:
+    if head.op_type == "Conv" and len(in_shape) >= 3 and head.input[1] in shapes:  # 1-D, 2-D, 3-D
         w = shapes[head.input[1]][0]
         groups = int(attrs.get("group", 1))
-        f.update(c_in=in_shape[1], c_out=out_shape[1], hw=out_shape[2] * out_shape[3], kernel=w[2],
+        f.update(c_in=in_shape[1], c_out=out_shape[1], hw=int(np.prod(out_shape[2:])), kernel=w[2],
                  stride=int(attrs.get("strides", [1])[0]), groups=groups,
-                 macs=int(np.prod(out_shape) * (w[1] * w[2] * w[3])))
+                 macs=int(np.prod(out_shape) * np.prod(w[1:])))
+    elif head.op_type in ("GRU", "LSTM", "RNN") and head.input[1] in shapes and head.input[2] in shapes:
+        w, r = shapes[head.input[1]][0], shapes[head.input[2]][0]  # [dirs, gates x hidden, input|hidden]
+        steps = in_shape[1] if attrs.get("layout", 0) else in_shape[0]
+        f.update(c_in=w[2], c_out=r[2], hw=steps, macs=int(steps * (np.prod(w) + np.prod(r))))
     elif head.op_type in ("Gemm", "MatMul"):
         b_name = head.input[1]
         b = shapes.get(b_name, ((),))[0]

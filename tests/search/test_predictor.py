@@ -41,14 +41,15 @@ def test_graph_splits_into_fused_kernels_that_run_alone(cnn_onnx):
 
 def test_predictor_build_resumes_and_predicts_an_unseen_graph(cli, cnn_onnx, tmp_path):
     pred = tmp_path / "local.json"
-    args = ("predictor", "build", "--device", "local", "--zoo", "4", "--budget-minutes", "3", "--out", pred,
-            "--store", tmp_path / "none.sqlite", "--quiet")
+    args = ("predictor", "build", "--device", "local", "--zoo", "4", "--no-around", "--budget-minutes", "3",
+            "--out", pred, "--store", tmp_path / "none.sqlite", "--quiet")
     p = cli(*args)
     assert p.returncode == 0, p.stderr
     doc = json.loads(pred.read_text())
     assert doc["meta"]["device"] == "local" and len(doc["models"]) == 4
     kernels = {k: v for k, v in doc["kernels"].items() if k != "_empty"}
     assert len(kernels) >= 10 and all(v["p50_ms"] > 0 and v["n"] >= 60 for v in kernels.values())
+    assert {v["sampled"] for v in kernels.values()} == {"exact"}
     before = pred.stat().st_mtime_ns
     again = cli(*args)  # everything measured already: nothing is timed again
     assert again.returncode == 0 and json.loads(pred.read_text())["kernels"].keys() == doc["kernels"].keys()
@@ -59,5 +60,30 @@ def test_predictor_build_resumes_and_predicts_an_unseen_graph(cli, cnn_onnx, tmp
     out = json.loads(p.stdout)
     assert out["provenance"] == "predicted" and out["kernels"] == 3 and out["predicted_latency_ms"] > 0
     assert sum(b["count"] for b in out["breakdown"]) == 3
+    over = cli("predict", cnn_onnx, "--device", "local", "--predictor", pred,
+               "--max-latency-ms", out["predicted_latency_ms"] / 2)
+    assert over.returncode == 1 and "exceeds the budget" in over.stderr
+    within = cli("predict", cnn_onnx, "--device", "local", "--predictor", pred,
+                 "--max-latency-ms", out["predicted_latency_ms"] * 2)
+    assert within.returncode == 0, within.stderr
     missing = cli("predict", cnn_onnx, "--device", "nowhere")
     assert missing.returncode == 2 and "no predictor at" in missing.stderr
+
+
+def test_build_samples_around_the_users_model_and_adds_its_store_record(cli, cnn_onnx, tmp_path):
+    store = tmp_path / "s.sqlite"
+    b = cli("bench", cnn_onnx, "--device", "local", "--runs", "20", "--store", store)
+    assert b.returncode == 0, b.stderr
+    pred = tmp_path / "p.json"
+    p = cli("predictor", "build", "--device", "local", "--zoo", "0", "--budget-minutes", "3", "--out", pred,
+            "--store", store, "--quiet")
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(pred.read_text())
+    (name, whole), = doc["models"].items()
+    assert name.startswith("store-cnn-") and whole["source"] == "store" and whole["p50_ms"] > 0
+    sampled = [v for v in doc["kernels"].values() if v.get("sampled") == "around"]
+    exact = [v for v in doc["kernels"].values() if v.get("sampled") == "exact"]
+    assert len(exact) == 3 and len(sampled) >= 20  # the CNN's 3 kernels, each dimension x0.5 ... x2
+    first_conv = [v["features"] for v in sampled if v["type"] == "Conv+Relu" and v["features"]["c_out"] == 8]
+    assert {f["hw"] for f in first_conv} >= {8 * 8, 24 * 24, 32 * 32}  # the 16x16 input's side scaled
+    assert doc["meta"]["sampled_around"] == [name]

@@ -78,10 +78,11 @@ def _doc(truth):
     for i in range(40):
         kernels[f"k{i}"] = {"type": "Add", "features": {"out_elems": 100 * (i + 1)}, "p50_ms": 0.005 + 0.001 * i}
     models = {}
-    for j in range(16):
+    for j in range(20):
         keys = list(rng.choice([f"k{i}" for i in range(40)], size=int(rng.integers(2, 30))))
         terms = {"n_kernels": len(keys), "other_nodes": int(rng.integers(0, 50)),
-                 "streamed_mb_beyond_cache": float(rng.uniform(0, 5)), "conv_io_melems": float(rng.uniform(0, 0.2))}
+                 "streamed_mb_beyond_cache": float(rng.uniform(0, 5)), "conv_io_melems": float(rng.uniform(0, 0.2)),
+                 "kernel_inputs": len(keys) + int(rng.integers(0, 10)), "kernel_out_melems": float(rng.uniform(0, 1))}
         total = sum(kernels[k]["p50_ms"] for k in keys)
         models[f"m{j}"] = {"kernels": keys, "weight_mb": 0.0, **terms, "p50_ms": truth(total, terms)}
     return {"format": "edgebench-kernel-predictor-2", "kernels": kernels, "models": models, "meta": {}}
@@ -90,18 +91,39 @@ def _doc(truth):
 def test_overhead_fit_recovers_the_per_kernel_and_per_node_costs():
     def truth(total, t):
         return (total + 0.003 - 0.0038 * t["n_kernels"] + 0.0006 * t["other_nodes"] + 0.01 * t["streamed_mb_beyond_cache"]
-                - 0.05 * t["conv_io_melems"])
+                - 0.05 * t["conv_io_melems"] - 0.0004 * t["kernel_inputs"] + 0.02 * t["kernel_out_melems"])
 
     pred = KernelPredictor(_doc(truth))
     f = pred.fit
-    assert f["n_models"] == 16
-    got = [f["c"], f["n_kernels"], f["other_nodes"], f["streamed_mb_beyond_cache"], f["conv_io_melems"]]
-    np.testing.assert_allclose(got, [0.003, -0.0038, 0.0006, 0.01, -0.05], atol=1e-7)
+    assert f["n_models"] == 20
+    got = [f["c"], *(f[t] for t in KernelPredictor.TERMS)]
+    np.testing.assert_allclose(got, [0.003, -0.0038, 0.0006, 0.01, -0.05, -0.0004, 0.02], atol=1e-7)
     assert f["train_median_abs_error"] < 1e-6
 
 
 def test_too_few_whole_models_fall_back_to_the_plain_sum():
     doc = _doc(lambda total, t: 2 * total)
-    doc["models"] = dict(list(doc["models"].items())[:9])
+    doc["models"] = dict(list(doc["models"].items())[:13])  # 7 coefficients need 14
     pred = KernelPredictor(doc)
     assert pred.fit["method"].startswith("plain sum") and pred.fit["n_kernels"] == 0.0
+
+
+def test_recurrent_and_1d_conv_kernels_get_their_macs(tmp_path):
+    import torch
+    from torch import nn
+
+    from edgebench.export.onnx import export_onnx
+
+    torch.manual_seed(0)
+    gru = export_onnx(nn.GRU(6, 16, batch_first=True).eval(), torch.randn(1, 20, 6), tmp_path / "gru.onnx")
+    model = onnx.load(str(gru))
+    shapes = run_shapes(model, {model.graph.input[0].name: np.zeros((1, 20, 6), np.float32)})
+    (k,) = [k for k in split_kernels(model, shapes=shapes) if k.type == "GRU"]
+    assert k.features["macs"] == 20 * (3 * 16 * 6 + 3 * 16 * 16) and k.features["hw"] == 20
+
+    conv = export_onnx(nn.Sequential(nn.Conv1d(6, 8, 5, padding=2), nn.ReLU()).eval(), torch.randn(1, 6, 32),
+                       tmp_path / "conv1d.onnx")
+    model = onnx.load(str(conv))
+    shapes = run_shapes(model, {model.graph.input[0].name: np.zeros((1, 6, 32), np.float32)})
+    (k,) = split_kernels(model, shapes=shapes)
+    assert k.type == "Conv+Relu" and k.features["macs"] == 8 * 32 * 6 * 5 and k.features["hw"] == 32
