@@ -8,6 +8,9 @@ cost model (devices/calibration.py) and write the constants, with their cross-va
 Instruction counts come from --counts (default: the shipped devices/data/pi4_counts.json); a model without
 one is counted on the emulated device first (tens of seconds to minutes each) and added to the output's
 side file NAME.counts.json.
+--format onnx calibrates onnxruntime runs instead of TFLite ones (counts and board runs of the ONNX exports,
+  written to NAME.onnxruntime.json, which onnxruntime runs of NAME then use). Published figures of another
+  runtime are refused: a cost model fitted across runtimes would carry an error nobody measured.
 """
 from __future__ import annotations
 
@@ -21,10 +24,15 @@ import typer
 from edgebench.types import EdgebenchError
 
 
+# what a reference entry's "runtime" may say for figures a format's counts can be fitted to
+RUNTIME_NAMES = {"tflite": {"tflite", "ai_edge_litert", "tflite_runtime", "litert"},
+                 "onnx": {"onnx", "onnxruntime"}}
+
+
 def refit(name: str, reference: Optional[Path] = None, from_device: Optional[str] = None,
           counts: Optional[Path] = None, out: Optional[Path] = None, only: str = "", runs: int = 20,
           warmup: int = 3, threads: int = 1, grouping: str | None = None,
-          devices_file: Optional[Path] = None, log=print):
+          devices_file: Optional[Path] = None, log=print, fmt: str = "tflite"):
     """The library function behind the command: returns (Calibration, written path)."""
     from edgebench.deploy.bundle import make_bundle
     from edgebench.devices import calibration as cal
@@ -35,6 +43,8 @@ def refit(name: str, reference: Optional[Path] = None, from_device: Optional[str
     if reference is None and from_device is None:
         raise EdgebenchError("give --reference FILE (published latencies) or --from-device SSH_DEVICE (measure "
                              "the reference models on your board; --reference then names the models)")
+    if fmt not in cal.FORMATS:
+        raise EdgebenchError(f"unknown format '{fmt}' (known: {', '.join(cal.FORMATS)})")
     grouping = grouping or cal.DEFAULT_GROUPING
     if grouping != cal.AUTO and grouping not in cal.GROUPINGS:
         raise EdgebenchError(f"unknown grouping '{grouping}' (known: {cal.AUTO}, {', '.join(cal.GROUPINGS)})")
@@ -51,7 +61,15 @@ def refit(name: str, reference: Optional[Path] = None, from_device: Optional[str
     entries = [e for e in ref["entries"] if only in e["key"]]
     if not entries:
         raise EdgebenchError(f"no reference entry matches --only '{only}'")
-    out = Path(out) if out else USER_CALIBRATIONS / f"{name}.json"
+    if board is None:
+        other = sorted({e["runtime"] for e in entries if e.get("runtime") and e["runtime"] not in RUNTIME_NAMES[fmt]})
+        if other:
+            raise EdgebenchError(f"the reference figures were measured with {', '.join(other)}: fitting {fmt} "
+                                 f"counts to them would mix runtimes; measure your board with --from-device "
+                                 f"--format {fmt}, or give a reference measured with {cal.FORMATS[fmt]}")
+    # a TFLite refit keeps its historic name; another runtime's gets its own file, found by runs of that runtime
+    default_name = f"{name}.json" if fmt == "tflite" else f"{name}.{cal.FORMATS[fmt]}.json"
+    out = Path(out) if out else USER_CALIBRATIONS / default_name
     counts_out = out.with_name(out.stem + ".counts.json")
     known = cal.load_counts(counts) if counts else cal.load_counts()
     if counts_out.exists():
@@ -59,22 +77,22 @@ def refit(name: str, reference: Optional[Path] = None, from_device: Optional[str
 
     with tempfile.TemporaryDirectory(prefix="edgebench-calibrate-") as tmp:
         cpu = emu.config.cpu
-        missing = [e for e in entries if cal.entry_signature(e, cpu) not in known]
+        missing = [e for e in entries if cal.entry_signature(e, cpu, fmt) not in known]
         if missing:
             log(f"counting {len(missing)} model(s) on {name} (emulated)")
             emu.setup()
             for i, e in enumerate(missing):
-                c = cal.count_entry(e, emu, Path(tmp) / f"count{i}")
+                c = cal.count_entry(e, emu, Path(tmp) / f"count{i}", fmt)
                 known[c["signature"]] = c
                 cal.save_counts({k: v for k, v in known.items()
-                                 if k in {cal.entry_signature(x, cpu) for x in entries}}, counts_out)
+                                 if k in {cal.entry_signature(x, cpu, fmt) for x in entries}}, counts_out)
                 log(f"  {e['key']}: {c['instructions']:,} instructions")
         if board is not None:
             ref = _measure_on_board(ref, entries, board, from_device, Path(tmp), RunSpec(
-                runs=runs, warmup=warmup, threads=threads, eval=False), make_bundle, log)
+                runs=runs, warmup=warmup, threads=threads, eval=False), make_bundle, log, fmt)
             entries = ref["entries"]
-    rows, _ = cal.joined_rows({"entries": entries}, known, emu.config.cpu)
-    runtimes = {known[cal.entry_signature(e, emu.config.cpu)]["runtime"] for e in entries}
+    rows, _ = cal.joined_rows({"entries": entries}, known, emu.config.cpu, fmt)
+    runtimes = {known[cal.entry_signature(e, emu.config.cpu, fmt)]["runtime"] for e in entries}
     if len(runtimes) != 1:
         raise EdgebenchError(f"the counts come from several runtimes ({', '.join(sorted(runtimes))}): refit per runtime")
     cfg = emu.config
@@ -87,14 +105,14 @@ def refit(name: str, reference: Optional[Path] = None, from_device: Optional[str
     return c, cal.save_calibration(c, out)
 
 
-def _measure_on_board(ref, entries, board, board_name, tmp: Path, spec, make_bundle, log) -> dict:
+def _measure_on_board(ref, entries, board, board_name, tmp: Path, spec, make_bundle, log, fmt="tflite") -> dict:
     """The same models on the user's board: p50 of the raw samples, as a one-source reference set."""
     from edgebench.devices import calibration as cal
     from edgebench.reports.record import LatencyStats
 
     measured = []
     for i, e in enumerate(entries):
-        artifact = cal.export_entry(e, tmp / f"board{i}")
+        artifact = cal.export_entry(e, tmp / f"board{i}", fmt)
         bundle = make_bundle(artifact, tmp / f"board-bundle{i}", None, None)
         m = board.run(bundle, spec)
         if not m.ok:
@@ -120,6 +138,9 @@ def calibrate(name: str = typer.Argument(..., help="The emulated device to calib
               runs: int = typer.Option(20, help="Measured runs per model on the board (--from-device)"),
               warmup: int = typer.Option(3, help="Warm-up runs per model on the board (--from-device)"),
               threads: int = typer.Option(1, help="Threads on the board (--from-device)"),
+              fmt: str = typer.Option("tflite", "--format", help="Export format of the models, hence the runtime "
+                                      "calibrated: tflite (ai_edge_litert) or onnx (onnxruntime; with "
+                                      "--from-device, as no published Pi 4 onnxruntime set ships)"),
               grouping: Optional[str] = typer.Option(None, help="Instruction class grouping: auto (default: "
                                                      "selected by leave-one-model-out on the rows), one-ipc, "
                                                      "kernel-scalar, five-class, kernel-scalar-fixed"),
@@ -128,7 +149,7 @@ def calibrate(name: str = typer.Argument(..., help="The emulated device to calib
     """Refit an emulated device's latency estimate from published figures or from your own board."""
     log = (lambda *a: None) if as_json else typer.echo
     c, path = refit(name, reference, from_device, counts, out, only, runs, warmup, threads, grouping,
-                    devices_file, log)
+                    devices_file, log, fmt)
     if as_json:
         print(json.dumps(dict(c.to_dict(), file=str(path))))
         return

@@ -83,10 +83,15 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def entry_signature(entry: dict, cpu: str = "cortex-a72") -> str:
-    """What decides an entry's instruction count: the architecture, its arguments, the input shape and the
-    emulated CPU (the runtime picks its kernels by the CPU's features)."""
-    return json.dumps([entry["arch"], entry.get("arch_kwargs", {}), entry["input_shape"], cpu], sort_keys=True)
+FORMATS = {"tflite": "ai_edge_litert", "onnx": "onnxruntime"}  # export format -> the runtime that runs it
+
+
+def entry_signature(entry: dict, cpu: str = "cortex-a72", fmt: str = "tflite") -> str:
+    """What decides an entry's instruction count: the architecture, its arguments, the input shape, the
+    emulated CPU (the runtime picks its kernels by the CPU's features) and the export format (hence the
+    runtime). A TFLite signature keeps its original four fields, so counts written before stay valid."""
+    sig = [entry["arch"], entry.get("arch_kwargs", {}), entry["input_shape"], cpu]
+    return json.dumps(sig if fmt == "tflite" else sig + [fmt], sort_keys=True)
 
 
 def load_counts(path: str | Path | None = None) -> dict[str, dict]:
@@ -117,8 +122,8 @@ def save_counts(counts: dict[str, dict], path: str | Path) -> None:
     tmp.replace(p)
 
 
-def export_entry(entry: dict, out_dir: Path):
-    """The entry's architecture, rebuilt with random weights and exported through edgebench's TFLite path."""
+def export_entry(entry: dict, out_dir: Path, fmt: str = "tflite"):
+    """The entry's architecture, rebuilt with random weights and exported through edgebench's `fmt` path."""
     import torch
 
     from edgebench.api import export
@@ -131,29 +136,31 @@ def export_entry(entry: dict, out_dir: Path):
     with torch.no_grad():
         scale = float(module(x).abs().max())
     # random weights give outputs of arbitrary scale; validation here only guards the conversion
-    return export(module, x, format="tflite", out=out_dir, name=name, atol=1e-2 * max(1.0, scale))
+    return export(module, x, format=fmt, out=out_dir, name=name, atol=1e-2 * max(1.0, scale))
 
 
-def count_entry(entry: dict, device, out_dir: Path) -> dict:
-    """Instructions of one inference of the entry's model on an emulated device (one thread)."""
+def count_entry(entry: dict, device, out_dir: Path, fmt: str = "tflite") -> dict:
+    """Instructions of one inference of the entry's model, exported as `fmt`, on an emulated device (one
+    thread)."""
     from edgebench.deploy.bundle import make_bundle
     from edgebench.types import RunSpec
 
-    artifact = export_entry(entry, Path(out_dir))
+    artifact = export_entry(entry, Path(out_dir), fmt)
     bundle = make_bundle(artifact, Path(out_dir) / f"bundle-{artifact.name}", None, None)
     # warm-up changes nothing here: XNNPACK packs weights when the interpreter is built, and the first
     # inference counted 6,617,751 instructions vs 6,617,723 after one warm-up (MobileNet v1 0.25 128)
-    m = device.run(bundle, RunSpec(runs=1, warmup=0, threads=1, eval=False))
+    # onnxruntime does part of its set-up in the first Run(): one warm-up there
+    m = device.run(bundle, RunSpec(runs=1, warmup=0 if fmt == "tflite" else 1, threads=1, eval=False))
     if not m.ok:
         raise EdgebenchError(f"{entry['key']}: emulated run failed: {m.error}")
     if "instructions_by_class" not in m.extra:
         raise EdgebenchError(f"{entry['key']}: no instruction classes ({m.extra.get('instructions_note', '?')})")
     return {
-        "key": entry["key"], "signature": entry_signature(entry, device.config.cpu),
+        "key": entry["key"], "signature": entry_signature(entry, device.config.cpu, fmt),
         "instructions": m.extra["instructions_per_inference"], "by_class": m.extra["instructions_by_class"],
         "runtime": m.runtime, "runtime_version": m.runtime_version,
         "emulated_cpu": m.extra.get("emulated_cpu"), "qemu": m.device_facts.get("qemu"),
-        "tflite_sha256": artifact.sha256, "tflite_size_bytes": artifact.size_bytes,
+        f"{fmt}_sha256": artifact.sha256, f"{fmt}_size_bytes": artifact.size_bytes,
         "counted_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
@@ -216,15 +223,18 @@ def n_constants(grouping: str) -> int:
 def select_grouping(rows: list[dict], candidates: tuple[str, ...], clock_ghz: float) -> tuple[str, dict]:
     """The grouping a calibration uses, chosen on its own rows only: the lowest p90 of |error| under
     leave-one-model-out among `candidates` (ties: the lower median, then the fewer constants). A grouping with
-    as many constants as rows minus one is never a candidate: its held-out errors measure nothing.
+    as many constants as rows minus one is never a candidate: its held-out errors measure nothing. With
+    too few rows for any comparison, the candidate with the fewest constants is taken.
     The rule is fixed before any evaluation; nested_cross_validate applies it inside every training fold."""
     scored = {}
     for g in candidates:
         if n_constants(g) <= len(rows) - 2:
             s = cross_validate(rows, g, clock_ghz, "key")[1]
             scored[g] = (round(s["p90_abs_error"], 6), round(s["median_abs_error"], 6), n_constants(g))
-    if not scored:
-        raise EdgebenchError(f"no grouping can be selected on {len(rows)} rows")
+    if not scored:  # too few rows to compare groupings: the one with the fewest constants, chosen a priori
+        if not rows:
+            raise EdgebenchError("no rows to select a grouping on")
+        return min(candidates, key=n_constants), {}
     best = min(scored, key=scored.get)
     return best, {g: {"p90_abs_error": v[0], "median_abs_error": v[1]} for g, v in scored.items()}
 
@@ -288,11 +298,13 @@ def same_architecture_pairs(rows: list[dict], reference: dict) -> list[dict]:
     return out
 
 
-def joined_rows(reference: dict, counts: dict[str, dict], cpu: str = "cortex-a72") -> tuple[list[dict], list[str]]:
-    """Reference entries that have counts on this emulated CPU, as fit rows; and the keys that have none."""
+def joined_rows(reference: dict, counts: dict[str, dict], cpu: str = "cortex-a72",
+                fmt: str = "tflite") -> tuple[list[dict], list[str]]:
+    """Reference entries that have counts on this emulated CPU in this format, as fit rows; and the keys that
+    have none."""
     rows, missing = [], []
     for e in reference["entries"]:
-        c = counts.get(entry_signature(e, cpu))
+        c = counts.get(entry_signature(e, cpu, fmt))
         if c is None:
             missing.append(e["key"])
             continue

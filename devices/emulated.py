@@ -76,9 +76,10 @@ class EmulatedConfig:
         "clock_ghz)")})
     calibration: str = field(default="", metadata={"help": (
         "cost-model file (devices/calibration.py) turning instruction classes into board latency with a "
-        "cross-validated error band. Empty: the user's refit ~/.config/edgebench/calibrations/NAME.json if "
-        "present, else the packaged devices/data/NAME.calibration.json; 'none': no calibration (the ipc "
-        "estimate, marked uncalibrated)")})
+        "cross-validated error band. Empty: the user's refit for the run's runtime "
+        "~/.config/edgebench/calibrations/NAME.RUNTIME.json, else NAME.json there, else the packaged "
+        "devices/data/NAME.calibration.json (the first fitted on the run's runtime is used); 'none': no "
+        "calibration (the ipc estimate, marked uncalibrated)")})
     count_instructions: bool = field(default=True, metadata={"help": "load the instruction-count plugin"})
     max_runs: int = field(default=20, metadata={"min": 1, "help": "cap on measured runs: emulated wall time is no "
                                                         "latency, and the counts are exact after a few"})
@@ -105,18 +106,33 @@ def calibrate_ipc(instructions_per_inference: float, measured_latency_ms: float,
 USER_CALIBRATIONS = Path("~/.config/edgebench/calibrations").expanduser()
 
 
-def calibration_path(config: EmulatedConfig) -> Path | None:
-    """The calibration file this device uses, or None (uncalibrated)."""
+def calibration_paths(config: EmulatedConfig, runtime: str = "") -> list[Path]:
+    """The calibration files this device may use for a run of `runtime`, most specific first: the user's
+    refit for that runtime (~/.config/edgebench/calibrations/NAME.RUNTIME.json), the user's refit
+    (NAME.json), the packaged one (devices/data/NAME.calibration.json); only those that exist. An explicit
+    `calibration` is the only candidate; 'none' gives none."""
     from edgebench.devices.calibration import default_calibration_path
 
     if config.calibration == "none":
-        return None
+        return []
     if config.calibration:
-        return Path(config.calibration).expanduser()
-    for candidate in (USER_CALIBRATIONS / f"{config.name}.json", default_calibration_path(config.name)):
-        if candidate.exists():
-            return candidate
-    return None
+        return [Path(config.calibration).expanduser()]
+    candidates = ([USER_CALIBRATIONS / f"{config.name}.{runtime}.json"] if runtime else []) + [
+        USER_CALIBRATIONS / f"{config.name}.json", default_calibration_path(config.name)]
+    return [c for c in candidates if c.exists()]
+
+
+def calibration_path(config: EmulatedConfig, runtime: str = "") -> Path | None:
+    """The calibration file this device uses for `runtime`: the first candidate fitted on that runtime, else
+    the first candidate (whose estimate then says it does not fit), else None (uncalibrated)."""
+    from edgebench.devices.calibration import load_calibration
+
+    paths = calibration_paths(config, runtime)
+    if runtime and len(paths) > 1:
+        for p in paths:
+            if load_calibration(p).runtime == runtime:
+                return p
+    return paths[0] if paths else None
 
 
 def build_plugin(cache_dir: Path) -> Path:
@@ -338,17 +354,17 @@ class EmulatedDevice(Device):
             return
         m.extra.update(self.estimate(figures, m.runtime))
 
-    def _calibration(self):
+    def _calibration(self, runtime: str = ""):
         from edgebench.devices.calibration import load_calibration
 
-        path = calibration_path(self.config)
+        path = calibration_path(self.config, runtime)
         return load_calibration(path) if path is not None else None
 
     def estimate(self, figures: dict, runtime: str) -> dict:
         """The latency a real board would show for one inference with these counted instructions: by the
         calibrated cost model with its cross-validated band when one fits this runtime and CPU, else by the
         plain ipc x clock formula, marked uncalibrated and without a band."""
-        cal = self._calibration()
+        cal = self._calibration(runtime)
         by_class = figures.get("instructions_by_class")
         out = {"estimated_provenance": Provenance.ESTIMATED.value}
         if cal is not None and by_class and cal.runtime == runtime and cal.cpu == self.config.cpu:

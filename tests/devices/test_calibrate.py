@@ -101,3 +101,26 @@ def test_only_an_emulated_device_is_calibrated():
 
     with pytest.raises(cal.EdgebenchError, match="only an emulated device is calibrated"):
         refit("local", reference=cal.REFERENCE_FILE)
+
+
+@pytest.mark.slow
+def test_calibrate_onnx_from_a_board_counts_and_measures_the_onnx_exports(tiny_reference, sshd, aarch64_python,
+                                                                            remote_workdir, tmp_path):
+    from edgebench.devices.calibrate_cli import refit
+
+    board = dataclasses.asdict(sshd.config(python=str(aarch64_python), workdir=str(remote_workdir),
+                                           run_timeout_s=900.0, emulated=True))
+    board.pop("name")
+    (tmp_path / "devices.toml").write_text("[devices.board]\nkind = \"ssh\"\n" + "".join(
+        f"{k} = {json.dumps(v)}\n" for k, v in board.items() if v is not None))
+    lines = []
+    c, path = refit("pi4-emulated", from_device="board", reference=tiny_reference,
+                    counts=tmp_path / "none.json", out=tmp_path / "pi4-emulated.onnxruntime.json", runs=3,
+                    warmup=1, devices_file=tmp_path / "devices.toml", log=lines.append, fmt="onnx")
+    assert c.runtime == "onnxruntime" and cal.load_calibration(path).runtime == "onnxruntime"
+    measured = [line for line in lines if " on board: p50 " in line]
+    assert len(measured) == 3 and all("onnxruntime" in line for line in measured)
+    counts = cal.load_counts(tmp_path / "pi4-emulated.onnxruntime.counts.json")
+    assert len(counts) == 3 and all(json.loads(k)[-1] == "onnx" and x["runtime"] == "onnxruntime"
+                                    for k, x in counts.items())
+    assert all(x["by_class"]["simd"] > 0 for x in counts.values())

@@ -2,6 +2,7 @@
 estimate leads in the record, the JSON and the CLI table (no emulator needed: these run in a second)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -184,6 +185,38 @@ def test_a_runtime_the_calibration_was_not_fitted_on_gets_the_uncalibrated_estim
     assert "onnxruntime" in est["estimate_note"] and "error unknown" in est["estimate_note"]
 
 
+def test_each_runtime_finds_the_users_calibration_fitted_on_it(tmp_path, monkeypatch):
+    from edgebench.devices import emulated
+
+    monkeypatch.setattr(emulated, "USER_CALIBRATIONS", tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _calibration_file(tmp_path / "a").rename(tmp_path / "pi4-emulated.json")
+    c = cal.load_calibration(_calibration_file(tmp_path / "b", runtime="onnxruntime", band=0.07))
+    cal.save_calibration(dataclasses.replace(c, cpi={"kernel": 1.0, "scalar": 1.0}),
+                         tmp_path / "pi4-emulated.onnxruntime.json")
+    dev = EmulatedDevice(EmulatedConfig(name="pi4-emulated"))
+    onnx, tfl = dev.estimate(FIGURES, "onnxruntime"), dev.estimate(FIGURES, "ai_edge_litert")
+    assert onnx["estimate_calibrated"] and onnx["estimate_band"] == 0.07
+    assert onnx["estimated_latency_ms"] == pytest.approx(3e6 / 1.5e6)
+    assert onnx["estimate_calibration"]["file"].endswith("pi4-emulated.onnxruntime.json")
+    assert tfl["estimate_band"] == 0.12 and tfl["estimate_calibration"]["file"].endswith("pi4-emulated.json")
+
+
+def test_calibrating_onnx_on_published_tflite_figures_is_refused():
+    from edgebench.devices.calibrate_cli import refit
+
+    with pytest.raises(cal.EdgebenchError, match="measured with tflite: fitting onnx counts to them would mix"):
+        refit("pi4-emulated", reference=cal.REFERENCE_FILE, fmt="onnx")
+
+
+def test_onnx_and_tflite_counts_of_one_entry_have_different_signatures_and_old_ones_stay_valid():
+    e = cal.load_reference()["entries"][0]
+    assert cal.entry_signature(e) == cal.entry_signature(e, "cortex-a72", "tflite")
+    assert cal.entry_signature(e, "cortex-a72", "onnx") != cal.entry_signature(e)
+    assert cal.entry_signature(e) in cal.load_counts()  # the shipped counts keep matching
+
+
 def test_pi5_emulated_is_a_cortex_a76_at_2_4_ghz_with_its_own_calibration():
     dev = get_device("pi5-emulated")
     assert dev.config.cpu == "cortex-a76" and dev.config.clock_ghz == 2.4
@@ -242,3 +275,9 @@ def test_cli_table_shows_the_estimate_with_band_and_calibration_for_an_emulated_
     text = console.export_text()
     assert "2 ms ±12%" in text and "estimated, cal.json" in text  # (0.5 x 2M + 2.0 x 1M) / 1.5 GHz
     assert "0.41" not in text  # the emulated wall time does not pose as latency
+
+
+def test_three_rows_calibrate_with_the_fewest_constants_and_a_band():
+    rows = _two_cost_rows()[:3]
+    c = cal.calibrate(rows, "pi4-emulated", "cortex-a72", 1.5, "ai_edge_litert", {"reference": "t"})
+    assert c.grouping == "one-ipc" and c.band > 0
