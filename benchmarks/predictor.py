@@ -202,8 +202,8 @@ def main() -> None:
                 print(f"{name}: the same file as a training graph, left out")
                 continue
             arrays = feed or model_feed(path)
-            model, _, kernels = model_kernels(path, arrays)
-            got = pred.predict_model(model, kernels, model_terms(model, kernels))
+            model, shapes, kernels = model_kernels(path, arrays)
+            got = pred.predict_model(kernels, model_terms(model, kernels, shapes, pred.node_cache()))
             how = {h: sum(b[h] for b in got["breakdown"]) for h in ("measured", "regressed", "fallback")}
             cases.append({"group": group, "name": name, "path": path, "arrays": arrays, "predicted": got["value"],
                           "kernels": len(kernels), "how": how, "measured": []})

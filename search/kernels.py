@@ -107,6 +107,16 @@ def with_fixed_inputs(model: onnx.ModelProto, shapes: dict) -> onnx.ModelProto:
     return m
 
 
+def constants(model: onnx.ModelProto) -> set:
+    """Initializers, Constant outputs, and what nodes compute from them alone (the runtime folds those: an
+    exporter's Identity of a shared weight is a weight, not an activation)."""
+    consts = {i.name for i in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "Constant" or all(i in consts for i in n.input if i):
+            consts.update(o for o in n.output if o)
+    return consts
+
+
 def baked(shapes: dict) -> set:
     """Tensors whose values were kept by run_shapes (small integer tensors): constants of a kernel."""
     return {k for k, v in shapes.items() if len(v) > 2}
@@ -133,10 +143,7 @@ def split_kernels(model: onnx.ModelProto, feed: dict | None = None, shapes: dict
     needs concrete input shapes: see with_fixed_inputs)."""
     shapes = shapes or (run_shapes(model, feed) if feed is not None else _shapes(model))
     g = model.graph
-    consts = {i.name for i in g.initializer} | baked(shapes)
-    for n in g.node:
-        if n.op_type == "Constant":
-            consts.update(n.output)
+    consts = constants(model) | baked(shapes)
     consumers: dict = {}
     for n in g.node:
         for i in n.input:
@@ -220,11 +227,17 @@ def kernel_model(k: Kernel, model: onnx.ModelProto, shapes: dict | None = None) 
     const_nodes = {o: n for n in g.node if n.op_type == "Constant" for o in n.output}
     rng = np.random.default_rng(0)
     new_inits, new_consts = [], []
+    folded = constants(model) - set(inits) - set(const_nodes)
     for x in k.nodes:
         for i in x.input:
             if i and i not in inits and i not in const_nodes and len(shapes.get(i, ())) > 2 \
                     and all(t.name != i for t in new_inits):
                 new_inits.append(numpy_helper.from_array(shapes[i][2], i))  # shape arithmetic, baked
+            elif i in folded and i in shapes and i not in k.inputs and all(t.name != i for t in new_inits):
+                dt = helper.tensor_dtype_to_np_dtype(shapes[i][1])  # a folded weight: random, of its shape
+                arr = (rng.standard_normal(shapes[i][0]) * 0.1).astype(dt) if np.dtype(dt).kind == "f" \
+                    else np.zeros(shapes[i][0], dt)
+                new_inits.append(numpy_helper.from_array(arr, i))
             elif i in inits and all(t.name != i for t in new_inits):
                 arr = numpy_helper.to_array(inits[i])
                 if arr.dtype.kind == "f":

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgebench.search.kernels import (FEATURES, Kernel, kernel_file, neighbours, run_shapes, split_kernels,
-                                      with_fixed_inputs)
+from edgebench.search.kernels import (FEATURES, Kernel, kernel_file, kernel_model, neighbours, run_shapes,
+                                      split_kernels, with_fixed_inputs)
 from edgebench.types import EdgebenchError
 
 PREDICTOR_FORMAT = "edgebench-kernel-predictor-2"
@@ -77,13 +77,12 @@ def weight_mb(model: onnx.ModelProto) -> float:
 
 
 def runtime_nodes(model: onnx.ModelProto) -> int:
-    """How many nodes the runtime executes once its graph optimizations have run (hardware-independent
-    level): with free input dimensions, the shape arithmetic stays in the graph and costs per node."""
+    """How many nodes the runtime executes once its graph optimizations (the deployed level: all) have run:
+    with free input dimensions the shape arithmetic stays; a convolution alone gets its layout conversions."""
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory(prefix="edgebench-opt-") as tmp:
         so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         so.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
         so.log_severity_level = 3
         so.intra_op_num_threads = 1
@@ -95,12 +94,21 @@ STREAMED = ("Conv", "Gemm", "MatMul")  # kernels that read all their weights eve
 CACHE_MB = 2.0  # a kernel's weights timed alone stay in a cache of about this size (a core's L2 here)
 
 
-def model_terms(model: onnx.ModelProto, kernels: list[Kernel]) -> dict:
-    """What a whole model adds to the sum of its kernels timed alone (see KernelPredictor._fit_overhead)."""
-    covered = sum(len(k.nodes) for k in kernels)
+def kernel_nodes(k: Kernel, model: onnx.ModelProto, shapes: dict, cache: dict) -> int:
+    """Nodes the runtime executes for the kernel timed alone (cached by key)."""
+    if cache.get(k.key) is None:
+        cache[k.key] = runtime_nodes(kernel_model(k, model, shapes))
+    return cache[k.key]
+
+
+def model_terms(model: onnx.ModelProto, kernels: list[Kernel], shapes: dict, cache: dict | None = None) -> dict:
+    """What a whole model adds to the sum of its kernels timed alone (see KernelPredictor._fit_overhead).
+    `cache`: kernel key -> nodes executed alone, filled as needed."""
+    cache = {} if cache is None else cache
     streamed = sum(k.features.get("weight_elems", 0) for k in kernels if k.type.split("+")[0] in STREAMED) * 4 / 1e6
     convs = [k for k in kernels if k.type.split("+")[0] == "Conv"]
-    return {"n_kernels": len(kernels), "other_nodes": max(runtime_nodes(model) - covered, 0),
+    return {"n_kernels": len(kernels),
+            "node_excess": sum(kernel_nodes(k, model, shapes, cache) for k in kernels) - runtime_nodes(model),
             "streamed_mb_beyond_cache": max(streamed - CACHE_MB, 0.0),
             "conv_io_melems": sum(k.features["in_elems"] + k.features["out_elems"] for k in convs) / 1e6,
             "kernel_inputs": sum(len(k.inputs) for k in kernels),
@@ -232,6 +240,7 @@ def build_predictor(device, out: Path, models: list, cfg: BuildConfig = BuildCon
                    "sampled_around": sorted(set(doc["meta"].get("sampled_around", []))
                                             | {m.name for m in models if m.around})}
     exact, around, whole = {}, {}, []
+    nodes = {k: v.get("runtime_nodes") for k, v in doc["kernels"].items()}  # kernel key -> nodes run alone
     deadline = time.monotonic() + cfg.budget_minutes * 60
     with tempfile.TemporaryDirectory(prefix="edgebench-predictor-") as tmp:
         tmp = Path(tmp)
@@ -252,7 +261,7 @@ def build_predictor(device, out: Path, models: list, cfg: BuildConfig = BuildCon
             if src.name not in doc["models"]:
                 timed_path, timed = _timed_whole(src.path, model, src.feed, tmp / "whole")
                 entry = {"path": str(src.path), "kernels": [k.key for k in kernels], "weight_mb": weight_mb(model),
-                         **model_terms(timed, kernels)}
+                         **model_terms(timed, kernels, shapes, nodes)}
                 if src.record:  # already measured on this device: the store's figures, not timed again
                     doc["models"][src.name] = {**entry, **src.record, "source": "store"}
                 else:
@@ -292,7 +301,8 @@ def build_predictor(device, out: Path, models: list, cfg: BuildConfig = BuildCon
                     got = _measure(device, files, cfg, tmp / f"{phase}{start}")
                     for key in chunk:
                         k = pending[key][0]
-                        doc["kernels"][key] = {"type": k.type, "features": k.features, "sampled": phase, **got[key]}
+                        doc["kernels"][key] = {"type": k.type, "features": k.features, "sampled": phase,
+                                               "runtime_nodes": nodes.get(key), **got[key]}
                     _save(doc, out)  # resumable from here
                     bar.update(task, advance=len(chunk))
     if left:
@@ -457,17 +467,19 @@ class KernelPredictor:
         parts = [(k, *self.kernel(k)) for k in kernels]
         return sum(p[1] for p in parts), parts
 
-    TERMS = ("n_kernels", "other_nodes", "streamed_mb_beyond_cache", "conv_io_melems", "kernel_inputs",
+    TERMS = ("n_kernels", "node_excess", "streamed_mb_beyond_cache", "conv_io_melems", "kernel_inputs",
              "kernel_out_melems")
 
     def _fit_overhead(self) -> dict:
-        """whole model = sum of its kernels timed alone + c + k_n * n_kernels + k_o * other_nodes
+        """whole model = sum of its kernels timed alone + c + k_n * n_kernels + k_x * node_excess
         + k_s * streamed_MB_beyond_cache + k_c * conv_io_Melems + k_i * kernel_inputs + k_out * kernel_out_Melems,
         fitted on the whole models of the build whose
         kernels were all measured (relative errors, a robust loss: one model timed during a load spike does
         not drag the rest). Why each term: every kernel timed alone pays one runtime call (input binding,
         output copy), which a whole model pays once (k_n about minus an empty model's time, c about plus one);
-        the nodes no kernel covers (shape arithmetic left by free input dimensions) cost per node (k_o); a
+        node_excess = nodes the runtime runs for the kernels alone less those it runs for the whole model
+        (a convolution alone gets layout conversions; free input dimensions leave shape arithmetic in the
+        whole model), each costs a dispatch (k_x); a
         kernel timed alone keeps its weights in a core's cache, a whole model's weights beyond it stream from
         the next level (k_s); a convolution alone converts its input and output to and from the runtime's
         blocked layout, which consecutive convolutions in a model do once (k_c, negative); every input a kernel
@@ -499,9 +511,12 @@ class KernelPredictor:
             return total - (terms["n_kernels"] - 1) * (self.empty or 0)
         return total + f["c"] + sum(f[t] * terms[t] for t in self.TERMS)
 
-    def predict_model(self, model: onnx.ModelProto, kernels: list[Kernel], terms: dict | None = None) -> dict:
+    def node_cache(self) -> dict:
+        return {k: v.get("runtime_nodes") for k, v in self.doc["kernels"].items()}
+
+    def predict_model(self, kernels: list[Kernel], terms: dict) -> dict:
+        """`terms`: model_terms() of the graph (self.node_cache() spares recounting known kernels)."""
         total, parts = self._sum(kernels)
-        terms = terms or model_terms(model, kernels)
         value = self._apply(total, terms)
         value = max(value, self.empty or 0.0)  # no model runs faster than an empty one
         by_type: dict = {}
@@ -526,15 +541,15 @@ def predict_file(predictor_file: Path, model_path: Path, shapes=None, inputs=Non
     """Predicted latency (and instructions, for an emulated device's predictor) of any ONNX graph."""
     pred = load_predictor(predictor_file)
     feed = model_feed(model_path, shapes, inputs)
-    model, _, kernels = model_kernels(model_path, feed)
+    model, shapes, kernels = model_kernels(model_path, feed)
     out = {"model": str(model_path), "device": pred.meta.get("device"), "provenance": "predicted",
            "predictor": str(predictor_file)}
-    terms = model_terms(model, kernels)
-    lat = pred.predict_model(model, kernels, terms)
+    terms = model_terms(model, kernels, shapes, pred.node_cache())
+    lat = pred.predict_model(kernels, terms)
     # under emulation the timed figure is emulated wall time, never a device latency: it keeps its name
     name = "predicted_emulated_wall_ms" if pred.meta.get("device_kind") == "emulated" else "predicted_latency_ms"
     out.update({name: lat["value"], "kernels": lat["kernels"], "breakdown": lat["breakdown"], "fit": lat["fit"]})
     if any(v.get("instructions") for v in pred.doc["kernels"].values()):
-        ins = load_predictor(predictor_file, "instructions").predict_model(model, kernels, terms)
+        ins = load_predictor(predictor_file, "instructions").predict_model(kernels, terms)
         out["predicted_instructions"] = int(ins["value"])
     return out

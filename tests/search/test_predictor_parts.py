@@ -80,7 +80,7 @@ def _doc(truth):
     models = {}
     for j in range(20):
         keys = list(rng.choice([f"k{i}" for i in range(40)], size=int(rng.integers(2, 30))))
-        terms = {"n_kernels": len(keys), "other_nodes": int(rng.integers(0, 50)),
+        terms = {"n_kernels": len(keys), "node_excess": int(rng.integers(-50, 50)),
                  "streamed_mb_beyond_cache": float(rng.uniform(0, 5)), "conv_io_melems": float(rng.uniform(0, 0.2)),
                  "kernel_inputs": len(keys) + int(rng.integers(0, 10)), "kernel_out_melems": float(rng.uniform(0, 1))}
         total = sum(kernels[k]["p50_ms"] for k in keys)
@@ -90,7 +90,7 @@ def _doc(truth):
 
 def test_overhead_fit_recovers_the_per_kernel_and_per_node_costs():
     def truth(total, t):
-        return (total + 0.003 - 0.0038 * t["n_kernels"] + 0.0006 * t["other_nodes"] + 0.01 * t["streamed_mb_beyond_cache"]
+        return (total + 0.003 - 0.0038 * t["n_kernels"] + 0.0006 * t["node_excess"] + 0.01 * t["streamed_mb_beyond_cache"]
                 - 0.05 * t["conv_io_melems"] - 0.0004 * t["kernel_inputs"] + 0.02 * t["kernel_out_melems"])
 
     pred = KernelPredictor(_doc(truth))
@@ -127,3 +127,18 @@ def test_recurrent_and_1d_conv_kernels_get_their_macs(tmp_path):
     shapes = run_shapes(model, {model.graph.input[0].name: np.zeros((1, 6, 32), np.float32)})
     (k,) = split_kernels(model, shapes=shapes)
     assert k.type == "Conv+Relu" and k.features["macs"] == 8 * 32 * 6 * 5 and k.features["hw"] == 32
+
+
+def test_a_weight_shared_through_identity_is_a_weight_not_an_input():
+    """Exporters deduplicate equal weights and read the copy through Identity: the runtime folds it, so the
+    kernel timed alone must hold it as a constant (fed as an input, a convolution takes a slow path)."""
+    model = _conv_model()
+    g = model.graph
+    g.node.insert(0, helper.make_node("Identity", ["w"], ["w_shared"]))
+    g.node[1].input[1] = "w_shared"
+    shapes = run_shapes(model, {"x": np.zeros((1, 8, 12, 12), np.float32)})
+    (k,) = split_kernels(model, shapes=shapes)
+    assert k.inputs == ["x"] and k.features["weight_elems"] == 16 * 8 * 9 + 16
+    tiny = kernel_model(k, model, shapes)
+    assert [i.name for i in tiny.graph.input] == ["x"]
+    assert {i.name for i in tiny.graph.initializer} == {"w_shared", "b"}
