@@ -142,3 +142,16 @@ def test_a_weight_shared_through_identity_is_a_weight_not_an_input():
     tiny = kernel_model(k, model, shapes)
     assert [i.name for i in tiny.graph.input] == ["x"]
     assert {i.name for i in tiny.graph.initializer} == {"w_shared", "b"}
+
+
+def test_a_spatial_side_equal_to_the_filter_window_scales_the_input_only():
+    w = numpy_helper.from_array(np.ones((8, 8, 5, 5), np.float32), "w")
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[2, 2, 2, 2])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 5, 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    shapes = run_shapes(model, {"x": np.zeros((1, 8, 5, 5), np.float32)})
+    (k,) = split_kernels(model, shapes=shapes)
+    sides = sorted(n.features["hw"] for n, _, _ in neighbours(k, model, shapes) if n.features["c_in"] == 8)
+    assert sides == [s * s for s in (2, 4, 6, 8, 10)] and k.features["kernel"] == 5
+    assert all(n.features["kernel"] == 5 for n, _, _ in neighbours(k, model, shapes))
