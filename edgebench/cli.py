@@ -431,7 +431,8 @@ def predict(model: Path = typer.Argument(..., help="An ONNX graph"),
                   str(b["fallback"]))
     out.print(t)
     if "predicted_latency_ms" in doc:
-        out.print(f"predicted latency: {doc['predicted_latency_ms']:.4g} ms ({doc['kernels']} kernels; {doc['fit']['method']})")
+        how = (f"overhead fitted on {doc['fit']['n_models']} whole models" if "c" in doc["fit"] else doc["fit"]["method"])
+        out.print(f"predicted latency: {doc['predicted_latency_ms']:.4g} ms ({doc['kernels']} kernels; {how})")
     if "predicted_emulated_wall_ms" in doc:
         out.print(f"predicted emulated wall time: {doc['predicted_emulated_wall_ms']:.4g} ms (not a device latency)")
     if "predicted_instructions" in doc:

@@ -23,6 +23,7 @@ ACTIVATIONS = {"Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "LeakyRelu
 FUSE_HEADS = {"Conv", "Gemm", "MatMul"}
 SHAPE_OPS = {"Shape", "Constant", "ConstantOfShape", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity",
              "Cast", "Range", "Expand", "Gather", "Slice", "Concat", "Transpose", "Split"}  # see `is_kernel`
+FLOAT_TYPES = {1, 10, 11, 16}  # float32, float16, float64, bfloat16 (onnx TensorProto)
 SMALL_INT = 64  # integer tensors up to this size are shape arithmetic, baked into a kernel as constants
 FEATURES = ("macs", "in_elems", "out_elems", "weight_elems", "c_in", "c_out", "hw", "kernel", "stride",
             "groups", "n_nodes")
@@ -133,7 +134,11 @@ def is_kernel(node, consts: set, shapes: dict) -> bool:
         # views and shape arithmetic; a Concat/Transpose/Split/Slice of a real activation moves data
         if node.op_type in ("Concat", "Transpose", "Split", "Slice", "Gather", "Expand"):
             out = shapes.get(node.output[0])
-            return bool(out) and int(np.prod(out[0])) >= 64  # small integer tensors are shape arithmetic
+            if not out:
+                return False
+            if out[1] in FLOAT_TYPES:  # a real activation, however small (a step model's state slices)
+                return True
+            return int(np.prod(out[0])) >= SMALL_INT  # small integer tensors are shape arithmetic
         return False
     return True
 

@@ -1,21 +1,20 @@
 """A kernel-level latency predictor for one device, nn-Meter style, measured through the device adapters.
 
-Build: the models to learn from (the ONNX artifacts in the store that still exist, plus a generated zoo of
-CNNs, MLPs and small transformers) are split into the kernels the runtime executes (search/kernels.py).
-Every distinct kernel is exported alone and timed on the device, many per runner process (the latency-table
-runner of search/lut.py, with the deployed session settings); a few whole models are timed too. The file
-keeps the raw measurements (and, on an emulated device, guest instructions), so fitting is repeatable and
-an interrupted build resumes where it stopped.
+Build: the models to learn from (the user's: given, and the ONNX artifacts in the store that still exist; a
+generated zoo of CNNs, MLPs and small transformers; optionally OFA search-space subnets) are split into the
+kernels the runtime executes (search/kernels.py). Every distinct kernel is exported alone and timed on the
+device, many per runner process (devices/batch.py, with the deployed session settings). Then, adaptively,
+kernels around them: each dimension of each kernel scaled by 0.5 ... 2 (kernels.neighbours), so that a graph
+near the ones learned from is interpolated. Whole models are timed too (and the store's records of this device
+are taken as they are). The file keeps the raw measurements (and, on an emulated device, guest instructions),
+so fitting is repeatable and an interrupted build resumes where it stopped.
 
 Predict: each kernel of a graph gets its measured p50 when that exact kernel was timed ("measured" in the
-breakdown), else the prediction of its type's regressor (a random forest on log features, as nn-Meter's),
-else of the all-types regressor ("fallback"). The model's latency is
-    sum of kernels + c + w * weight_MB + v * n_kernels
-with c, w, v fitted by least squares on the whole models timed in the build (a kernel timed alone keeps its
-weights in cache and pays one runtime call, a whole model streams its weights and pays one call in all).
-On an emulated device the same is done for instruction counts, with no fit: the sum of kernels less
-(n - 1) times the instructions of an empty model (every kernel's count includes one runtime call).
-Figures are labelled `predicted`.
+breakdown), else its type's regressor (a linear trend in MACs and elements times a random forest's correction
+on log features), else the all-types forest ("fallback"). The model's latency is the sum of its kernels plus
+what a whole model costs beyond its kernels timed alone, linear in a few counts (kernel calls, runtime nodes,
+weights beyond cache, ...; KernelPredictor._fit_overhead) fitted on the whole models. On an emulated device
+the same is done for guest instruction counts. Figures are labelled `predicted`.
 """
 from __future__ import annotations
 

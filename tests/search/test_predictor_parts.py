@@ -155,3 +155,19 @@ def test_a_spatial_side_equal_to_the_filter_window_scales_the_input_only():
     sides = sorted(n.features["hw"] for n, _, _ in neighbours(k, model, shapes) if n.features["c_in"] == 8)
     assert sides == [s * s for s in (2, 4, 6, 8, 10)] and k.features["kernel"] == 5
     assert all(n.features["kernel"] == 5 for n, _, _ in neighbours(k, model, shapes))
+
+
+def test_a_small_float_slice_is_a_kernel_and_a_small_integer_one_is_shape_arithmetic():
+    """A step model slices its few-element state every step: data the runtime moves, unlike a shape vector."""
+    nodes = [helper.make_node("Slice", ["state", "start", "end"], ["part"]),
+             helper.make_node("Shape", ["state"], ["s"]),
+             helper.make_node("Slice", ["s", "start", "end"], ["dims"]),
+             helper.make_node("Add", ["part", "part"], ["y"])]
+    inits = [numpy_helper.from_array(np.array([0], np.int64), "start"),
+             numpy_helper.from_array(np.array([1], np.int64), "end")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("state", TensorProto.FLOAT, [4, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+                           helper.make_tensor_value_info("dims", TensorProto.INT64, None)], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    shapes = run_shapes(model, {"state": np.zeros((4, 8), np.float32)})
+    assert [(k.type, k.outputs[0]) for k in split_kernels(model, shapes=shapes)] == [("Slice", "part"), ("Add", "y")]
