@@ -15,12 +15,17 @@ It then compares, never on the data a number was fitted on:
 under leave-one-source-out and leave-one-model-out cross-validation: median and 90th percentile of
 |estimate - published| / published, and Spearman's rank correlation. The last lines are the summary.
 
-Run: python benchmarks/pi4_estimate.py [--only KEY_SUBSTRING] [--recount] [--write-calibration]
+With --attribution it also attributes each entry's instructions to the code that executes them (libraries,
+XNNPACK microkernel families; cached in devices/data/pi4_attribution.json) and compares cost models over those
+families with kernel-scalar.
+
+Run: python benchmarks/pi4_estimate.py [--only KEY_SUBSTRING] [--recount] [--attribution] [--write-calibration]
 Counting all entries under emulation takes about 30-40 minutes on 2 cores (runs under `nice`).
 """
 from __future__ import annotations
 
 import argparse
+import json
 from collections import Counter
 import os
 import sys
@@ -57,6 +62,69 @@ def count_missing(reference: dict, counts: dict, counts_path: Path, only: str, r
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
 
 
+def attribute_missing(reference: dict, attribution: dict, path: Path, only: str) -> None:
+    """Which code runs each entry's inference (calibration.attribute_blocks), counted once on pi4-emulated
+    with the plugin's blocks=PATH and cached in `path`."""
+    from edgebench.deploy.bundle import make_bundle
+    from edgebench.types import RunSpec
+
+    todo = sorted((e for e in reference["entries"] if only in e["key"]
+                   and cal.entry_signature(e) not in attribution), key=lambda e: e["latency_ms"])
+    if not todo:
+        return
+    device = get_device("pi4-emulated")
+    device.setup()
+    with tempfile.TemporaryDirectory(prefix="pi4-attribution-") as tmp:
+        for i, e in enumerate(todo, 1):
+            t0 = time.perf_counter()
+            artifact = cal.export_entry(e, Path(tmp) / f"a{i}")
+            bundle = make_bundle(artifact, Path(tmp) / f"a{i}" / "bundle", None, None)
+            device.blocks_out = Path(tmp) / f"a{i}" / "blocks.txt"
+            m = device.run(bundle, RunSpec(runs=1, warmup=0, threads=1, eval=False))
+            if not m.ok or not device.blocks_out.exists():
+                print(f"[{i}/{len(todo)}] {e['key']}: FAILED {m.error}", flush=True)
+                continue
+            # the blocks file covers every marked region: the one inference plus the markers-only region
+            # (tens of thousands of instructions)
+            attribution[cal.entry_signature(e)] = dict(cal.attribute_blocks(device.blocks_out), key=e["key"])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"about": ATTRIBUTION_ABOUT, "attribution": attribution}, indent=1))
+            print(f"[{i}/{len(todo)}] {e['key']}: attributed ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+
+ATTRIBUTION_ABOUT = ("Instructions of one inference (batch 1, one thread, ai-edge-litert) of each reference "
+                     "entry on pi4-emulated, by library and, inside ai-edge-litert's library, by XNNPACK "
+                     "microkernel family (devices/calibration.py: attribute_blocks; plugin option blocks=PATH). "
+                     "Keyed by entry signature.")
+
+
+def report_attribution(rows: list[dict], attribution: dict, reference: dict) -> None:
+    """Library shares, and cost models over microkernel families against kernel-scalar, both CV schemes."""
+    sig = {e["key"]: cal.entry_signature(e) for e in reference["entries"]}
+    have = [r for r in rows if sig[r["key"]] in attribution]
+    if len(have) < len(rows):
+        print(f"\nattribution: {len(have)} of {len(rows)} entries attributed (run with --attribution to finish)")
+    if len(have) < 3:
+        return
+    shares = [attribution[sig[r["key"]]]["libraries"].get("libpywrap_litert_common.so", 0)
+              / attribution[sig[r["key"]]]["total"] for r in have]
+    print(f"\ncode attribution ({len(have)} models): ai-edge-litert's libpywrap_litert_common.so (XNNPACK linked in) "
+          f"executes {min(shares):.1%} to {max(shares):.1%} of an inference's instructions")
+    print(f"{'entry':58s} " + " ".join(f"{f:>13s}" for f in cal.FAMILIES))
+    for r in have:
+        a = attribution[sig[r["key"]]]
+        print(f"{r['key']:58s} " + " ".join(f"{a['families'][f] / a['total']:13.1%}" for f in cal.FAMILIES))
+    merged = [dict(r, by_class=dict(r["by_class"], **attribution[sig[r["key"]]]["families"])) for r in have]
+    sources = sorted({r["source"] for r in have})
+    print("cost models over microkernel families (fixed a priori, not candidates of the shipped calibration) "
+          "vs kernel-scalar, on the same rows:")
+    for g in ("kernel-scalar", *cal.ATTRIBUTION_GROUPINGS):
+        line = f"  {g:30s} leave-one-model-out {fmt(cal.cross_validate(merged, g, CLOCK_GHZ, 'key')[1])}"
+        if len(sources) >= 2:
+            line += f"\n  {'':30s} leave-one-source-out {fmt(cal.cross_validate(merged, g, CLOCK_GHZ, 'source')[1])}"
+        print(line)
+
+
 def fmt(stats: dict) -> str:
     return (f"median {stats['median_abs_error']:6.1%}  p90 {stats['p90_abs_error']:6.1%}  "
             f"Spearman {stats['spearman']:.3f}  (n={stats['n']})")
@@ -68,6 +136,10 @@ def main() -> int:
     ap.add_argument("--counts", default="out/pi4_estimate/counts.json")
     ap.add_argument("--only", default="", help="count only entries whose key contains this")
     ap.add_argument("--recount", action="store_true")
+    ap.add_argument("--attribution", action="store_true",
+                    help="also attribute each entry's instructions to libraries and XNNPACK microkernel families "
+                         "(cached in --attribution-file; about a minute per model under emulation)")
+    ap.add_argument("--attribution-file", default=str(cal.DATA / "pi4_attribution.json"))
     ap.add_argument("--write-calibration", default="",
                     help="also write the calibration fitted on all counted entries (--grouping) to this file")
     ap.add_argument("--grouping", default=cal.AUTO, choices=[cal.AUTO, *sorted(cal.GROUPINGS)],
@@ -79,6 +151,10 @@ def main() -> int:
     counts_path = Path(args.counts)
     counts = cal.load_counts(counts_path) if counts_path.exists() else cal.load_counts()
     count_missing(reference, counts, counts_path, args.only, args.recount)
+    attribution_path = Path(args.attribution_file)
+    attribution = (json.loads(attribution_path.read_text())["attribution"] if attribution_path.exists() else {})
+    if args.attribution:
+        attribute_missing(reference, attribution, attribution_path, args.only)
     rows, missing = cal.joined_rows(reference, counts)
     if missing:
         print(f"no counts for {len(missing)} entries: {', '.join(missing)}")
@@ -135,6 +211,9 @@ def main() -> int:
         for r, p, q in zip(rows, preds, lomo):
             y = r["latency_ms"]
             print(f"{r['key']:58s} {y:10.2f} {p:9.2f} {(p - y) / y:+7.1%} {q:9.2f} {(q - y) / y:+7.1%}")
+
+    if attribution:
+        report_attribution(rows, attribution, reference)
 
     pairs = cal.same_architecture_pairs(rows, reference)
     if pairs:

@@ -194,6 +194,9 @@ class EmulatedDevice(Device):
         self._root_path = Path(config.root).expanduser() if config.root else aarch64_root.DEFAULT_ROOT
         self._root: aarch64_root.Root | None = None
         self._plugin: Path | None = None
+        # code attribution: when set, the plugin also writes each translated block's instructions inside the
+        # measured inferences to this file (insn_count.c, blocks=PATH; read by calibration.attribute_blocks)
+        self.blocks_out: Path | None = None
 
     @property
     def kind(self) -> str:
@@ -222,7 +225,10 @@ class EmulatedDevice(Device):
         if plugin_out is not None and self._plugin is not None:
             # inline counting is exact for one guest thread and about 2x cheaper; more threads need atomics
             mode = "inline" if threads <= 1 else "atomic"
-            cmd += ["-plugin", f"{self._plugin},out={str(plugin_out).replace(',', ',,')},mode={mode}"]
+            arg = f"{self._plugin},out={str(plugin_out).replace(',', ',,')},mode={mode}"
+            if self.blocks_out is not None:
+                arg += f",blocks={str(self.blocks_out).replace(',', ',,')}"
+            cmd += ["-plugin", arg]
         return cmd + [str(root.python)]
 
     # ------------------------------------------------------------ facts

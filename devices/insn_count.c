@@ -32,6 +32,14 @@
  *   {"total": N, "unclosed": 0|1, "regions": [n0, n1, ...],
  *    "classes": ["simd", ...], "class_totals": [...], "region_classes": [[...], ...]}
  *
+ * Code attribution (optional, blocks=PATH): every translated block also counts its own executions, and the
+ * instructions it executed inside marked regions are written at exit to PATH, one block per line:
+ *   FILE_OFFSET_HEX INSTRUCTIONS PATH_OF_THE_MAPPED_FILE
+ * The block's code is located through the host address of its first instruction in the host's
+ * /proc/self/maps: under user-mode emulation the guest's libraries are host mmaps of the same files, so the
+ * line names the library (e.g. ai-edge-litert's .so) and the offset in it, which its symbol table turns
+ * into a function (devices/calibration.py: attribute_blocks). Code in no file has an empty path.
+ *
  * No QEMU header package exists in Debian bookworm, so the few declarations used are written out
  * below, copied in meaning from QEMU 7.2's include/qemu/qemu-plugin.h (API version 1).
  */
@@ -68,6 +76,7 @@ struct qemu_plugin_insn;
 struct qemu_plugin_insn *qemu_plugin_tb_get_insn(const struct qemu_plugin_tb *tb, size_t idx);
 const void *qemu_plugin_insn_data(const struct qemu_plugin_insn *insn);
 size_t qemu_plugin_insn_size(const struct qemu_plugin_insn *insn);
+void *qemu_plugin_insn_haddr(const struct qemu_plugin_insn *insn);
 /* ---- end of QEMU declarations ---- */
 
 QEMU_PLUGIN_EXPORT int qemu_plugin_version = 1;
@@ -87,11 +96,22 @@ static uint64_t *regions;       /* n_regions totals */
 static uint64_t *region_classes; /* n_regions x N_CLASSES */
 static size_t n_regions, cap_regions;
 
-/* one translated block's counts, for the atomic callback (allocated per translation, never freed: blocks
-   are translated once and the process is short-lived) */
+/* a translated block, for code attribution (blocks=PATH; allocated per translation, never freed: blocks are
+   translated once and the process is short-lived) */
+struct block {
+    uint64_t execs, start, in_regions; /* executions; at the open region's start; inside closed regions */
+    uintptr_t haddr;                    /* host address of the first instruction */
+    uint64_t n;
+    struct block *next;
+};
+static struct block *blocks;
+static char blocks_path[4096];
+
+/* one translated block's counts, for the atomic callback (allocated per translation, never freed) */
 struct tb_counts {
     uint64_t n;
     uint64_t by_class[N_CLASSES];
+    struct block *block; /* NULL unless blocks=PATH */
 };
 
 static int insn_class(uint32_t w)
@@ -117,6 +137,8 @@ static void tb_exec(unsigned int vcpu_index, void *udata)
         if (c->by_class[k])
             __atomic_fetch_add(&class_total[k], c->by_class[k], __ATOMIC_RELAXED);
     __atomic_fetch_add(&total, c->n, __ATOMIC_RELAXED);
+    if (c->block)
+        __atomic_fetch_add(&c->block->execs, 1, __ATOMIC_RELAXED);
 }
 
 static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
@@ -130,16 +152,29 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
             memcpy(&w, qemu_plugin_insn_data(insn), 4); /* aarch64 guests run little-endian here */
         by_class[insn_class(w)]++;
     }
+    struct block *b = NULL;
+    if (blocks_path[0] && n > 0) { /* translation is serialised (mmap_lock): the list needs no lock */
+        b = calloc(1, sizeof(*b));
+        if (b != NULL) {
+            b->haddr = (uintptr_t)qemu_plugin_insn_haddr(qemu_plugin_tb_get_insn(tb, 0));
+            b->n = n;
+            b->next = blocks;
+            blocks = b;
+        }
+    }
     if (atomic_mode) {
         struct tb_counts *c = malloc(sizeof(*c));
         if (c == NULL)
             return;
         c->n = n;
         memcpy(c->by_class, by_class, sizeof(by_class));
+        c->block = b;
         qemu_plugin_register_vcpu_tb_exec_cb(tb, tb_exec, QEMU_PLUGIN_CB_NO_REGS, c);
         return;
     }
     qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &total, n);
+    if (b != NULL)
+        qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &b->execs, 1);
     for (int k = 0; k < N_CLASSES; k++)
         if (by_class[k])
             qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &class_total[k], by_class[k]);
@@ -156,7 +191,11 @@ static void on_syscall(qemu_plugin_id_t id, unsigned int vcpu_index, int64_t num
         for (int k = 0; k < N_CLASSES; k++)
             region_class_start[k] = __atomic_load_n(&class_total[k], __ATOMIC_RELAXED);
         in_region = true;
+        for (struct block *b = blocks; b; b = b->next)
+            b->start = __atomic_load_n(&b->execs, __ATOMIC_RELAXED);
     } else if (a2 == MAGIC_END && in_region) {
+        for (struct block *b = blocks; b; b = b->next)
+            b->in_regions += __atomic_load_n(&b->execs, __ATOMIC_RELAXED) - b->start;
         if (n_regions == cap_regions) {
             size_t cap = cap_regions ? 2 * cap_regions : 1024;
             uint64_t *grown = realloc(regions, cap * sizeof(*regions));
@@ -177,8 +216,53 @@ static void on_syscall(qemu_plugin_id_t id, unsigned int vcpu_index, int64_t num
     }
 }
 
+/* blocks=PATH: each block's instructions inside closed regions, located in the file mapped at its address */
+static void write_blocks(void)
+{
+    FILE *maps = fopen("/proc/self/maps", "r"), *f = fopen(blocks_path, "w");
+    size_t n_maps = 0, cap = 0;
+    struct map { uintptr_t lo, hi; uint64_t offset; char path[512]; } *m = NULL;
+    char line[4096];
+    while (maps != NULL && fgets(line, sizeof(line), maps)) {
+        if (n_maps == cap) {
+            struct map *grown = realloc(m, (cap = cap ? 2 * cap : 256) * sizeof(*m));
+            if (grown == NULL)
+                break;
+            m = grown;
+        }
+        struct map *e = &m[n_maps];
+        int at = 0;
+        e->path[0] = 0;
+        if (sscanf(line, "%" SCNxPTR "-%" SCNxPTR " %*s %" SCNx64 " %*s %*s %n", &e->lo, &e->hi, &e->offset, &at) < 3)
+            continue;
+        if (at > 0)
+            sscanf(line + at, "%511[^\n]", e->path);
+        n_maps++;
+    }
+    if (maps != NULL)
+        fclose(maps);
+    if (f == NULL) {
+        free(m);
+        return;
+    }
+    for (struct block *b = blocks; b; b = b->next) {
+        if (b->in_regions == 0)
+            continue;
+        const struct map *e = NULL;
+        for (size_t i = 0; i < n_maps && e == NULL; i++)
+            if (m[i].lo <= b->haddr && b->haddr < m[i].hi)
+                e = &m[i];
+        fprintf(f, "%" PRIx64 " %" PRIu64 " %s\n", e ? (uint64_t)(b->haddr - e->lo + e->offset) : (uint64_t)b->haddr,
+                b->in_regions * b->n, e && e->path[0] == '/' ? e->path : "");
+    }
+    fclose(f);
+    free(m);
+}
+
 static void plugin_exit(qemu_plugin_id_t id, void *userdata)
 {
+    if (blocks_path[0])
+        write_blocks();
     FILE *f = out_path[0] ? fopen(out_path, "w") : stderr;
     if (f == NULL)
         return;
@@ -208,10 +292,12 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
     for (int i = 0; i < argc; i++) {
         if (strncmp(argv[i], "out=", 4) == 0) {
             snprintf(out_path, sizeof(out_path), "%s", argv[i] + 4);
+        } else if (strncmp(argv[i], "blocks=", 7) == 0) {
+            snprintf(blocks_path, sizeof(blocks_path), "%s", argv[i] + 7);
         } else if (strcmp(argv[i], "mode=atomic") == 0 || strcmp(argv[i], "mode=inline") == 0) {
             atomic_mode = strcmp(argv[i], "mode=atomic") == 0;
         } else {
-            fprintf(stderr, "insn_count: unknown argument '%s' (known: out=PATH, mode=inline|atomic)\n", argv[i]);
+            fprintf(stderr, "insn_count: unknown argument '%s' (known: out=PATH, mode=inline|atomic, blocks=PATH)\n", argv[i]);
             return -1;
         }
     }

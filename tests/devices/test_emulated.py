@@ -114,6 +114,27 @@ def test_instruction_counts_repeat_within_one_percent(emulated, onnx_on_arm, onn
 
 
 @pytest.mark.slow
+def test_code_attribution_locates_every_counted_instruction_in_a_library(emulated, tflite_bundle, tmp_path):
+    """blocks=PATH: the blocks' instructions inside the marked regions add up to the counted inferences (plus
+    the markers-only region), and nearly all of them run in ai-edge-litert's library, in XNNPACK kernels."""
+    from edgebench.devices.calibration import attribute_blocks
+
+    device = EmulatedDevice(emulated.config)
+    device.blocks_out = tmp_path / "blocks.txt"
+    m = device.run(tflite_bundle, RunSpec(runs=3, warmup=1, threads=1, eval=False))
+    assert m.ok, m.error
+    a = attribute_blocks(device.blocks_out)
+    per_inference = m.extra["instructions_per_inference"]
+    # 3 inferences + the markers-only region (each inference's figure has the markers' cost taken off)
+    assert 3 * per_inference <= a["total"] <= 3 * per_inference * 1.05 + 50_000
+    # a digits CNN inference is ~170k instructions: Python's and libc's share is larger than for real CNNs
+    assert max(a["libraries"], key=a["libraries"].get) == "libpywrap_litert_common.so"
+    assert a["libraries"]["libpywrap_litert_common.so"] > 0.7 * a["total"]
+    assert sum(a["families"].values()) == a["total"]
+    assert a["symbolized"] and max(a["families"], key=a["families"].get) == "gemm"
+
+
+@pytest.mark.slow
 def test_doctor_reports_guest_versions_and_qemu(emulated):
     report = emulated.doctor()
     assert report["ok"], report["checks"]
