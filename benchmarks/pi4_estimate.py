@@ -13,7 +13,10 @@ It then compares, never on the data a number was fitted on:
   five-class     one per plugin class
   kernel-scalar-fixed  kernel-scalar plus a fixed cost per inference (thread hand-offs, dispatch)
 under leave-one-source-out and leave-one-model-out cross-validation: median and 90th percentile of
-|estimate - published| / published, and Spearman's rank correlation. The last lines are the summary.
+|estimate - published| / published, and Spearman's rank correlation. Then the shipped rule: the grouping
+selected among calibration.CANDIDATES by leave-one-model-out inside every training fold (nested), under
+both schemes, and within each source; the per-entry out-of-fold estimates; and the architectures both
+sources publish, whose gap bounds any estimate from counts. The last lines are the summary.
 
 With --attribution it also attributes each entry's instructions to the code that executes them (libraries,
 XNNPACK microkernel families; cached in devices/data/pi4_attribution.json) and compares cost models over those
@@ -26,11 +29,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import Counter
 import os
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from edgebench.devices import calibration as cal
@@ -88,7 +91,9 @@ def attribute_missing(reference: dict, attribution: dict, path: Path, only: str)
             # (tens of thousands of instructions)
             attribution[cal.entry_signature(e)] = dict(cal.attribute_blocks(device.blocks_out), key=e["key"])
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"about": ATTRIBUTION_ABOUT, "attribution": attribution}, indent=1))
+            tmp_path = path.with_suffix(".tmp")
+            tmp_path.write_text(json.dumps({"about": ATTRIBUTION_ABOUT, "attribution": attribution}, indent=1))
+            tmp_path.replace(path)
             print(f"[{i}/{len(todo)}] {e['key']}: attributed ({time.perf_counter() - t0:.0f} s)", flush=True)
 
 

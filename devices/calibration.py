@@ -11,9 +11,18 @@ on a reference set of published board latencies (devices/data/pi4_reference.json
 source), by non-negative least squares on the relative error, and kept in a small JSON file a user can read
 and refit (`edgebench devices calibrate NAME --reference FILE | --from-device SSH_DEVICE`).
 
+Which grouping a calibration uses is selected on its own rows by a rule fixed in advance (select_grouping:
+lowest p90 error under leave-one-model-out among CANDIDATES), and the cross-validation repeats that selection
+inside every training fold (nested_cross_validate), so no figure is predicted by a grouping or constants
+chosen with it.
+
 The error band an estimate carries is measured, never assumed: the 90th percentile of the absolute relative
-error under cross-validation (leave-one-source-out when the reference set has two or more sources, else
-leave-one-model-out), where no figure is predicted by constants fitted on it.
+error under that cross-validation (leave-one-source-out when the reference set has two or more sources, else
+leave-one-model-out).
+
+Code attribution (attribute_blocks) says which library and which XNNPACK microkernel family executed the
+counted instructions (the plugin's blocks=PATH); benchmarks/pi4_estimate.py --attribution compares cost
+models over those families with the class groupings.
 """
 from __future__ import annotations
 
