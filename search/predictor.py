@@ -111,7 +111,9 @@ def model_terms(model: onnx.ModelProto, kernels: list[Kernel], shapes: dict, cac
             "streamed_mb_beyond_cache": max(streamed - CACHE_MB, 0.0),
             "conv_io_melems": sum(k.features["in_elems"] + k.features["out_elems"] for k in convs) / 1e6,
             "kernel_inputs": sum(len(k.inputs) for k in kernels),
-            "kernel_out_melems": sum(k.features["out_elems"] for k in kernels) / 1e6}
+            "kernel_out_melems": sum(k.features["out_elems"] for k in kernels) / 1e6,
+            "model_io": len([i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}])
+            + len(model.graph.output)}
 
 
 # ---------------------------------------------------------------- the zoo
@@ -472,12 +474,12 @@ class KernelPredictor:
         return sum(p[1] for p in parts), parts
 
     TERMS = ("n_kernels", "node_excess", "streamed_mb_beyond_cache", "conv_io_melems", "kernel_inputs",
-             "kernel_out_melems")
+             "kernel_out_melems", "model_io")
 
     def _fit_overhead(self) -> dict:
         """whole model = sum of its kernels timed alone + c + k_n * n_kernels + k_x * node_excess
-        + k_s * streamed_MB_beyond_cache + k_c * conv_io_Melems + k_i * kernel_inputs + k_out * kernel_out_Melems,
-        fitted on the whole models of the build whose
+        + k_s * streamed_MB_beyond_cache + k_c * conv_io_Melems + k_i * kernel_inputs + k_out * kernel_out_Melems
+        + k_io * model_io, fitted on the whole models of the build whose
         kernels were all measured (relative errors, a robust loss: one model timed during a load spike does
         not drag the rest). Why each term: every kernel timed alone pays one runtime call (input binding,
         output copy), which a whole model pays once (k_n about minus an empty model's time, c about plus one);
@@ -487,7 +489,8 @@ class KernelPredictor:
         kernel timed alone keeps its weights in a core's cache, a whole model's weights beyond it stream from
         the next level (k_s); a convolution alone converts its input and output to and from the runtime's
         blocked layout, which consecutive convolutions in a model do once (k_c, negative); every input a kernel
-        alone is fed and every output it hands back (a copy) cost per input and per element (k_i, k_out)."""
+        alone is fed and every output it hands back (a copy) cost per input and per element (k_i, k_out), and
+        so do the whole model's own inputs and outputs (k_io: a step model binds its whole state each call)."""
         from scipy.optimize import least_squares
 
         models = [m for m in self.doc.get("models", {}).values()

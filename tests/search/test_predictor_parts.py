@@ -78,11 +78,12 @@ def _doc(truth):
     for i in range(40):
         kernels[f"k{i}"] = {"type": "Add", "features": {"out_elems": 100 * (i + 1)}, "p50_ms": 0.005 + 0.001 * i}
     models = {}
-    for j in range(20):
+    for j in range(24):
         keys = list(rng.choice([f"k{i}" for i in range(40)], size=int(rng.integers(2, 30))))
         terms = {"n_kernels": len(keys), "node_excess": int(rng.integers(-50, 50)),
                  "streamed_mb_beyond_cache": float(rng.uniform(0, 5)), "conv_io_melems": float(rng.uniform(0, 0.2)),
-                 "kernel_inputs": len(keys) + int(rng.integers(0, 10)), "kernel_out_melems": float(rng.uniform(0, 1))}
+                 "kernel_inputs": len(keys) + int(rng.integers(0, 10)), "kernel_out_melems": float(rng.uniform(0, 1)),
+                 "model_io": int(rng.integers(2, 12))}
         total = sum(kernels[k]["p50_ms"] for k in keys)
         models[f"m{j}"] = {"kernels": keys, "weight_mb": 0.0, **terms, "p50_ms": truth(total, terms)}
     return {"format": "edgebench-kernel-predictor-2", "kernels": kernels, "models": models, "meta": {}}
@@ -91,19 +92,19 @@ def _doc(truth):
 def test_overhead_fit_recovers_the_per_kernel_and_per_node_costs():
     def truth(total, t):
         return (total + 0.003 - 0.0038 * t["n_kernels"] + 0.0006 * t["node_excess"] + 0.01 * t["streamed_mb_beyond_cache"]
-                - 0.05 * t["conv_io_melems"] - 0.0004 * t["kernel_inputs"] + 0.02 * t["kernel_out_melems"])
+                - 0.05 * t["conv_io_melems"] - 0.0004 * t["kernel_inputs"] + 0.02 * t["kernel_out_melems"] + 0.0008 * t["model_io"])
 
     pred = KernelPredictor(_doc(truth))
     f = pred.fit
-    assert f["n_models"] == 20
+    assert f["n_models"] == 24
     got = [f["c"], *(f[t] for t in KernelPredictor.TERMS)]
-    np.testing.assert_allclose(got, [0.003, -0.0038, 0.0006, 0.01, -0.05, -0.0004, 0.02], atol=1e-7)
+    np.testing.assert_allclose(got, [0.003, -0.0038, 0.0006, 0.01, -0.05, -0.0004, 0.02, 0.0008], atol=1e-7)
     assert f["train_median_abs_error"] < 1e-6
 
 
 def test_too_few_whole_models_fall_back_to_the_plain_sum():
     doc = _doc(lambda total, t: 2 * total)
-    doc["models"] = dict(list(doc["models"].items())[:13])  # 7 coefficients need 14
+    doc["models"] = dict(list(doc["models"].items())[:15])  # 8 coefficients need 16
     pred = KernelPredictor(doc)
     assert pred.fit["method"].startswith("plain sum") and pred.fit["n_kernels"] == 0.0
 
