@@ -417,6 +417,7 @@ class KernelPredictor:
     """Fitted from a predictor file; deterministic (fixed seeds), refitted on load."""
 
     MIN_PER_TYPE = 5  # fewer samples of a type: the all-types regressor answers
+    MIN_DISTINCT = 4  # an overhead term is fitted only when the whole models show this many values of it
 
     def __init__(self, doc: dict, target: str = "p50_ms"):
         from scipy.optimize import nnls
@@ -500,16 +501,20 @@ class KernelPredictor:
                 return {"method": "sum - (n - 1) x empty model (too few whole models to fit)", "n_models": len(models)}
             return {"method": "plain sum (too few whole models to fit)", "n_models": len(models),
                     **{t: 0.0 for t in ("c", *self.TERMS)}}
-        a = np.asarray([[1.0, *(m[t] for t in self.TERMS)] for m in models])
+        # a term that hardly varies over the models (every one with one input and one output, say) cannot be
+        # told apart from c: it would take any value, and extrapolate wildly. Such a term is left at 0.
+        used = [t for t in self.TERMS if len({round(float(m[t]), 9) for m in models}) >= self.MIN_DISTINCT]
+        a = np.asarray([[1.0, *(m[t] for t in used)] for m in models])
         sums = np.asarray([sum(self.measured[k] for k in m["kernels"]) for m in models])
         y = np.asarray([m[self.target] for m in models])
         start = np.linalg.lstsq(a / y[:, None], (y - sums) / y, rcond=None)[0]
         res = least_squares(lambda p: (sums + a @ p) / y - 1, start, loss="soft_l1", f_scale=0.05)
-        coef = res.x
-        fit = {"method": "sum of kernels + c + " + " + ".join(f"k_{t} * {t}" for t in self.TERMS)
+        coef = dict(zip(["c", *used], res.x))
+        fit = {"method": "sum of kernels + c + " + " + ".join(f"k_{t} * {t}" for t in used)
                          + ", robust least squares of relative error on whole models", "n_models": len(models),
-               "c": float(coef[0]), **{t: float(v) for t, v in zip(self.TERMS, coef[1:])}}
-        fit["train_median_abs_error"] = float(np.median(np.abs((sums + a @ coef) / y - 1)))
+               **{t: float(coef.get(t, 0.0)) for t in ("c", *self.TERMS)},
+               "not_fitted": [t for t in self.TERMS if t not in used]}
+        fit["train_median_abs_error"] = float(np.median(np.abs((sums + a @ res.x) / y - 1)))
         return fit
 
     def _apply(self, total: float, terms: dict, fit: dict | None = None) -> float:

@@ -102,6 +102,18 @@ def test_overhead_fit_recovers_the_per_kernel_and_per_node_costs():
     assert f["train_median_abs_error"] < 1e-6
 
 
+def test_a_term_without_spread_over_the_models_is_not_fitted():
+    def truth(total, t):
+        return total + 0.003 - 0.0038 * t["n_kernels"]
+
+    doc = _doc(truth)
+    for m in doc["models"].values():
+        m["model_io"] = 2  # every model with one input and one output: indistinguishable from c
+    f = KernelPredictor(doc).fit
+    assert f["not_fitted"] == ["model_io"] and f["model_io"] == 0.0
+    assert abs(f["c"] - 0.003) < 1e-7 and abs(f["n_kernels"] + 0.0038) < 1e-7
+
+
 def test_too_few_whole_models_fall_back_to_the_plain_sum():
     doc = _doc(lambda total, t: 2 * total)
     doc["models"] = dict(list(doc["models"].items())[:15])  # 8 coefficients need 16
