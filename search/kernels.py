@@ -26,7 +26,9 @@ SHAPE_OPS = {"Shape", "Constant", "ConstantOfShape", "Unsqueeze", "Squeeze", "Re
 FLOAT_TYPES = {1, 10, 11, 16}  # float32, float16, float64, bfloat16 (onnx TensorProto)
 SMALL_INT = 64  # integer tensors up to this size are shape arithmetic, baked into a kernel as constants
 FEATURES = ("macs", "in_elems", "out_elems", "weight_elems", "c_in", "c_out", "hw", "kernel", "stride",
-            "groups", "n_nodes")
+            "groups", "n_nodes", "spans")
+BROADCASTING = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Where", "Greater", "Less", "Equal", "And", "Or",
+                "GreaterOrEqual", "LessOrEqual", "PRelu"}
 
 
 @dataclass
@@ -220,7 +222,30 @@ def _features(k: Kernel, shapes: dict, consts: set) -> dict:
             f["weight_elems"] = 0
     else:
         f["macs"] = f["out_elems"]
+    if head.op_type in BROADCASTING and len(out_shape):
+        operands = [shapes[i][0] for i in head.input if i in shapes]
+        spans = broadcast_spans(operands, out_shape)
+        if spans > 1:  # keys of unbroadcast kernels stay as they were
+            f["spans"] = spans
     return f
+
+
+def broadcast_spans(operands: list, out_shape: tuple) -> int:
+    """How many contiguous runs a broadcasting elementwise op walks: the output divided by its longest
+    trailing block in which every operand is either whole or a single value (x[1,C,H,W] * s[1,C,1,1]: C
+    runs of H*W; x[N,C] + b[C]: N runs of C). The runtime pays a loop per run: the cost is not the
+    elements alone."""
+    rank = len(out_shape)
+    padded = [(1,) * (rank - len(s)) + tuple(s) for s in operands]
+    span, k = 1, rank
+    while k > 0:
+        block = slice(k - 1, rank)
+        ok = all(tuple(p[block]) == tuple(out_shape[block]) or all(d == 1 for d in p[block]) for p in padded)
+        if not ok:
+            break
+        span *= out_shape[k - 1]
+        k -= 1
+    return int(np.prod(out_shape)) // max(span, 1)
 
 
 def kernel_model(k: Kernel, model: onnx.ModelProto, shapes: dict | None = None) -> onnx.ModelProto:

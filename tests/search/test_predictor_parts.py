@@ -6,7 +6,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from edgebench.search.kernels import kernel_model, neighbours, run_shapes, split_kernels
-from edgebench.search.predictor import KernelPredictor
+from edgebench.search.predictor import PREDICTOR_FORMAT, KernelPredictor
 
 
 def _expand_model() -> onnx.ModelProto:
@@ -86,7 +86,7 @@ def _doc(truth):
                  "model_io": int(rng.integers(2, 12))}
         total = sum(kernels[k]["p50_ms"] for k in keys)
         models[f"m{j}"] = {"kernels": keys, "weight_mb": 0.0, **terms, "p50_ms": truth(total, terms)}
-    return {"format": "edgebench-kernel-predictor-2", "kernels": kernels, "models": models, "meta": {}}
+    return {"format": PREDICTOR_FORMAT, "kernels": kernels, "models": models, "meta": {}}
 
 
 def test_overhead_fit_recovers_the_per_kernel_and_per_node_costs():
@@ -184,3 +184,12 @@ def test_a_small_float_slice_is_a_kernel_and_a_small_integer_one_is_shape_arithm
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     shapes = run_shapes(model, {"state": np.zeros((4, 8), np.float32)})
     assert [(k.type, k.outputs[0]) for k in split_kernels(model, shapes=shapes)] == [("Slice", "part"), ("Add", "y")]
+
+
+def test_broadcast_spans_count_the_loops_a_broadcasting_op_walks():
+    from edgebench.search.kernels import broadcast_spans
+
+    assert broadcast_spans([(1, 16, 8, 8), (1, 16, 1, 1)], (1, 16, 8, 8)) == 16  # squeeze-excite scale
+    assert broadcast_spans([(32, 64), (64,)], (32, 64)) == 32  # a bias over rows
+    assert broadcast_spans([(1, 16, 8, 8), (1, 16, 8, 8)], (1, 16, 8, 8)) == 1  # same shapes: one run
+    assert broadcast_spans([(1, 16, 8, 8), ()], (1, 16, 8, 8)) == 1  # a scalar
