@@ -121,7 +121,8 @@ def report_attribution(rows: list[dict], attribution: dict, reference: dict) -> 
         print(f"{r['key']:58s} " + " ".join(f"{a['families'][f] / a['total']:13.1%}" for f in cal.FAMILIES))
     merged = [dict(r, by_class=dict(r["by_class"], **attribution[sig[r["key"]]]["families"])) for r in have]
     sources = sorted({r["source"] for r in have})
-    print("cost models over microkernel families (fixed a priori, not candidates of the shipped calibration) "
+    print("cost models over microkernel families (three groupings by what the kernels do; not candidates of the "
+          "shipped calibration) "
           "vs kernel-scalar, on the same rows:")
     for g in ("kernel-scalar", *cal.ATTRIBUTION_GROUPINGS):
         line = f"  {g:30s} leave-one-model-out {fmt(cal.cross_validate(merged, g, CLOCK_GHZ, 'key')[1])}"
