@@ -36,3 +36,16 @@ def test_shipped_pi5_calibration_is_the_fit_of_the_published_pi5_rows_on_cortex_
     assert not missing and c.fitted_on["n_models"] == len(rows) == 5
     assert c.band == pytest.approx(c.cv["leave_one_model_out"]["p90_abs_error"])
     assert cal.fit_cpi([(r["by_class"], r["latency_ms"]) for r in rows], c.grouping, c.clock_ghz) == pytest.approx(c.cpi)
+
+
+def test_shipped_attribution_covers_every_reference_model_and_adds_up():
+    import json
+
+    doc = json.loads((cal.DATA / "pi4_attribution.json").read_text())["attribution"]
+    ref = cal.load_reference()
+    assert {cal.entry_signature(e) for e in ref["entries"]} <= set(doc)
+    counts = cal.load_counts()
+    for sig, a in doc.items():
+        assert sum(a["families"].values()) == a["total"] == sum(a["libraries"].values()) and a["symbolized"]
+        # one inference plus the markers-only region: within 1% of the counted inference
+        assert a["total"] == pytest.approx(counts[sig]["instructions"], rel=0.01)
