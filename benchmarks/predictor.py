@@ -12,7 +12,8 @@ saw, in three groups, printed as such:
   unseen     families nothing in the build comes from: a GRU, a 1-D CNN and the CuBa L2MU.
 Each held-out graph is measured with `edgebench.bench` on the same device, in `--repeats` interleaved rounds
 (the median of the rounds' p50s), and compared with the prediction. Load averages are printed with the
-figures. The last lines: share within +-10% and +-5%, RMSE, median error and Kendall's tau, all and by group.
+figures, and the drift: six training models timed again with the held-out ones, against their build-time p50
+(on a shared machine the same model's latency moves between build and evaluation). The last lines: share within +-10% and +-5%, RMSE, median error and Kendall's tau, all and by group.
 
     python benchmarks/predictor.py                          # local, pinned to core 1, one thread
     python benchmarks/predictor.py --device pi4-emulated --zoo 6 --heldout-zoo 6 --no-minilm
@@ -207,8 +208,14 @@ def main() -> None:
             how = {h: sum(b[h] for b in got["breakdown"]) for h in ("measured", "regressed", "fallback")}
             cases.append({"group": group, "name": name, "path": path, "arrays": arrays, "predicted": got["value"],
                           "kernels": len(kernels), "how": how, "measured": []})
+        # drift probes: training models timed again with the held-out ones. Their ratio to the build's own
+        # figures is how far the machine moved between build and evaluation (on a shared machine, load)
+        probes = [] if emulated else [
+            {"group": "probe", "name": n, "path": Path(m["path"]), "arrays": model_feed(Path(m["path"])),
+             "build": m[target], "measured": []}
+            for n, m in sorted(doc["models"].items()) if n.startswith("zoo-0") and m.get("source") == "measured"][:6]
         for _ in range(1 if emulated else args.repeats):  # interleaved: a load spike hits one round of all
-            for c in cases:
+            for c in cases + probes:
                 rec = bench(c["path"], device=args.device, runs=3 if emulated else args.runs,
                             warmup=1 if emulated else 20, inputs=c["arrays"], store=tmp / "s.sqlite",
                             devices_file=devices_file)
@@ -219,6 +226,10 @@ def main() -> None:
                 if value:
                     c["measured"].append(value)
         print(f"after measuring: {_load()}")
+    if probes:
+        ratios = [float(np.median(c["measured"])) / c["build"] for c in probes if c["measured"]]
+        print(f"drift: {len(ratios)} training models timed again with the held-out ones, bench / build-time p50: "
+              f"median {float(np.median(ratios)):.3f} (range {min(ratios):.3f} .. {max(ratios):.3f})")
     rows = []
     print(f"{'group':7s} {'graph':22s} {'kernels':>7s} {'measured/regressed/fallback':>27s} "
           f"{'predicted':>12s} {'measured':>12s} {'error':>8s}")
