@@ -168,10 +168,14 @@ def zoo_models(n: int, folder: Path, seed: int = 0) -> list[tuple[str, Path]]:
 # ---------------------------------------------------------------- building
 def _load(path: Path) -> dict:
     if path.exists():
-        doc = json.loads(path.read_text())
-        if doc.get("format") != PREDICTOR_FORMAT:
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise EdgebenchError(f"cannot read predictor file {path}: {str(exc).splitlines()[0]}") from None
+        if not isinstance(doc, dict) or doc.get("format") != PREDICTOR_FORMAT:
             raise EdgebenchError(f"{path} is not an edgebench predictor file of this version "
-                                 f"({doc.get('format')}): build it again into another --out")
+                                 f"({doc.get('format') if isinstance(doc, dict) else type(doc).__name__}): "
+                                 f"build it again into another --out")
         return doc
     return {"format": PREDICTOR_FORMAT, "kernels": {}, "models": {}, "meta": {}}
 
