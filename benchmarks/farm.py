@@ -12,7 +12,12 @@ devices' share; pi4-emulated ignores it (its runs are capped, its figure is an i
 `--min-time 0` the emulated device is most of the sequential sweep, and no schedule can do much better than it.
 This machine has 2 cores for 3 devices: the two pinned local runners and qemu share them.
 
-    python benchmarks/farm.py [--devices core0,core1,pi4-emulated] [--runs 100] [--min-time 3]
+    python benchmarks/farm.py [--devices core0,core1,pi4-emulated] [--runs 100] [--min-time 4]
+                              [--widths 16,32,48,64] [--eval]
+
+The defaults are a latency sweep (no accuracy pass) whose three devices carry comparable shares (about 15, 15
+and 20 s sequentially on this machine). With the accuracy pass on (`--eval`), qemu running the eval set makes
+pi4-emulated most of the sweep, and the ratio is bounded by its share.
 """
 from __future__ import annotations
 
@@ -34,7 +39,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", default="core0,core1,pi4-emulated")
     ap.add_argument("--runs", type=int, default=100)
-    ap.add_argument("--min-time", type=float, default=3.0, help="seconds each job measures at least (real devices)")
+    ap.add_argument("--min-time", type=float, default=4.0, help="seconds each job measures at least (real devices)")
+    ap.add_argument("--widths", default="16,32,48,64", help="widths of the 4 digits CNNs")
+    ap.add_argument("--eval", action=argparse.BooleanOptionalAction, default=False,
+                    help="accuracy pass on every device (under emulation it is most of a job's time)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="edgebench-farm-bench-") as tmp:
         tmp = Path(tmp)
@@ -45,11 +53,11 @@ def main() -> None:
         for d in devices:
             d.setup()
         jobs = []
-        for width in (4, 8, 16, 24):
+        for width in (int(w) for w in args.widths.split(",")):
             t = train_model(f"cnn{width}", "cnn", "digits", {"width": width}, {"epochs": 1}, progress=False)
             a = export_artifact(t, Format.ONNX, Precision.FP32, tmp / "art", 17, 1e-4)
             jobs.append(Job(a, t.dataset.x_test, t.dataset.y_test, t.dataset.preprocessing))
-        spec = RunSpec(runs=args.runs, warmup=10, threads=1, min_time_s=args.min_time)
+        spec = RunSpec(runs=args.runs, warmup=10, threads=1, min_time_s=args.min_time, eval=args.eval)
         quiet = lambda *a: None  # noqa: E731
         busy = {d.name: 0.0 for d in devices}
 
