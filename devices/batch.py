@@ -12,8 +12,6 @@ import dataclasses
 import importlib.util
 import json
 import shutil
-import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,27 +58,11 @@ def write_bundle(folder: Path, models: list[tuple[str, Path]], rounds: int):
 
 
 def run_emulated(device, bundle, spec: RunSpec):
-    """The batch runner under qemu with the instruction counter, keeping the per-region counts.
-
-    EmulatedDevice.run reports only the median over regions; a batch needs one count per model, so this
-    starts the same command the device builds (its setup(), _qemu_cmd() and guest environment) and reads
-    the plugin's region list itself. Hook wanted: the raw regions in Measurement.extra."""
-    from edgebench.devices import aarch64_root
-    from edgebench.devices.protocol import measurement_from_output, runner_args
-
-    device.setup()
-    with tempfile.TemporaryDirectory(prefix="edgebench-batch-emu-") as tmp:
-        counts_file = Path(tmp) / "insn_counts.json"
-        cmd = [*device._qemu_cmd(device._root, counts_file, spec.threads), str(Path(bundle.path) / "runner.py"),
-               str(bundle.path), *runner_args(spec), "--insn-markers"]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=spec.timeout_s,
-                                  env=aarch64_root.guest_env())
-        except subprocess.TimeoutExpired:
-            raise EdgebenchError(f"batch runner under qemu timed out after {spec.timeout_s:g} s") from None
-        m = measurement_from_output(device.name, device.provenance, proc.stdout, proc.stderr, proc.returncode)
-        regions = json.loads(counts_file.read_text()).get("regions", []) if counts_file.exists() else []
-    return m, regions
+    """The batch runner under qemu with the instruction counter: (Measurement, raw region counts). The
+    device's run() reports only the median over regions and caps the runs; a batch needs every round and one
+    count per model, so it takes EmulatedDevice.run_counted's raw document."""
+    m, counts = device.run_counted(bundle, spec)
+    return m, (counts or {}).get("regions", [])
 
 
 def measure_models(device, models: list[tuple[str, Path]], cfg, workdir: Path) -> dict:

@@ -295,8 +295,11 @@ class EmulatedDevice(Device):
         return dataclasses.replace(spec, runs=max(1, min(spec.runs, self.config.max_runs)),
                                    warmup=min(spec.warmup, self.config.max_warmup), min_time_s=0.0)
 
-    def run(self, bundle: Bundle, spec: RunSpec) -> Measurement:
-        """Run the bundle under qemu-aarch64 (building the root first if needed, see setup())."""
+    def run_counted(self, bundle: Bundle, spec: RunSpec, eval_labels=None) -> tuple[Measurement, dict | None]:
+        """The runner under qemu-aarch64 exactly as `spec` says (no caps), and the instruction counter's raw
+        document ({"total", "regions": [one count per marked region], "region_classes", ...}; None without
+        counts). run() builds on it; a batch of many models in one runner (devices/batch.py) reads the
+        regions itself."""
         self.setup()
         root = self._root
         bundle_dir = Path(bundle.path).resolve()
@@ -304,28 +307,33 @@ class EmulatedDevice(Device):
         if shadow.exists():  # -L would send the guest to ROOT's copy of this path instead of the bundle
             return Measurement.failed(self.name, self.provenance,
                                       f"bundle path {bundle_dir} also exists inside the arm64 root; "
-                                      f"move the bundle elsewhere (e.g. under /tmp)")
-        run_spec = self.effective_spec(spec)
-        args = runner_args(run_spec)
+                                      f"move the bundle elsewhere (e.g. under /tmp)"), None
+        args = runner_args(spec)
         with tempfile.TemporaryDirectory(prefix="edgebench-emu-") as tmp:
             counts_file = Path(tmp) / "insn_counts.json" if self.config.count_instructions else None
             if counts_file is not None:
                 args.append("--insn-markers")
-            cmd = [*self._qemu_cmd(root, counts_file, run_spec.threads), str(bundle_dir / "runner.py"), str(bundle_dir), *args]
+            cmd = [*self._qemu_cmd(root, counts_file, spec.threads), str(bundle_dir / "runner.py"), str(bundle_dir), *args]
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=spec.timeout_s,
                                       env=aarch64_root.guest_env())
             except subprocess.TimeoutExpired:
                 return Measurement.failed(self.name, self.provenance,
-                                          f"runner under qemu-aarch64 timed out after {spec.timeout_s:g} s")
+                                          f"runner under qemu-aarch64 timed out after {spec.timeout_s:g} s"), None
             m = measurement_from_output(self.name, self.provenance, proc.stdout, proc.stderr, proc.returncode,
-                                        eval_labels=bundle.eval_labels if spec.eval else None)
+                                        eval_labels=eval_labels)
             counts = None
             if counts_file is not None and counts_file.exists():
                 try:
                     counts = json.loads(counts_file.read_text())
                 except ValueError:
                     counts = None
+        return m, counts
+
+    def run(self, bundle: Bundle, spec: RunSpec) -> Measurement:
+        """Run the bundle under qemu-aarch64 (building the root first if needed, see setup())."""
+        run_spec = self.effective_spec(spec)
+        m, counts = self.run_counted(bundle, run_spec, eval_labels=bundle.eval_labels if spec.eval else None)
         m.device_facts = self._emulation_facts(m.device_facts)
         m.extra.update({
             "wall_time_provenance": Provenance.EMULATED.value,

@@ -226,3 +226,26 @@ def test_apt_mirror_is_read_from_apt_sources(tmp_path):
         f"Types: deb\nURIs: http://deb822.mirror.test/debian/\nSuites: {aarch64_root.SUITE} {aarch64_root.SUITE}-updates\n")
     assert aarch64_root.apt_mirror(apt) == "http://deb822.mirror.test/debian"
     assert aarch64_root.apt_mirror(Path("/etc/apt")).startswith(("http://", "https://"))  # this machine's own
+
+def test_a_batch_of_models_gets_one_instruction_count_each(emulated, tmp_path):
+    """devices/batch.py on the emulated device: several models in one runner under qemu, the counter's raw
+    regions taken through EmulatedDevice.run_counted, one exact count per model (the OFA table and the
+    predictor rely on it)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    from edgebench.devices.batch import BatchConfig, measure_models
+
+    models = []
+    for width in (8, 256):
+        w = numpy_helper.from_array(np.ones((64, width), np.float32), "w")
+        g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, width])], [w])
+        path = tmp_path / f"matmul{width}.onnx"
+        save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+        models.append((f"matmul{width}", path))
+    out = measure_models(emulated, models, BatchConfig(runs=2, rounds=1, warmup=1), tmp_path / "batch")
+    small, big = out["matmul8"]["instructions"], out["matmul256"]["instructions"]
+    assert isinstance(small, int) and 0 < small < big  # 32x the multiply-adds: more guest instructions
+    assert len(out["matmul8"]["samples_ns"]) == 2 and out["_measurement"].ok
