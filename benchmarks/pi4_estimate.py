@@ -36,6 +36,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from edgebench.devices import attribution as attr
 from edgebench.devices import calibration as cal
 from edgebench.devices.emulated import estimate_latency_ms
 from edgebench.devices.registry import get_device
@@ -66,7 +67,7 @@ def count_missing(reference: dict, counts: dict, counts_path: Path, only: str, r
 
 
 def attribute_missing(reference: dict, attribution: dict, path: Path, only: str) -> None:
-    """Which code runs each entry's inference (calibration.attribute_blocks), counted once on pi4-emulated
+    """Which code runs each entry's inference (attribution.attribute_blocks), counted once on pi4-emulated
     with the plugin's blocks=PATH and cached in `path`."""
     from edgebench.deploy.bundle import make_bundle
     from edgebench.types import RunSpec
@@ -89,7 +90,7 @@ def attribute_missing(reference: dict, attribution: dict, path: Path, only: str)
                 continue
             # the blocks file covers every marked region: the one inference plus the markers-only region
             # (tens of thousands of instructions)
-            attribution[cal.entry_signature(e)] = dict(cal.attribute_blocks(device.blocks_out), key=e["key"])
+            attribution[cal.entry_signature(e)] = dict(attr.attribute_blocks(device.blocks_out), key=e["key"])
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp_path = path.with_suffix(".tmp")
             tmp_path.write_text(json.dumps({"about": ATTRIBUTION_ABOUT, "attribution": attribution}, indent=1))
@@ -99,7 +100,7 @@ def attribute_missing(reference: dict, attribution: dict, path: Path, only: str)
 
 ATTRIBUTION_ABOUT = ("Instructions of one inference (batch 1, one thread, ai-edge-litert) of each reference "
                      "entry on pi4-emulated, by library and, inside ai-edge-litert's library, by XNNPACK "
-                     "microkernel family (devices/calibration.py: attribute_blocks; plugin option blocks=PATH). "
+                     "microkernel family (devices/attribution.py: attribute_blocks; plugin option blocks=PATH). "
                      "Keyed by entry signature.")
 
 
@@ -115,10 +116,10 @@ def report_attribution(rows: list[dict], attribution: dict, reference: dict) -> 
               / attribution[sig[r["key"]]]["total"] for r in have]
     print(f"\ncode attribution ({len(have)} models): ai-edge-litert's libpywrap_litert_common.so (XNNPACK linked in) "
           f"executes {min(shares):.1%} to {max(shares):.1%} of an inference's instructions")
-    print(f"{'entry':58s} " + " ".join(f"{f:>13s}" for f in cal.FAMILIES))
+    print(f"{'entry':58s} " + " ".join(f"{f:>13s}" for f in attr.FAMILIES))
     for r in have:
         a = attribution[sig[r["key"]]]
-        print(f"{r['key']:58s} " + " ".join(f"{a['families'][f] / a['total']:13.1%}" for f in cal.FAMILIES))
+        print(f"{r['key']:58s} " + " ".join(f"{a['families'][f] / a['total']:13.1%}" for f in attr.FAMILIES))
     merged = [dict(r, by_class=dict(r["by_class"], **attribution[sig[r["key"]]]["families"])) for r in have]
     sources = sorted({r["source"] for r in have})
     print("cost models over microkernel families (three groupings by what the kernels do; not candidates of the "

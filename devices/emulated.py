@@ -195,7 +195,7 @@ class EmulatedDevice(Device):
         self._root: aarch64_root.Root | None = None
         self._plugin: Path | None = None
         # code attribution: when set, the plugin also writes each translated block's instructions inside the
-        # measured inferences to this file (insn_count.c, blocks=PATH; read by calibration.attribute_blocks)
+        # measured inferences to this file (insn_count.c, blocks=PATH; read by attribution.attribute_blocks)
         self.blocks_out: Path | None = None
 
     @property

@@ -117,7 +117,7 @@ def test_instruction_counts_repeat_within_one_percent(emulated, onnx_on_arm, onn
 def test_code_attribution_locates_every_counted_instruction_in_a_library(emulated, tflite_bundle, tmp_path):
     """blocks=PATH: the blocks' instructions inside the marked regions add up to the counted inferences (plus
     the markers-only region), and nearly all of them run in ai-edge-litert's library, in XNNPACK kernels."""
-    from edgebench.devices.calibration import attribute_blocks
+    from edgebench.devices.attribution import attribute_blocks
 
     device = EmulatedDevice(emulated.config)
     device.blocks_out = tmp_path / "blocks.txt"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from edgebench.devices import attribution
 from edgebench.devices import calibration as cal
 from edgebench.devices.emulated import EmulatedConfig, EmulatedDevice
 from edgebench.devices.registry import get_device
@@ -284,18 +285,18 @@ def test_three_rows_calibrate_with_the_fewest_constants_and_a_band():
 
 
 def test_microkernel_families_follow_xnnpack_names():
-    assert cal.microkernel_family("xnn_f32_igemm_minmax_ukernel_4x8__aarch64_neonfma_lane_ld128") == "gemm"
-    assert cal.microkernel_family("xnn_f32_gemm_minmax_ukernel_6x8__aarch64_neonfma_lane_ld128") == "gemm"
-    assert cal.microkernel_family("xnn_f32_dwconv_minmax_ukernel_9p4c__neonfma") == "dwconv"
-    assert cal.microkernel_family("xnn_x32_transposec_ukernel__4x4_aarch64_neon_tbl128") == "transpose"
-    assert cal.microkernel_family("xnn_f32_vhswish_ukernel__neon_u16") == "elementwise"
-    assert cal.microkernel_family("xnn_create_convolution2d_nhwc_f32") == "xnnpack-other"
-    assert cal.microkernel_family("_ZN6tflite11Interpreter6InvokeEv") == "runtime"
+    assert attribution.microkernel_family("xnn_f32_igemm_minmax_ukernel_4x8__aarch64_neonfma_lane_ld128") == "gemm"
+    assert attribution.microkernel_family("xnn_f32_gemm_minmax_ukernel_6x8__aarch64_neonfma_lane_ld128") == "gemm"
+    assert attribution.microkernel_family("xnn_f32_dwconv_minmax_ukernel_9p4c__neonfma") == "dwconv"
+    assert attribution.microkernel_family("xnn_x32_transposec_ukernel__4x4_aarch64_neon_tbl128") == "transpose"
+    assert attribution.microkernel_family("xnn_f32_vhswish_ukernel__neon_u16") == "elementwise"
+    assert attribution.microkernel_family("xnn_create_convolution2d_nhwc_f32") == "xnnpack-other"
+    assert attribution.microkernel_family("_ZN6tflite11Interpreter6InvokeEv") == "runtime"
 
 
 def test_attribution_puts_code_outside_the_runtime_library_outside(tmp_path):
     blocks = tmp_path / "blocks.txt"
     blocks.write_text("1000 700 /no/such/lib/libc.so.6\n2000 300 \n")
-    a = cal.attribute_blocks(blocks)
+    a = attribution.attribute_blocks(blocks)
     assert a["total"] == 1000 and a["libraries"] == {"libc.so.6": 700, "(no file)": 300}
     assert a["families"]["outside"] == 1000 and sum(a["families"].values()) == 1000
