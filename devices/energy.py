@@ -81,14 +81,15 @@ def energy_warning(extra: dict) -> str:
 
 
 def synops_energy(metrics: dict) -> dict:
-    """The SynOps-based energy estimate of a spiking net (per sample), beside the dense-MAC one it replaces.
-    {} when the model has no synaptic-operation count."""
+    """The SynOps-based energy estimate of a spiking net per eval sample (one whole window, however many calls
+    a step model makes for it), beside the dense-MAC one it replaces. {} when the model has no synaptic-operation
+    count."""
     synops = metrics.get("synops_per_sample")
     if synops is None:
         return {}
-    out = {"synops_energy_mj_per_inference": synops * PJ_PER_ACCUMULATE * 1e-9,
+    out = {"synops_energy_mj_per_sample": synops * PJ_PER_ACCUMULATE * 1e-9,
            "synops_energy_source": f"estimated: synaptic operations x {PJ_PER_ACCUMULATE:g} pJ ({OPERATION_ENERGY_SOURCE})"}
     dense = metrics.get("dense_macs_per_sample")
     if dense is not None:
-        out["dense_mac_energy_mj_per_inference"] = dense * PJ_PER_MAC * 1e-9
+        out["dense_mac_energy_mj_per_sample"] = dense * PJ_PER_MAC * 1e-9
     return out

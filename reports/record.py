@@ -225,7 +225,7 @@ class Record:
                     "spike_rate_by_population", "weight_sparsity", "macs_by_op", "macs_unavailable",
                     "energy_mj_per_inference", "energy_provenance", "energy_source", "energy_window_s",
                     "energy_mean_power_w", "energy_power_samples", "energy_unavailable",
-                    "synops_energy_mj_per_inference", "synops_energy_source", "dense_mac_energy_mj_per_inference",
+                    "synops_energy_mj_per_sample", "synops_energy_source", "dense_mac_energy_mj_per_sample",
                     "farm"):
             if key in self.extra:
                 out[key] = self.extra[key]

@@ -27,7 +27,7 @@ CSV_COLUMNS = [
     "activation_sparsity", "synops_per_sample", "effective_macs_per_sample", "dense_macs_per_sample",
     "weight_sparsity", "instructions_per_inference", "estimated_latency_ms",
     "energy_mj_per_inference", "energy_provenance", "energy_source", "energy_mean_power_w",
-    "synops_energy_mj_per_inference", "dense_mac_energy_mj_per_inference",
+    "synops_energy_mj_per_sample", "dense_mac_energy_mj_per_sample",
     "runtime", "threads", "inputs_fed", "macs_definition", "error",
 ]
 
@@ -118,8 +118,8 @@ def csv_row(r: Record, cmp: dict) -> dict:
         "instructions_per_inference": r.extra.get("instructions_per_inference"),
         "estimated_latency_ms": r.extra.get("estimated_latency_ms"),
         **{k: r.extra.get(k) for k in ("energy_mj_per_inference", "energy_provenance", "energy_source",
-                                        "energy_mean_power_w", "synops_energy_mj_per_inference",
-                                        "dense_mac_energy_mj_per_inference")},
+                                        "energy_mean_power_w", "synops_energy_mj_per_sample",
+                                        "dense_mac_energy_mj_per_sample")},
         "runtime": f"{r.runtime} {r.runtime_version}".strip(), "threads": r.threads,
         "inputs_fed": feeds_text(r.inputs_fed),
         "macs_definition": r.macs_definition or r.extra.get("macs_unavailable", ""), "error": r.error,

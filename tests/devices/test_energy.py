@@ -149,7 +149,7 @@ def test_no_counter_is_said_and_few_samples_are_flagged(cnn_bundle, tmp_path):
 
 def test_synops_energy_names_its_constant_and_source():
     e = synops_energy({"synops_per_sample": 2e6, "dense_macs_per_sample": 1e6})
-    assert e["synops_energy_mj_per_inference"] == pytest.approx(2e6 * 0.9e-9)
-    assert e["dense_mac_energy_mj_per_inference"] == pytest.approx(1e6 * 4.6e-9)
+    assert e["synops_energy_mj_per_sample"] == pytest.approx(2e6 * 0.9e-9)
+    assert e["dense_mac_energy_mj_per_sample"] == pytest.approx(1e6 * 4.6e-9)
     assert "0.9 pJ" in e["synops_energy_source"] and "Horowitz" in e["synops_energy_source"]
     assert synops_energy({"dense_macs_per_sample": 1e6}) == {}
