@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgebench.devices.batch import measure_models  # noqa: F401  (moved there; OFA code imports it from here)
+from edgebench.devices.batch import BatchConfig, measure_models  # noqa: F401  (measure_models: OFA code imports it from here)
 from edgebench.train.ofa import MBConv, OFASpec, SubNet
 from edgebench.types import EdgebenchError, Provenance
 
@@ -40,23 +40,13 @@ LUT_FORMAT = "edgebench-ofa-lut-1"
 
 
 @dataclass(frozen=True)
-class LUTConfig:
-    runs: int = field(default=200, metadata={"help": "measured inferences per key (over all rounds)"})
-    rounds: int = field(default=5, metadata={"help": "interleaved rounds over all keys of a chunk"})
-    warmup: int = field(default=5, metadata={"help": "unmeasured inferences per key and round"})
-    threads: int = field(default=1, metadata={"help": "runtime threads (as the deployed subnets run)"})
+class LUTConfig(BatchConfig):
+    """How the table is measured: BatchConfig's runs, rounds, warm-up, threads and timeout per runner process
+    (and its emulated caps), plus how many keys go in one process and the whole subnets that fit c and w."""
+
     chunk: int = field(default=128, metadata={"help": "models per runner process (the table is saved after each)"})
     calib_nets: int = field(default=10, metadata={"help": "whole subnets measured to fit c and w"})
     seed: int = field(default=0, metadata={"help": "seed of the calibration subnets"})
-    timeout_s: float = field(default=1800.0, metadata={"help": "timeout of one runner process"})
-
-    def for_device(self, kind: str) -> "LUTConfig":
-        """Under emulation instruction counts are exact after one run, and wall time is no latency."""
-        import dataclasses
-
-        if kind == "emulated":
-            return dataclasses.replace(self, runs=min(self.runs, 3), rounds=1, warmup=min(self.warmup, 1))
-        return self
 
 
 # ============================================================ keys
