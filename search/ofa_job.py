@@ -23,7 +23,7 @@ from edgebench.search.accuracy import AccuracyPredictor, PredictorConfig
 from edgebench.search.evolution import EvolutionConfig
 from edgebench.search.lut import LUTConfig
 from edgebench.train.ofa import OFASpec, ShrinkConfig
-from edgebench.types import EdgebenchError, Format, Precision, Provenance, RunSpec
+from edgebench.types import Artifact, EdgebenchError, Format, Precision, Provenance, RunSpec
 
 TOP_LEVEL = {"job", "name", "out_dir", "store", "data", "model", "train", "predictor", "lut", "search", "export",
              "bench"}
@@ -289,6 +289,38 @@ def _measured_point(rec, table) -> dict:
             "device_estimated_latency_ms": ex.get("estimated_latency_ms") if table.by_instructions else None}
 
 
+class _Exports:
+    """Every subnet exported once per format and precision (named by the first deployment that asks),
+    validated on the whole test split and benchmarked on every device that deploys it (an emulated device
+    bundles only the first test images). INT8 files are quantized from the same subnet's fp32 file. A
+    failed export is remembered and raised again for the next device."""
+
+    def __init__(self, job: OFAJob, net, ds):
+        self.job, self.net, self.ds = job, net, ds
+        self.done: dict = {}
+
+    def _fp32(self, arch_key: str, fmt: str):
+        a = self.done.get((arch_key, fmt, "fp32"), (None,))[0]
+        return a if isinstance(a, Artifact) else None
+
+    def get(self, arch: dict, fmt: str, prec: str, name: str):
+        from edgebench.export.errors import ExportError
+
+        key = (json.dumps(arch, sort_keys=True), fmt, prec)
+        if key not in self.done:
+            try:
+                self.done[key] = export_subnet(
+                    self.net, arch, self.ds, Format(fmt), Precision(prec), self.job.out / "artifacts", name,
+                    self.job.train.bn_calib_images, self.job.export.opset, self.job.export.atol, 0,
+                    self._fp32(key[0], "onnx"), self._fp32(key[0], "tflite"))
+            except ExportError as exc:
+                self.done[key] = (exc, None)
+        a, trained = self.done[key]
+        if isinstance(a, ExportError):
+            raise a
+        return a, trained
+
+
 def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log=print):
     import dataclasses
     import tempfile
@@ -316,6 +348,7 @@ def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log
                    timeout_s=job.bench.timeout_s)
     lut_cfg = dataclasses.replace(job.lut, threads=job.bench.threads)
     pages: dict = {}
+    exports = _Exports(job, net, ds)
     with Store(job.store) as store, tempfile.TemporaryDirectory(prefix="edgebench-ofa-") as tmp:
         run_id, resumed = _run_id(store, job, fresh)
         store.begin_run(run_id, job.name, doc)
@@ -329,15 +362,14 @@ def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log
             front = (pareto_front(space, table, predictor, job.search.pareto_population, job.search.pareto_generations,
                                   job.search.seed) if job.search.pareto else picks)
             deploy = [(f"ofa-{device.name}-b{i}", p["arch"], p["budget_ms"], p) for i, p in enumerate(picks)]
-            if job.search.deploy_extremes:
-                deploy += [(f"ofa-{device.name}-largest", job.model.largest(), None, None),
-                           (f"ofa-{device.name}-smallest", job.model.smallest(), None, None)]
+            if job.search.deploy_extremes:  # the same two subnets on every device: exported once
+                deploy += [("ofa-largest", job.model.largest(), None, None),
+                           ("ofa-smallest", job.model.smallest(), None, None)]
             for name, arch, budget, pick in deploy:
                 log(f"{device.name}: {name} r={arch['r']} d={arch['d']}"
                     + (f", budget {budget:.4g} ms, predicted {pick['predicted_latency_ms']:.4g} ms, accuracy "
                        f"{pick['predicted_accuracy']:.2%}" if pick else ""))
                 limit = job.bench.emulated_eval_images if device.kind == "emulated" else job.bench.eval_images
-                fp32_onnx = fp32_tflite = None
                 for fmt in job.export.formats:
                     for prec in job.export.precisions:
                         aname = f"{name}-{fmt}-{prec}"
@@ -346,29 +378,27 @@ def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log
                             skipped += 1
                             continue
                         try:
-                            a, trained = export_subnet(net, arch, ds, Format(fmt), Precision(prec),
-                                                       job.out / "artifacts", name, job.train.bn_calib_images,
-                                                       job.export.opset, job.export.atol, limit, fp32_onnx,
-                                                       fp32_tflite)
+                            a, trained = exports.get(arch, fmt, prec, name)
                         except ExportError as exc:
                             log(f"  export of {aname} failed: {exc}")
                             store.append(Record(run_id=run_id, name=aname, model=name, dataset=ds.name,
                                                 device=device.name, status="failed", error=f"export: {exc}",
                                                 format=fmt, precision=prec, device_kind=device.kind), key)
                             continue
+                        # one file, a record per device: this device's prediction and budget on a copy
+                        a = dataclasses.replace(a, name=aname, model=name, extra=dict(a.extra))
                         if fmt == "onnx" and prec == "fp32":
-                            fp32_onnx = a
                             # the table was measured on fp32 ONNX with these session settings: only this
                             # artifact carries the prediction
                             a.extra.update(table.predict(arch))
-                        elif fmt == "tflite" and prec == "fp32":
-                            fp32_tflite = a
                         a.extra.update({"latency_budget_ms": budget, "lut": str(table.path), "supernet": str(ckpt)})
                         if pick:
                             a.extra.update({"predicted_accuracy": pick["predicted_accuracy"],
                                             "predicted_accuracy_provenance": Provenance.PREDICTED.value})
-                        bundle = make_bundle(a, Path(tmp) / f"{aname}-{device.name}", trained.dataset.x_test,
-                                             trained.dataset.y_test)
+                        x_te, y_te = trained.dataset.x_test, trained.dataset.y_test
+                        if limit:
+                            x_te, y_te = x_te[:limit], y_te[:limit]
+                        bundle = make_bundle(a, Path(tmp) / f"{aname}-{device.name}", x_te, y_te)
                         m = device.run(bundle, spec)
                         rec = Record.from_parts(run_id, a, m, device.kind)
                         if budget is not None:

@@ -144,3 +144,36 @@ def test_an_emulated_pick_is_compared_by_instructions_never_by_emulated_wall_tim
     assert point["latency_ms"] == pytest.approx(2.2) and point["provenance"] == "estimated"
     assert point["error_pct"] == pytest.approx(10.0)
     assert point["device_estimated_latency_ms"] == 5.0  # the device's own estimate, kept apart
+
+
+def test_a_subnet_deployed_on_several_devices_is_exported_once(done, monkeypatch):
+    """The largest and smallest subnet go to every device: one file per format and precision, shared; a
+    failed export fails the same way on the next device without a second try."""
+    from edgebench.export.errors import ExportError
+    from edgebench.search import ofa_job
+    from edgebench.train.ofa import load_supernet
+
+    root, _ = done
+    job = ofa_job.parse(dict(TINY, out_dir=str(root / "out_exports")), root / "ofa_tiny.toml")
+    net, _ = load_supernet(root / "out" / "supernet.pt")
+    ds, _, _ = ofa_job.load_data({"train_limit": 600, "val_size": 300, "test_limit": 200})
+    exports = ofa_job._Exports(job, net, ds)
+    calls = []
+    real = ofa_job.export_subnet
+    monkeypatch.setattr(ofa_job, "export_subnet", lambda *a, **k: calls.append(a[3:5]) or real(*a, **k))
+    arch = job.model.largest()
+    first, trained = exports.get(arch, "onnx", "fp32", "ofa-largest")
+    again, _ = exports.get(dict(arch), "onnx", "fp32", "ofa-other-name")
+    assert again is first and len(calls) == 1
+    assert first.path.name == "ofa-largest-onnx-fp32.onnx" and len(trained.dataset.x_test) == 200
+    assert list((root / "out_exports" / "artifacts").iterdir()) == [first.path]
+
+    def broken(*a, **k):
+        calls.append("broken")
+        raise ExportError("quantization failed")
+
+    monkeypatch.setattr(ofa_job, "export_subnet", broken)
+    for _ in range(2):
+        with pytest.raises(ExportError, match="quantization failed"):
+            exports.get(arch, "onnx", "int8", "ofa-largest")
+    assert calls.count("broken") == 1
