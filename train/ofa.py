@@ -478,6 +478,10 @@ class ShrinkConfig:
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
     kd_ratio: float = field(default=1.0, metadata={"help": "weight of the distillation loss from the full network"})
     subnets_per_step: int = field(default=1, metadata={"help": "sampled subnetworks whose gradients add up per step"})
+    sandwich: tuple = field(default=(), metadata={
+        "help": "subnets every shrinking step trains besides the random ones: 'largest' and/or 'smallest' of "
+                "the phase (BigNAS's sandwich rule)"})
+    label_smoothing: float = field(default=0.0, metadata={"help": "label smoothing of the cross-entropy"})
     bn_calib_images: int = field(default=2000, metadata={"help": "training images for BN recalibration"})
     threads: int = field(default=1, metadata={"help": "torch threads for training"})
     seed: int = field(default=0, metadata={"help": "seed"})
@@ -485,6 +489,10 @@ class ShrinkConfig:
     def __post_init__(self):
         if min(self.full_epochs, self.kernel_epochs, self.depth_epochs, self.expand_epochs) < 0:
             raise EdgebenchError("ofa train: epochs must be >= 0")
+        if set(self.sandwich) - {"largest", "smallest"}:
+            raise EdgebenchError(f"ofa train: sandwich takes 'largest' and/or 'smallest', got {list(self.sandwich)}")
+        if not 0 <= self.label_smoothing < 1:
+            raise EdgebenchError("ofa train: label_smoothing must be within [0, 1)")
         if self.batch_size < 1 or self.subnets_per_step < 1 or self.bn_calib_images < 1 or self.threads < 1:
             raise EdgebenchError("ofa train: batch_size, subnets_per_step, bn_calib_images, threads must be >= 1")
 
@@ -498,6 +506,12 @@ def _phases(spec: OFASpec, cfg: ShrinkConfig):
         ("depth", cfg.depth_epochs, cfg.shrink_lr, dict(ks=spec.ks_list, e=big_e, d=spec.depth_list)),
         ("expand", cfg.expand_epochs, cfg.shrink_lr, dict(ks=spec.ks_list, e=spec.expand_list, d=spec.depth_list)),
     ]
+
+
+def _phase_extreme(choices: dict, spec: OFASpec, r: int, pick=min) -> dict:
+    """The smallest (pick=min) or largest (max) subnet a shrinking phase may sample, at the step's resolution."""
+    return {"ks": [pick(choices["ks"])] * spec.n_slots, "e": [pick(choices["e"])] * spec.n_slots,
+            "d": [pick(choices["d"])] * spec.n_stages, "r": r}
 
 
 def train_supernet(supernet: OFASupernet, x_train: np.ndarray, y_train: np.ndarray, cfg: ShrinkConfig,
@@ -553,13 +567,18 @@ def train_supernet(supernet: OFASupernet, x_train: np.ndarray, y_train: np.ndarr
                         soft = F.softmax(teacher(xb), -1)
                 opt.zero_grad(set_to_none=True)
                 total = 0.0
-                for _k in range(1 if name == "full" else cfg.subnets_per_step):
-                    if name == "full":
-                        supernet.set_arch(spec.largest())
-                    else:
-                        supernet.set_arch(spec.random_arch(rng, **choices))
+                if name == "full":
+                    archs = [spec.largest()]
+                else:
+                    archs = [spec.random_arch(rng, **choices) for _k in range(cfg.subnets_per_step)]
+                    if "largest" in cfg.sandwich:
+                        archs.insert(0, _phase_extreme(choices, spec, r, max))
+                    if "smallest" in cfg.sandwich:
+                        archs.append(_phase_extreme(choices, spec, r, min))
+                for arch in archs:
+                    supernet.set_arch(arch)
                     out = supernet(xb)
-                    loss = F.cross_entropy(out, yb)
+                    loss = F.cross_entropy(out, yb, label_smoothing=cfg.label_smoothing)
                     if soft is not None:
                         loss = loss + cfg.kd_ratio * torch.mean(torch.sum(-soft * F.log_softmax(out, -1), -1))
                     loss.backward()

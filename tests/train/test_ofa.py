@@ -114,6 +114,35 @@ def test_progressive_shrinking_learns_a_separable_toy_task(tmp_path):
     assert torch.equal(net.eval()(xs), net2(xs))
 
 
+def test_sandwich_steps_train_the_phases_extremes_beside_the_random_subnets(monkeypatch):
+    """With sandwich = [largest, smallest], every shrinking step sets the phase's largest, then the random
+    subnet(s), then the phase's smallest (at the step's resolution); without it only random ones."""
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((100, 1, 16, 16)).astype(np.float32), rng.integers(0, 10, 100)
+
+    def archs_set(sandwich):
+        net, seen = OFASupernet(TINY), []
+        real = net.set_arch
+        monkeypatch.setattr(net, "set_arch", lambda a: seen.append(a) or real(a))
+        cfg = ShrinkConfig(full_epochs=0.5, kernel_epochs=0.5, depth_epochs=0, expand_epochs=0.5, batch_size=50,
+                           sandwich=sandwich, bn_calib_images=50)
+        train_supernet(net, x, y, cfg, progress=False, log=lambda *_: None)
+        # the full phase's step, the frozen teacher's set_arch(largest) and the final one excluded
+        return seen[2:-1]
+
+    plain = archs_set(())
+    assert len(plain) == 2 and plain[0]["e"] == [6] * TINY.n_slots  # the kernel phase keeps e at its largest
+    both = archs_set(("largest", "smallest"))
+    assert len(both) == 6
+    kernel_big, _, kernel_small, expand_big, _, expand_small = both
+    assert kernel_big["ks"] == [7] * TINY.n_slots and kernel_small["ks"] == [3] * TINY.n_slots
+    assert kernel_small["e"] == [6] * TINY.n_slots and kernel_small["d"] == [4] * TINY.n_stages  # phase limits
+    assert expand_small["e"] == [3] * TINY.n_slots and expand_small["d"] == [2] * TINY.n_stages
+    assert expand_big == TINY.largest() | {"r": expand_big["r"]} and expand_small["r"] == expand_big["r"]
+    with pytest.raises(EdgebenchError, match="sandwich takes"):
+        ShrinkConfig(sandwich=("medium",))
+
+
 def test_bad_settings_and_files_are_one_line_errors(tmp_path):
     with pytest.raises(EdgebenchError, match="one entry per stage"):
         OFASpec(widths=(8, 16), strides=(2,))
