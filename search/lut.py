@@ -373,7 +373,13 @@ class LatencyTable:
         if self.fit:
             total += (self.fit["c_ms"] + self.fit["w_ms_per_mb"] * self.weight_mb(arch)
                       + self.fit.get("v_ms_per_entry", 0.0) * len(arch_entries(self.spec, arch)))
-        return total
+        return max(total, self.floor_ms)
+
+    @property
+    def floor_ms(self) -> float:
+        """No net runs faster than the empty model's one runtime call: the floor of every prediction (a fit
+        on noisy calibration runs can push a tiny subnet's sum + overhead below it, even below zero)."""
+        return float(self._get(empty_entry(self.spec)["key"])["p50"])
 
     def instructions(self, arch: dict) -> int | None:
         if not self.has_instructions:
@@ -391,7 +397,7 @@ class LatencyTable:
                                               f"{self.meta['clock_ghz']} GHz")
         else:
             out["lut_sum_ms"] = self.block_sum_ms(arch)
-            out["predicted_latency_basis"] = "sum of entry p50s + fitted overhead"
+            out["predicted_latency_basis"] = "sum of entry p50s + fitted overhead, at least the empty model's p50"
         return out
 
     # ---------------------------------------------------------------- vectorised, for the finders
@@ -447,7 +453,7 @@ class LatencyTable:
             n_entries = active.sum(1) + len(fixed_entries(self.spec, self.spec.resolutions[0]))
             total = (total + self.fit["c_ms"] + self.fit["w_ms_per_mb"] * mb
                      + self.fit.get("v_ms_per_entry", 0.0) * n_entries)
-        return total
+        return np.maximum(total, self.floor_ms)
 
 
 def latency_budget_keys(table: LatencyTable) -> int:

@@ -72,7 +72,8 @@ class BenchConfig:
     warmup: int = field(default=20, metadata={"help": "warm-up inferences", "min": 0})
     threads: int = field(default=1, metadata={"help": "runtime threads (the LUT is built with the same)", "min": 1})
     timeout_s: float = field(default=900.0, metadata={"help": "per-measurement timeout", "gt": 0.0})
-    eval_images: int = field(default=0, metadata={"help": "test images bundled (0: all)", "min": 0})
+    eval_images: int = field(default=0, metadata={
+        "help": "test images every export is validated on and a device measures accuracy on (0: all)", "min": 0})
     emulated_eval_images: int = field(default=500, metadata={
         "help": "test images bundled for an emulated device (qemu runs them 100x slower)", "min": 0})
 
@@ -291,9 +292,9 @@ def _measured_point(rec, table) -> dict:
 
 class _Exports:
     """Every subnet exported once per format and precision (named by the first deployment that asks),
-    validated on the whole test split and benchmarked on every device that deploys it (an emulated device
-    bundles only the first test images). INT8 files are quantized from the same subnet's fp32 file. A
-    failed export is remembered and raised again for the next device."""
+    validated on the first [bench] eval_images test images (0: all) and benchmarked on every device that
+    deploys it with them (an emulated device: the first emulated_eval_images). INT8 files are quantized from
+    the same subnet's fp32 file. A failed export is remembered and raised again for the next device."""
 
     def __init__(self, job: OFAJob, net, ds):
         self.job, self.net, self.ds = job, net, ds
@@ -311,7 +312,8 @@ class _Exports:
             try:
                 self.done[key] = export_subnet(
                     self.net, arch, self.ds, Format(fmt), Precision(prec), self.job.out / "artifacts", name,
-                    self.job.train.bn_calib_images, self.job.export.opset, self.job.export.atol, 0,
+                    self.job.train.bn_calib_images, self.job.export.opset, self.job.export.atol,
+                    self.job.bench.eval_images,
                     self._fp32(key[0], "onnx"), self._fp32(key[0], "tflite"))
             except ExportError as exc:
                 self.done[key] = (exc, None)
@@ -369,7 +371,7 @@ def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log
                 log(f"{device.name}: {name} r={arch['r']} d={arch['d']}"
                     + (f", budget {budget:.4g} ms, predicted {pick['predicted_latency_ms']:.4g} ms, accuracy "
                        f"{pick['predicted_accuracy']:.2%}" if pick else ""))
-                limit = job.bench.emulated_eval_images if device.kind == "emulated" else job.bench.eval_images
+                limit = job.bench.emulated_eval_images if device.kind == "emulated" else 0
                 for fmt in job.export.formats:
                     for prec in job.export.precisions:
                         aname = f"{name}-{fmt}-{prec}"

@@ -64,6 +64,23 @@ def test_vectorised_prediction_equals_the_per_arch_one(table):
     assert p["predicted_latency_provenance"] == "predicted" and p["predicted_latency_ms"] > 0
 
 
+def test_no_prediction_falls_below_the_empty_models_runtime_call(table):
+    """A fit on noisy calibration runs can put c far below zero; no subnet is then predicted faster than
+    the empty model (one runtime call), per arch or vectorised."""
+    import copy
+
+    doc = copy.deepcopy(table.doc)
+    doc["_fit"]["c_ms"] = -1e3
+    skewed = LatencyTable(doc, table.path)
+    space = OFASpace(SPEC)
+    archs = space.random_archs(10, seed=3)
+    floor = skewed.floor_ms
+    assert floor == doc[f"Identity-input:1x1x{SPEC.num_classes}"]["p50"] > 0
+    assert [skewed.predict_ms(a) for a in archs] == [floor] * 10
+    assert np.all(skewed.predict_genes(space, np.stack([space.to_genes(a) for a in archs])) == floor)
+    assert all(table.predict_ms(a) >= floor for a in archs)
+
+
 def test_an_interrupted_table_resumes_measuring_only_what_is_missing(table, tmp_path):
     doc = yaml.safe_load(table.path.read_text())
     missing = [k for k in doc if k.startswith("expanded_conv")][:3]
