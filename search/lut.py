@@ -200,8 +200,9 @@ def calibration_archs(spec: OFASpec, n: int, seed: int, resolutions=None) -> lis
 
 
 def build_lut(spec: OFASpec, device, out_path: Path, cfg: LUTConfig = LUTConfig(), resolutions=None,
-              progress: bool = True, log=print) -> "LatencyTable":
-    """Measure every key not yet in `out_path` on `device`, then fit the overhead; resumable."""
+              progress: bool = True, log=print, replace_other: bool = False) -> "LatencyTable":
+    """Measure every key not yet in `out_path` on `device`, then fit the overhead; resumable. A table of
+    another device or space at `out_path` is an error, or with replace_other (a run's own output) rebuilt."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     import edgebench
@@ -217,8 +218,12 @@ def build_lut(spec: OFASpec, device, out_path: Path, cfg: LUTConfig = LUTConfig(
         doc = _load_yaml(out_path)
         meta = doc["_meta"]
         if meta.get("device") != device.name or meta.get("space") != spec.to_dict():
-            raise EdgebenchError(f"{out_path} holds a table of another device or space "
-                                 f"({meta.get('device')}); choose another --out")
+            if not replace_other:
+                raise EdgebenchError(f"{out_path} holds a table of another device or space "
+                                     f"({meta.get('device')}); choose another --out")
+            log(f"{out_path} was built for another device or space ({meta.get('device')}): measuring it anew")
+            out_path.unlink()
+    if out_path.exists():
         log(f"resuming {out_path}: {sum(not k.startswith('_') for k in doc)} keys already measured")
     else:
         doc = {"_meta": {

@@ -358,7 +358,7 @@ def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log
         skipped = 0
         for device in devices:
             table = build_lut(job.model, device, job.out / f"lut-{device.name}.yaml", lut_cfg, progress=progress,
-                              log=log)
+                              log=log, replace_other=True)  # the run's own table: a changed [model] remeasures
             lo, hi = latency_range(space, table)
             picks = search_picks(space, table, predictor, _budgets(job, device.name, lo, hi), evo)
             front = (pareto_front(space, table, predictor, job.search.pareto_population, job.search.pareto_generations,

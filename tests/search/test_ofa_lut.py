@@ -98,3 +98,21 @@ def test_an_interrupted_table_resumes_measuring_only_what_is_missing(table, tmp_
         build_lut(SPEC, other, partial, CFG, progress=False, log=lambda *_: None)
     with pytest.raises(EdgebenchError, match="not found"):
         LatencyTable.load(tmp_path / "none.yaml")
+
+
+def test_a_runs_own_table_of_another_space_is_measured_anew(table, tmp_path):
+    """`edgebench run` after a change of [model]: its lut-DEVICE.yaml belongs to the old space. The run
+    (replace_other) measures the new space's table in its place; `ofa lut --out` (default) refuses."""
+    import dataclasses
+
+    stale = tmp_path / "lut-local.yaml"
+    stale.write_text(table.path.read_text())
+    wider = dataclasses.replace(SPEC, final_width=24)
+    with pytest.raises(EdgebenchError, match="another device or space"):
+        build_lut(wider, LocalDevice(LocalConfig()), stale, CFG, progress=False, log=lambda *_: None)
+    lines = []
+    new = build_lut(wider, LocalDevice(LocalConfig()), stale, CFG, progress=False, log=lines.append,
+                    replace_other=True)
+    assert any("measuring it anew" in line for line in lines)
+    assert new.spec == wider and yaml.safe_load(stale.read_text())["_meta"]["space"]["final_width"] == 24
+    assert set(k for k in new.doc if not k.startswith("_")) == set(all_entries(wider))
