@@ -21,7 +21,7 @@ import json
 from edgebench.deploy.inputs import feeds_text
 from edgebench.reports.encoding import fold_blocks
 from edgebench.reports.record import Record, trust_warnings
-from edgebench.reports.recommend import candidates, recommend
+from edgebench.reports.recommend import call_unit, candidates, recommend
 
 MAX_PLOTTED_SAMPLES = 2000  # per artifact in a distribution plot; statistics always use every sample
 SHOWN_DISTRIBUTIONS = 20  # artifacts drawn at first per device (the pick and the fastest); the legend shows the rest
@@ -109,7 +109,8 @@ def decision_html(recs: dict, records: list[Record]) -> str:
         + "".join(f"<li><code>{_e(n)}</code>: {_e(why)}</li>" for n, why in rec.others) + "</ul></details>"
         for d, rec in recs.items())
     return ("<section id='decision'><h2>Decision: what to deploy</h2><table class='decision'><thead><tr>"
-            "<th>device</th><th>deploy</th><th>accuracy on the device (%)</th><th>p50 per window (ms)</th>"
+            "<th>device</th><th>deploy</th><th>accuracy on the device (%)</th>"
+            f"<th>p50 per {call_unit(records)[0]} (ms)</th>"
             f"<th>latency provenance</th><th>why</th></tr></thead><tbody>{rows}</tbody></table>{lost}</section>")
 
 
@@ -208,7 +209,7 @@ def records_table_html(records: list[Record], cmp: dict) -> str:
                        f"{opts}</select></label>")
     return ("<section id='records'><h2>Records</h2><p class='note'>Click a header to sort; choose a value to "
             "filter. Latency per call of the artifact (a window, a streamed window of T calls, or one step: see "
-            "graph); brackets: 95 % Wilson interval of the accuracy over the eval windows.</p>"
+            "graph); brackets: 95 % Wilson interval of the accuracy over the eval samples.</p>"
             f"<div class='filters'>{''.join(selects)} <label>artifact <input id='name-filter' type='search' "
             f"placeholder='part of a name'></label> <span id='row-count'></span></div>"
             f"<div class='scroll'><table id='records-table'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}"
@@ -272,7 +273,7 @@ def _hover(r: Record) -> str:
 
         lo, hi = accuracy_ci(r)
         ci = "" if lo is None else f" [{100 * lo:.1f}, {100 * hi:.1f}] (95 %)"
-        lines.append(f"accuracy {100 * r.accuracy:.2f}%{ci} on {r.n_eval} eval windows")
+        lines.append(f"accuracy {100 * r.accuracy:.2f}%{ci} on {r.n_eval} eval samples")
     if _arch(r):
         lines.append(f"arch: {_t(_arch(r))}")
     return "<br>".join(lines)
@@ -350,7 +351,7 @@ def accuracy_latency_figure(device: str, records: list[Record], pick: str | None
     return {"data": traces, "layout": {
         "title": {"text": f"{_t(device)}: accuracy vs latency", "font": {"size": 14}, "x": 0.01,
                   "xanchor": "left"},
-        "xaxis": {"type": "log", "title": {"text": f"p50 latency per window (ms; {provs})"}},
+        "xaxis": {"type": "log", "title": {"text": f"p50 latency per call (ms; {provs})"}},
         "yaxis": {"title": {"text": "accuracy on the device (%)"}},
         "hovermode": "closest", "height": 460, "margin": {"t": 80, "l": 60, "r": 20, "b": 50},
         "legend": {"title": {"text": "model (provenance)"}}, "annotations": annotations,
@@ -553,7 +554,7 @@ def render_page(records: list[Record], cmp: dict, title: str) -> str:
 <h2>Notes</h2><p class="note">Latency statistics are computed on the host from all raw samples. Accuracy is
 computed from the predictions the deployed file produced on the device. Δ and ratios compare each quantized
 artifact with the fp32 artifact of the same model and format on the same device in the same run. Intervals: 95 %
-(Wilson for an accuracy over its eval windows). MACs (batch 1): {_e('; '.join(macs_defs)) or '–'}.</p>
+(Wilson for an accuracy over its eval samples). MACs (batch 1): {_e('; '.join(macs_defs)) or '–'}.</p>
 <h2>Graph encodings</h2><p class="note">ONNX-Net-style text of each graph; a block repeated once per time step
 is written once with <code>[above K lines xN]</code> (records.json keeps the whole text).</p>{encodings}
 <script>{TABLE_JS}</script>

@@ -5,7 +5,7 @@ The decision is reports/recommend.py's, the same one report.html opens with. Ren
 from __future__ import annotations
 
 from edgebench.reports.record import Record, trust_warnings
-from edgebench.reports.recommend import recommend
+from edgebench.reports.recommend import call_unit, recommend
 
 MAX_ROWS = 60  # a pull-request comment holds 65,536 characters; report.html has every row
 
@@ -31,7 +31,8 @@ def render_markdown(records: list[Record], title: str, html_name: str = "report.
            f"{len(records) - ok} failed. Full report: `{html_name}` (interactive, offline).", "",
            "### Decision", ""]
     if recs:
-        out += ["| device | deploy | accuracy on the device | p50 per window | latency provenance | why |",
+        unit = call_unit(records)[0]
+        out += [f"| device | deploy | accuracy on the device | p50 per {unit} | latency provenance | why |",
                 "|---|---|--:|--:|---|---|"]
         for d, rec in recs.items():
             spread = pick_warning(records, d, rec.pick)

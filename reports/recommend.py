@@ -18,7 +18,7 @@ class Recommendation:
     device: str
     pick: str  # artifact (record) name
     accuracy: float  # on the device, 0..1
-    p50_ms: float  # per window
+    p50_ms: float  # per window or inference (call_unit)
     best_accuracy: float
     reason: str
     others: list = field(default_factory=list)  # [(name, why it lost)]
@@ -29,6 +29,14 @@ def _graph(r) -> str:
     return r.extra.get("graph", "window") if isinstance(r.extra, dict) else "window"
 
 
+def call_unit(records) -> tuple[str, str]:
+    """What one call and one eval sample are: ('window', 'eval windows') in a run with streaming step models,
+    else ('inference', 'eval samples') (an image classifier's report has no windows)."""
+    if any(_graph(r) in ("stream", "step") for r in records):
+        return "window", "eval windows"
+    return "inference", "eval samples"
+
+
 def candidates(records) -> list:
     return [r for r in records if _graph(r) != "step"]
 
@@ -36,6 +44,7 @@ def candidates(records) -> list:
 def recommend(records, margin_points: float = ACCURACY_MARGIN_POINTS) -> dict:
     """{device: Recommendation} over the records of one run (latest per artifact and device)."""
     out = {}
+    unit, samples = call_unit(records)
     for device in sorted({r.device for r in records}):
         recs = [r for r in candidates(records) if r.device == device]
         usable = [r for r in recs if r.status == "ok" and r.accuracy is not None and r.latency_ms]
@@ -67,12 +76,13 @@ def recommend(records, margin_points: float = ACCURACY_MARGIN_POINTS) -> dict:
                                        f"below the best {100 * best:.2f}%"))
             else:
                 ratio = r.latency_ms["p50"] / p50 if p50 else float("inf")
-                others.append((r.name, f"slower: p50 {r.latency_ms['p50']:.4g} ms per window, {ratio:.2f}x the "
+                others.append((r.name, f"slower: p50 {r.latency_ms['p50']:.4g} ms per {unit}, {ratio:.2f}x the "
                                        f"pick's {p50:.4g} ms (accuracy {100 * r.accuracy:.2f}%)"))
-        what = "streamed window (step model, T calls)" if _graph(pick) == "stream" else "window model (one call)"
+        what = ("streamed window (step model, T calls)" if _graph(pick) == "stream"
+                else "window model (one call)" if unit == "window" else "one call")
         reason = (f"fastest of the {len(eligible)} artifact(s) within {margin_points:g} point of the best accuracy "
-                  f"on {device} ({100 * best:.2f}%): p50 {p50:.4g} ms per window ({prov}), {what}, accuracy "
-                  f"{100 * pick.accuracy:.2f}% on {pick.n_eval} eval windows")
+                  f"on {device} ({100 * best:.2f}%): p50 {p50:.4g} ms per {unit} ({prov}), {what}, accuracy "
+                  f"{100 * pick.accuracy:.2f}% on {pick.n_eval} {samples}")
         out[device] = Recommendation(device=device, pick=pick.name, accuracy=pick.accuracy, p50_ms=p50,
                                      best_accuracy=best, reason=reason, others=others, latency_provenance=prov)
     return out

@@ -58,3 +58,16 @@ def test_int8_verdict_says_why_it_does_not_pay():
     assert "1.50x the fp32 p50" in v["lif-step-onnx-int8-dynamic"]["why"]
     assert "75% of kernel time in quantize" in v["lif-step-onnx-int8-dynamic"]["why"]
     assert "DynamicQuantizeLinear 75%" in v["lif-step-onnx-int8-dynamic"]["why"]
+
+
+def test_a_run_without_streaming_models_speaks_of_inferences_and_samples_not_windows():
+    from edgebench.reports.markdown import render_markdown
+
+    images = [_rec("cnn-onnx-fp32", 0.9, 1.0), _rec("cnn-tflite-fp32", 0.9, 2.0)]
+    rec = recommend(images)["local"]
+    assert "per inference" in rec.reason and "on 40 eval samples" in rec.reason and "window" not in rec.reason
+    assert "ms per inference" in dict(rec.others)["cnn-tflite-fp32"]
+    assert "| p50 per inference |" in render_markdown(images, "t", "report.html")
+    har = images + [_rec("lif-stream-onnx-fp32", 0.9, 0.5, graph="stream")]
+    rec = recommend(har)["local"]
+    assert "per window" in rec.reason and "eval windows" in rec.reason
