@@ -683,6 +683,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--min-time", type=float, default=0.0)
     ap.add_argument("--no-eval", action="store_true")
+    ap.add_argument("--eval-threads", type=int, default=0,
+                    help="runtime threads of the accuracy pass (0: --threads); latency is always timed at --threads")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--facts-only", action="store_true")
     ap.add_argument("--energy", default="auto", choices=ENERGY_SOURCES,
@@ -762,7 +764,12 @@ def main(argv=None):
                     windows = data["x"]
                 result["predictions"] = stream_eval(backend, feed, stream, windows, eval_batch, fixed_batch)
             else:
-                result["predictions"] = run_eval(backend, arrays, feed, eval_batch)
+                eval_backend = backend
+                if args.eval_threads and args.eval_threads != args.threads:
+                    # the same file in a second session: only the accuracy pass, which has no clock, uses it
+                    eval_backend = backend_cls(model_path, args.eval_threads)
+                    result["eval_threads"] = args.eval_threads
+                result["predictions"] = run_eval(eval_backend, arrays, feed, eval_batch)
             result["n_eval"] = len(result["predictions"])
         if args.profile:
             result["profile"] = profile_pass(backend_cls, model_path, args.threads, feed)

@@ -31,6 +31,8 @@ def runner_args(spec: RunSpec) -> list[str]:
     ]
     if not spec.eval:
         args.append("--no-eval")
+    elif spec.eval_threads and spec.eval_threads != spec.threads:
+        args += ["--eval-threads", str(spec.eval_threads)]
     if spec.profile:
         args.append("--profile")
     return args
@@ -99,6 +101,7 @@ def measurement_from_output(
         profile=doc.get("profile", []) or [],
         extra={"batch": doc.get("batch", 1),
                **({"energy_counter": doc["energy_counter"]} if doc.get("energy_counter") else {}),
-               **({"energy_unavailable": doc["energy_unavailable"]} if doc.get("energy_unavailable") else {})},
+               **({"energy_unavailable": doc["energy_unavailable"]} if doc.get("energy_unavailable") else {}),
+               **({"eval_threads": doc["eval_threads"]} if doc.get("eval_threads") else {})},
         inputs_fed=list(doc.get("inputs_fed") or []),
     )

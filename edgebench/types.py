@@ -101,6 +101,7 @@ class RunSpec:
     threads: int = 1
     min_time_s: float = 0.0  # keep measuring until both `runs` and this time are reached
     eval: bool = True  # run the bundled eval data, if the bundle has some
+    eval_threads: int = 0  # runtime threads of the accuracy pass (0: threads); never of the timed runs
     profile: bool = False  # per-operator profile where the runtime has one
     timeout_s: float = 600.0
 

@@ -11,6 +11,7 @@ The library functions here (load_ofa, predictor_for, search_picks, export_subnet
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -73,7 +74,13 @@ class BenchConfig:
     threads: int = field(default=1, metadata={"help": "runtime threads (the LUT is built with the same)", "min": 1})
     timeout_s: float = field(default=900.0, metadata={"help": "per-measurement timeout", "gt": 0.0})
     eval_images: int = field(default=0, metadata={
-        "help": "test images every export is validated on and a device measures accuracy on (0: all)", "min": 0})
+        "help": "test images a device measures accuracy on (0: all)", "min": 0})
+    eval_threads: int = field(default=0, metadata={
+        "help": "runtime threads of the accuracy pass on a device that is not emulated (0: threads); the timed "
+                "runs keep threads", "min": 0})
+    validate_images: int = field(default=1000, metadata={
+        "help": "test images every export is checked against PyTorch on (atol, INT8 top-1 agreement; 0: the "
+                "eval images); accuracy on the device still uses eval_images", "min": 0})
     emulated_eval_images: int = field(default=500, metadata={
         "help": "test images bundled for an emulated device (qemu runs them 100x slower)", "min": 0})
 
@@ -211,15 +218,22 @@ def latency_range(space, table) -> tuple[float, float]:
 
 def export_subnet(supernet, arch: dict, dataset, fmt: Format, precision: Precision, out_dir: Path, name: str,
                   calib_images: int = 2000, opset: int = 17, atol: float = 1e-4, eval_limit: int = 0,
-                  fp32_onnx=None, fp32_tflite=None):
-    """Extract, recalibrate BN on training images, export (validated against PyTorch): (Artifact, Trained)."""
+                  fp32_onnx=None, fp32_tflite=None, validate_limit: int = 0):
+    """Extract, recalibrate BN on training images, export, validated against PyTorch on the first
+    validate_limit test images (0: the eval_limit ones): (Artifact, Trained with the eval_limit test images)."""
     from edgebench.pipeline import export_artifact
     from edgebench.train.ofa import extract_subnet, subnet_trained
 
     sub = extract_subnet(supernet, arch, dataset.x_train[:calib_images])
     trained = subnet_trained(sub, dataset, name, eval_limit=eval_limit)
-    artifact = export_artifact(trained, fmt, precision, Path(out_dir), opset, atol, fp32_onnx, fp32_tflite)
-    artifact.extra.update({"arch": arch, "bn_recalibration_images": int(min(calib_images, len(dataset.x_train)))})
+    checked = trained
+    if validate_limit and validate_limit < len(trained.dataset.x_test):
+        checked = dataclasses.replace(trained, dataset=dataclasses.replace(
+            trained.dataset, x_test=trained.dataset.x_test[:validate_limit],
+            y_test=trained.dataset.y_test[:validate_limit]))
+    artifact = export_artifact(checked, fmt, precision, Path(out_dir), opset, atol, fp32_onnx, fp32_tflite)
+    artifact.extra.update({"arch": arch, "bn_recalibration_images": int(min(calib_images, len(dataset.x_train))),
+                           "validation_images": int(len(checked.dataset.x_test))})
     return artifact, trained
 
 
@@ -292,7 +306,7 @@ def _measured_point(rec, table) -> dict:
 
 class _Exports:
     """Every subnet exported once per format and precision (named by the first deployment that asks),
-    validated on the first [bench] eval_images test images (0: all) and benchmarked on every device that
+    checked against PyTorch on the first [bench] validate_images test images and benchmarked on every device that
     deploys it with them (an emulated device: the first emulated_eval_images). INT8 files are quantized from
     the same subnet's fp32 file. A failed export is remembered and raised again for the next device."""
 
@@ -314,7 +328,7 @@ class _Exports:
                     self.net, arch, self.ds, Format(fmt), Precision(prec), self.job.out / "artifacts", name,
                     self.job.train.bn_calib_images, self.job.export.opset, self.job.export.atol,
                     self.job.bench.eval_images,
-                    self._fp32(key[0], "onnx"), self._fp32(key[0], "tflite"))
+                    self._fp32(key[0], "onnx"), self._fp32(key[0], "tflite"), self.job.bench.validate_images)
             except ExportError as exc:
                 self.done[key] = (exc, None)
         a, trained = self.done[key]
@@ -324,7 +338,6 @@ class _Exports:
 
 
 def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log=print):
-    import dataclasses
     import tempfile
 
     from edgebench.deploy.bundle import make_bundle
@@ -371,7 +384,8 @@ def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log
                 log(f"{device.name}: {name} r={arch['r']} d={arch['d']}"
                     + (f", budget {budget:.4g} ms, predicted {pick['predicted_latency_ms']:.4g} ms, accuracy "
                        f"{pick['predicted_accuracy']:.2%}" if pick else ""))
-                limit = job.bench.emulated_eval_images if device.kind == "emulated" else 0
+                limit = job.bench.emulated_eval_images if device.kind == "emulated" else job.bench.eval_images
+                dspec = spec if device.kind == "emulated" else dataclasses.replace(spec, eval_threads=job.bench.eval_threads)
                 for fmt in job.export.formats:
                     for prec in job.export.precisions:
                         aname = f"{name}-{fmt}-{prec}"
@@ -401,7 +415,7 @@ def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log
                         if limit:
                             x_te, y_te = x_te[:limit], y_te[:limit]
                         bundle = make_bundle(a, Path(tmp) / f"{aname}-{device.name}", x_te, y_te)
-                        m = device.run(bundle, spec)
+                        m = device.run(bundle, dspec)
                         rec = Record.from_parts(run_id, a, m, device.kind)
                         if budget is not None:
                             point = _measured_point(rec, table)

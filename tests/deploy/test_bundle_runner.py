@@ -49,6 +49,23 @@ def test_runner_prints_one_json_document_with_raw_samples(cnn_bundle):
     assert doc["facts"]["cores"] >= 1 and doc["facts"]["python"]
 
 
+def test_the_accuracy_pass_on_more_threads_predicts_the_same_and_says_so(cnn_bundle):
+    from edgebench.devices.protocol import runner_args
+    from edgebench.types import RunSpec
+
+    docs = []
+    for extra in ([], ["--eval-threads", "2"]):
+        out = subprocess.run([sys.executable, str(cnn_bundle.path / "runner.py"), str(cnn_bundle.path),
+                              "--runs", "5", "--warmup", "0", *extra], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        docs.append(parse_result(out.stdout))
+    assert docs[0]["predictions"] == docs[1]["predictions"] and len(docs[1]["predictions"]) == 450
+    assert "eval_threads" not in docs[0] and docs[1]["eval_threads"] == 2 and docs[1]["threads"] == 1
+    assert runner_args(RunSpec(threads=1, eval_threads=2))[-2:] == ["--eval-threads", "2"]
+    assert "--eval-threads" not in runner_args(RunSpec(threads=2, eval_threads=2))
+    assert "--eval-threads" not in runner_args(RunSpec(threads=1, eval_threads=2, eval=False))
+
+
 def test_runner_min_time_extends_measuring(cnn_bundle):
     out = subprocess.run([sys.executable, str(cnn_bundle.path / "runner.py"), str(cnn_bundle.path),
                           "--runs", "5", "--warmup", "0", "--min-time", "0.3", "--no-eval"],

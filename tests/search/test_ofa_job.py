@@ -22,7 +22,7 @@ TINY = {
     "lut": {"runs": 10, "rounds": 2, "warmup": 1, "calib_nets": 5},
     "search": {"budgets": [0.5], "population": 8, "generations": 4, "deploy_extremes": False,
                "pareto_population": 16, "pareto_generations": 5},
-    "bench": {"devices": ["local"], "runs": 20, "warmup": 2},
+    "bench": {"devices": ["local"], "runs": 20, "warmup": 2, "validate_images": 50, "eval_threads": 2},
 }
 
 
@@ -70,6 +70,8 @@ def test_job_deploys_the_pick_and_reports_predicted_against_measured(done):
     assert ex["latency_budget_ms"] > 0 and isinstance(ex["latency_budget_met"], bool)
     assert ex["latency_budget_met"] == (rec.latency_ms["p50"] <= ex["latency_budget_ms"])
     assert rec.accuracy is not None and rec.n_eval == 200
+    # checked against PyTorch on the first 50 test images; the accuracy pass on 2 threads, timed runs on 1
+    assert ex["validation_images"] == 50 and ex["eval_threads"] == 2 and rec.threads == 1
     assert set(ex["arch"]) == {"ks", "e", "d", "r"}
     page = (result.report_dir / "search.html").read_text()
     assert "<h2>local</h2>" in page and "data:image/png;base64," in page
