@@ -17,10 +17,12 @@ Objectives = Callable[[np.ndarray], np.ndarray]
 
 
 def nsga2(space: SearchSpace, objectives: Objectives, pop_size: int = 50, n_gen: int = 50,
-          seed: int = 0) -> list[dict]:
+          seed: int = 0, seeds=None) -> list[dict]:
     """The final non-dominated set as [{"arch", "genes", "objectives"}], one entry per distinct arch.
 
-    objectives(genes (n, n_genes) int64) -> (n, k) float, all minimised.
+    objectives(genes (n, n_genes) int64) -> (n, k) float, all minimised. seeds: genes (m, n_genes) put in
+    the first population beside random ones (e.g. the largest and smallest nets, whose corners a random start
+    rarely reaches in a few generations).
     """
     from pymoo.algorithms.moo.nsga2 import NSGA2
     from pymoo.core.problem import Problem
@@ -55,9 +57,15 @@ def nsga2(space: SearchSpace, objectives: Objectives, pop_size: int = 50, n_gen:
                 raise ValueError(f"objectives returned shape {f.shape}, expected {(len(x), n_obj)}")
             out["F"] = f
 
+    sampling = IntegerRandomSampling()
+    if seeds is not None and len(seeds):
+        first = np.asarray(seeds, dtype=np.int64).reshape(-1, len(n_choices))[:pop_size, free].astype(float)
+        rng = np.random.default_rng(seed)
+        rest = rng.integers(0, n_choices[free], size=(max(0, pop_size - len(first)), n_free)).astype(float)
+        sampling = np.concatenate([first, rest])
     algorithm = NSGA2(
         pop_size=pop_size,
-        sampling=IntegerRandomSampling(),
+        sampling=sampling,
         crossover=SBX(prob=0.9, eta=15, vtype=float, repair=RoundingRepair()),
         mutation=PM(eta=20, vtype=float, repair=RoundingRepair()),
         eliminate_duplicates=True,

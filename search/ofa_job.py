@@ -196,8 +196,10 @@ def search_picks(space, table, predictor: AccuracyPredictor, budgets_ms: list[fl
 
 
 def pareto_front(space, table, predictor: AccuracyPredictor, pop_size: int = 50, n_gen: int = 50,
-                 seed: int = 0) -> list[dict]:
-    """NSGA-II (search/nsga.py, pymoo) on (-predicted accuracy, predicted latency)."""
+                 seed: int = 0, seed_archs=()) -> list[dict]:
+    """NSGA-II (search/nsga.py, pymoo) on (-predicted accuracy, predicted latency); its first population
+    holds the largest and smallest subnets and seed_archs (e.g. the budget picks), so the front spans the
+    whole latency range."""
     from edgebench.search.nsga import nsga2
 
     tables = table.gene_tables(space)
@@ -205,7 +207,9 @@ def pareto_front(space, table, predictor: AccuracyPredictor, pop_size: int = 50,
     def objectives(g):
         return np.stack([-predictor.predict(space.features_batch(g)), table.predict_genes(space, g, tables)], 1)
 
-    front = nsga2(space, objectives, pop_size=pop_size, n_gen=n_gen, seed=seed)
+    archs = [table.spec.largest(), table.spec.smallest(), *seed_archs]
+    front = nsga2(space, objectives, pop_size=pop_size, n_gen=n_gen, seed=seed,
+                  seeds=np.stack([space.to_genes(a) for a in archs]))
     out = [{"arch": f["arch"], "genes": f["genes"], "predicted_accuracy": -float(f["objectives"][0]),
             "predicted_latency_ms": float(f["objectives"][1])} for f in front]
     return sorted(out, key=lambda p: p["predicted_latency_ms"])
@@ -375,7 +379,7 @@ def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log
             lo, hi = latency_range(space, table)
             picks = search_picks(space, table, predictor, _budgets(job, device.name, lo, hi), evo)
             front = (pareto_front(space, table, predictor, job.search.pareto_population, job.search.pareto_generations,
-                                  job.search.seed) if job.search.pareto else picks)
+                                  job.search.seed, [p["arch"] for p in picks]) if job.search.pareto else picks)
             deploy = [(f"ofa-{device.name}-b{i}", p["arch"], p["budget_ms"], p) for i, p in enumerate(picks)]
             if job.search.deploy_extremes:  # the same two subnets on every device: exported once
                 deploy += [("ofa-largest", job.model.largest(), None, None),

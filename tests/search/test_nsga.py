@@ -72,3 +72,36 @@ def test_nsga2_is_repeatable_by_seed():
 def test_nsga2_rejects_objectives_of_the_wrong_shape():
     with pytest.raises(ValueError, match="shape"):
         nsga2(ToySpace(), lambda g: toy_objectives(g)[:1], pop_size=10, n_gen=2)
+
+
+class WideSpace:
+    """30 genes of 3 options: the corners (all 0, all 2) are the front's ends, far from any random start."""
+
+    name = "wide"
+
+    def n_choices(self):
+        return [3] * 30
+
+    def to_genes(self, arch):
+        return np.asarray(arch["g"])
+
+    def from_genes(self, genes):
+        return {"g": [int(v) for v in genes]}
+
+    def features(self, arch):
+        return self.to_genes(arch).astype(np.float32)
+
+    def validate(self, arch):
+        return arch
+
+
+def test_seeded_corners_stay_on_a_short_runs_front():
+    def objectives(genes):  # latency grows with every gene, accuracy too: every point is a trade-off
+        s = genes.sum(1).astype(float)
+        return np.stack([-s, s], 1)
+
+    ends = lambda front: (min(p["objectives"][1] for p in front), max(p["objectives"][1] for p in front))  # noqa: E731
+    lo, hi = ends(nsga2(WideSpace(), objectives, pop_size=20, n_gen=3, seed=0))
+    assert lo > 0 and hi < 60  # a random start does not reach the corners in 3 generations
+    seeds = np.array([[0] * 30, [2] * 30])
+    assert ends(nsga2(WideSpace(), objectives, pop_size=20, n_gen=3, seed=0, seeds=seeds)) == (0, 60)
