@@ -67,6 +67,9 @@ class ExportSpec:
     min_agreement: float = field(default=0.0, metadata={
         "help": "top-1 agreement with PyTorch a quantized artifact must reach; 0: the exporter's default "
                 "(0.98 TFLite, 0.97 ONNX)", "min": 0.0, "max": 1.0})
+    int8_activations: str = field(default="int8", metadata={
+        "help": "static ONNX INT8 activations: int8 (best on ARM) or uint8 (onnxruntime on x86 fuses every Conv; "
+                "see benchmarks/int8_activations.py)", "choices": ("int8", "uint8")})
 
 
 @dataclass(frozen=True)

@@ -29,14 +29,15 @@ class RunResult:
 
 def export_artifact(trained, fmt: Format, precision: Precision, out_dir: Path, opset: int, atol: float,
                     fp32_onnx: Artifact | None = None, fp32_tflite: Artifact | None = None,
-                    min_agreement: float = 0.0) -> Artifact:
+                    min_agreement: float = 0.0, int8_activations: str = "int8") -> Artifact:
     """One artifact of a trained model, through the exporter registry; quantized artifacts reuse the fp32
     file of their format when given (no second conversion)."""
     from edgebench.export.registry import ExportOptions, export_trained
 
     fp32 = fp32_onnx if Format(fmt) is Format.ONNX else fp32_tflite
     return export_trained(trained, Format(fmt), Precision(precision), out_dir,
-                          ExportOptions(opset=opset, atol=atol, min_agreement=min_agreement), fp32)
+                          ExportOptions(opset=opset, atol=atol, min_agreement=min_agreement,
+                                        int8_activations=int8_activations), fp32)
 
 
 def _trained(name: str, out: Path, resumed: bool, log, make):
@@ -136,7 +137,7 @@ def _export_step(cfg: RunConfig, m, variants: list, out: Path, store, run_id: st
                 try:
                     a = export_artifact(variant, Format(fmt), Precision(prec), out / "artifacts", cfg.export.opset,
                                         cfg.export.atol, fp32.get(Format.ONNX), fp32.get(Format.TFLITE),
-                                        cfg.export.min_agreement)
+                                        cfg.export.min_agreement, cfg.export.int8_activations)
                 except ExportError as exc:
                     name = f"{variant.name}-{fmt}-{prec}"
                     log(f"  export of {name} failed: {exc}")

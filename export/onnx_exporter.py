@@ -17,4 +17,5 @@ def export(trained, precision: Precision, out_dir: Path, opts: ExportOptions, fp
     if fp32 is None:
         fp32 = export_and_validate(trained, out_dir, opset=opts.opset, atol=opts.atol)
     agreement = {"min_agreement": opts.min_agreement} if opts.min_agreement > 0 else {}
-    return quantize_onnx(fp32, trained, out_dir, precision, calib_x=opts.calibration, **agreement)
+    return quantize_onnx(fp32, trained, out_dir, precision, calib_x=opts.calibration,
+                         activations=opts.int8_activations, **agreement)

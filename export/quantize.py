@@ -71,13 +71,19 @@ def _calibration_samples(trained, input_spec) -> np.ndarray:
     return x
 
 
+ACTIVATION_TYPES = ("int8", "uint8")
+
+
 def quantize_onnx_file(src: Path, dst: Path, precision: Precision, calib_x: np.ndarray | None = None,
-                       input_name: str = "input") -> Path:
-    """Quantize one ONNX file; calib_x (N x input, float32) is needed for static INT8."""
+                       input_name: str = "input", activations: str = "int8") -> Path:
+    """Quantize one ONNX file; calib_x (N x input, float32) is needed for static INT8, whose activations are
+    `activations` (int8 or uint8; weights are always int8, per channel)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     src, dst = Path(src), Path(dst)
+    if activations not in ACTIVATION_TYPES:
+        raise ExportError(f"INT8 activations must be one of {', '.join(ACTIVATION_TYPES)}, not '{activations}'")
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         with _quiet():
@@ -92,7 +98,8 @@ def quantize_onnx_file(src: Path, dst: Path, precision: Precision, calib_x: np.n
                     quant_pre_process(str(src), str(pre))
                     quantize_static(str(pre), str(dst), _Batches(input_name, calib_x, CALIB_BATCH),
                                     quant_format=QuantFormat.QDQ, per_channel=True,
-                                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+                                    activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
+                                    weight_type=QuantType.QInt8)
             else:
                 raise ExportError(f"quantize_onnx makes int8 or int8-dynamic, not {precision.value}")
     except ExportError:
@@ -147,7 +154,8 @@ def _unfolded_source(trained, tmp: Path, fp32_artifact: Artifact) -> Path:
 
 
 def quantize_onnx(fp32_artifact: Artifact, trained, out_dir: Path, precision: Precision,
-                  min_agreement: float = DEFAULT_MIN_AGREEMENT, calib_x: np.ndarray | None = None) -> Artifact:
+                  min_agreement: float = DEFAULT_MIN_AGREEMENT, calib_x: np.ndarray | None = None,
+                  activations: str = "int8") -> Artifact:
     """Quantize an fp32 ONNX artifact of `trained` and validate it against PyTorch on the eval split."""
     precision = Precision(precision)
     if fp32_artifact.format != Format.ONNX or fp32_artifact.precision != Precision.FP32:
@@ -159,20 +167,20 @@ def quantize_onnx(fp32_artifact: Artifact, trained, out_dir: Path, precision: Pr
     if precision == Precision.INT8:
         calib_x = _calibration_samples(trained, spec) if calib_x is None else np.asarray(calib_x, np.float32)
         extra.update(calibration_samples=int(len(calib_x)), calibration_method="MinMax", quant_format="QDQ",
-                     per_channel=True)
+                     per_channel=True, activations=activations, weights="int8")
     x = trained.dataset.x_test
     ref = reference_outputs(trained.module, x)
     dst = Path(out_dir) / f"{name}.onnx"
     with tempfile.TemporaryDirectory(prefix="edgebench-quant-") as tmp:
         # the fp32 file first (fewest nodes, smallest INT8 file); the unfolded twin when that loses accuracy
-        path = quantize_onnx_file(fp32_artifact.path, dst, precision, calib_x, spec.name)
+        path = quantize_onnx_file(fp32_artifact.path, dst, precision, calib_x, spec.name, activations)
         try:
             validation = compare(ref, run_onnx(path, x), None, min_agreement)
         except AgreementError as folded_error:
             src = _unfolded_source(trained, Path(tmp), fp32_artifact)
             if src == Path(fp32_artifact.path):
                 raise
-            path = quantize_onnx_file(src, dst, precision, calib_x, spec.name)
+            path = quantize_onnx_file(src, dst, precision, calib_x, spec.name, activations)
             validation = compare(ref, run_onnx(path, x), None, min_agreement)
             extra["quantized_from"] = (f"{fp32_artifact.name}'s model exported with leak and reset unfolded (from "
                                        f"the fp32 file: top-1 agreement {folded_error.agreement:.1%})")

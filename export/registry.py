@@ -24,6 +24,11 @@ class ExportOptions:
     atol: float = DEFAULT_ATOL
     min_agreement: float = 0.0  # 0: the exporter's own default (0.98 TFLite, 0.97 ONNX)
     calibration: object = None  # INT8 calibration inputs (array); None: the training split
+    # static ONNX INT8 activations: "int8" (onnxruntime's default, S8S8) or "uint8" (U8S8). onnxruntime 1.32
+    # on x86 leaves about half of an S8S8 MobileNet's Convs in float between DequantizeLinear and
+    # QuantizeLinear (4.3x slower than U8S8, measured); on the emulated Cortex-A72 S8S8 counts 6% fewer
+    # instructions (benchmarks/int8_activations.py)
+    int8_activations: str = "int8"
 
 
 EXPORTERS = {

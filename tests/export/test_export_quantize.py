@@ -81,3 +81,23 @@ def test_only_fp32_onnx_in_and_int8_out(onnx_artifact, dynamic, trained_cnn, tmp
         quantize_onnx(dynamic, trained_cnn, tmp_path, Precision.INT8)
     with pytest.raises(ExportError, match="not fp32"):
         quantize_onnx(onnx_artifact, trained_cnn, tmp_path, Precision.FP32)
+
+
+def _optimized_ops(path, tmp_path) -> list:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node]
+
+
+def test_uint8_activations_run_every_conv_as_qlinearconv(onnx_artifact, trained_cnn, tmp_path):
+    u8 = quantize_onnx(onnx_artifact, trained_cnn, tmp_path, Precision.INT8, activations="uint8")
+    assert u8.extra["activations"] == "uint8" and u8.extra["weights"] == "int8"
+    assert u8.validation.top1_agreement >= 0.97
+    ops = _optimized_ops(u8.path, tmp_path)
+    assert "QLinearConv" in ops and "Conv" not in ops  # onnxruntime fused every DQ -> Conv -> Q
+    with pytest.raises(ExportError, match="INT8 activations must be one of int8, uint8"):
+        quantize_onnx(onnx_artifact, trained_cnn, tmp_path / "bad", Precision.INT8, activations="int4")
