@@ -48,7 +48,9 @@ def test_table_is_ofa_yaml_with_provenance_and_a_fit(table):
     assert meta["device"] == "local" and meta["runtime"] == "onnxruntime" and meta["runtime_version"]
     assert meta["provenance"] == "measured" and meta["facts"]["machine"]
     fit = doc["_fit"]
-    assert fit["n_calib"] == 4 and len(fit["calib"]) == 4 and "least squares" in fit["method"]
+    assert fit["n_calib"] == 6 and len(fit["calib"]) == 6 and "least squares" in fit["method"]
+    # the two ends of the space first (no extrapolation to the smallest subnet), then 4 random subnets
+    assert fit["calib"][0]["arch"] == SPEC.smallest() and fit["calib"][1]["arch"] == SPEC.largest()
     # the fit reproduces its calibration nets better than the plain sum does
     err_sum = [abs(c["sum_ms"] - c["measured_ms"]) for c in fit["calib"]]
     err_fit = [abs(table.predict_ms(c["arch"]) - c["measured_ms"]) for c in fit["calib"]]

@@ -31,5 +31,5 @@ def test_lut_over_ssh_measures_every_key_on_the_board_and_cleans_up(ssh_config, 
     assert doc["_meta"]["provenance"] == "measured" and doc["_meta"]["resolutions"] == [16]
     assert set(k for k in doc if not k.startswith("_")) == set(all_entries(SPEC, [16]))
     assert all(doc[k]["count"] == 10 for k in doc if not k.startswith("_"))
-    assert table.fit["n_calib"] == 3 and all(c["arch"]["r"] == 16 for c in table.fit["calib"])
+    assert table.fit["n_calib"] == 5 and all(c["arch"]["r"] == 16 for c in table.fit["calib"])
     assert list(remote_workdir.iterdir()) == []  # the board's temp folders are gone
