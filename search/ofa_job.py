@@ -305,7 +305,7 @@ def _measured_point(rec, table) -> dict:
         lat, prov = (rec.latency_ms or {}).get("p50"), rec.latency_provenance
     pred = ex.get("predicted_latency_ms")
     err = (lat - pred) / pred * 100 if lat is not None and pred else None
-    return {"name": rec.name, "arch": ex.get("arch"), "accuracy": rec.accuracy, "latency_ms": lat,
+    return {"name": rec.name, "arch": ex.get("arch"), "accuracy": rec.accuracy, "n_eval": rec.n_eval, "latency_ms": lat,
             "predicted_latency_ms": pred, "error_pct": err, "budget_ms": ex.get("latency_budget_ms"),
             "provenance": prov, "predicted_instructions": ex.get("predicted_instructions"),
             "instructions": ex.get("instructions_per_inference"),

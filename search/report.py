@@ -123,6 +123,10 @@ def _summary(measured: list[dict]) -> str:
                      f"{sum(e <= 10 for e in errs)}/{len(errs)} within ±10%")
     if budgeted:
         parts.append(f"{misses}/{budgeted} over budget")
+    sizes = sorted({int(m["n_eval"]) for m in measured if m.get("n_eval")})
+    if sizes:
+        parts.append("accuracy on the device on " + (f"{sizes[0]:,}" if len(sizes) == 1 else
+                                                      f"{sizes[0]:,}-{sizes[-1]:,}") + " test images")
     return "; ".join(parts)
 
 
@@ -139,7 +143,9 @@ def render_search_page(title: str, devices: dict) -> str:
             "points are the deployed picks on that device, with the provenance the device gives its figures "
             "(an emulated device's wall time is <i>emulated</i>, never a device latency). "
             "Error = (measured - predicted) / predicted. A pick measured above the budget it was searched "
-            "for is marked MISS.")
+            "for is marked MISS. The front's accuracy is the accuracy predictor's (validation split); a "
+            "measured point's is the device's own on the test images it was given (an emulated device gets "
+            "only the first few, so its figures move in whole points).")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
             "body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;font-size:12px}"
             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:last-child{text-align:left}"

@@ -75,6 +75,7 @@ def test_job_deploys_the_pick_and_reports_predicted_against_measured(done):
     assert set(ex["arch"]) == {"ks", "e", "d", "r"}
     page = (result.report_dir / "search.html").read_text()
     assert "<h2>local</h2>" in page and "data:image/png;base64," in page
+    assert "accuracy on the device on 200 test images" in page
     summary = json.loads((result.report_dir / "ofa_summary.json").read_text())
     assert summary["devices"]["local"]["measured"][0]["predicted_latency_ms"] == pytest.approx(ex["predicted_latency_ms"])
     assert len(summary["devices"]["local"]["predicted"]) >= 1  # the NSGA-II front
