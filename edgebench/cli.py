@@ -185,6 +185,9 @@ def export(checkpoint: Path = typer.Argument(..., help="Checkpoint written by `e
            precision: str = typer.Option("fp32", help="fp32, int8 (calibrated static) or int8-dynamic"),
            out_dir: Path = typer.Option(Path("out/artifacts"), "--out", help="Output folder"),
            opset: int = typer.Option(17, help="ONNX opset"),
+           int8_activations: str = typer.Option(
+               "int8", help="static ONNX INT8 activations: int8 (best on ARM) or uint8 (onnxruntime on x86 "
+                            "fuses every Conv only with uint8; see benchmarks/int8_activations.py)"),
            as_json: bool = typer.Option(False, "--json", help="Print the artifact as JSON.")):
     """Export a checkpoint to ONNX or TFLite, validated against PyTorch on the eval split."""
     from edgebench.pipeline import export_artifact
@@ -195,7 +198,9 @@ def export(checkpoint: Path = typer.Argument(..., help="Checkpoint written by `e
     except ValueError as exc:
         raise EdgebenchError(f"{exc} (formats: onnx, tflite; precisions: fp32, int8, int8-dynamic)") from None
     trained = load_checkpoint(checkpoint)
-    a = export_artifact(trained, fmt, prec, out_dir, opset, 1e-4)
+    if int8_activations not in ("int8", "uint8"):
+        raise EdgebenchError(f"--int8-activations must be int8 or uint8, not '{int8_activations}'")
+    a = export_artifact(trained, fmt, prec, out_dir, opset, 1e-4, int8_activations=int8_activations)
     v = a.validation
     if as_json:
         print(json.dumps({"path": str(a.path), "format": a.format.value, "precision": a.precision.value,

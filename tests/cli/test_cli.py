@@ -122,6 +122,11 @@ def test_train_export_bench_chain(cli, tmp_path):
     assert p.returncode == 0, p.stderr
     art = json.loads(p.stdout)
     assert art["validation"]["top1_agreement"] == 1.0 and art["validation"]["max_abs_diff"] <= 1e-4
+    p = cli("export", ckpt, "--precision", "int8", "--int8-activations", "uint8", "--out", tmp_path / "q", "--json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["validation"]["top1_agreement"] >= 0.97
+    p = cli("export", ckpt, "--precision", "int8", "--int8-activations", "int4", "--out", tmp_path / "q")
+    assert "--int8-activations must be int8 or uint8" in one_error_line(p)
     p = cli("export", tmp_path / "missing.pt")
     assert "checkpoint not found" in one_error_line(p)
     p = cli("export", npz)
