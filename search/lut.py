@@ -319,8 +319,9 @@ def _fit(spec: OFASpec, device, doc: dict, archs: list[dict], cfg: LUTConfig, wo
     fit = {"c_ms": float(c), "w_ms_per_mb": float(w), "v_ms_per_entry": float(v), "n_calib": len(archs),
            "seed": cfg.seed,
            "method": ("least squares of (measured whole-subnet p50 - sum of entry p50s) = c + w * weight_MB + "
-                      "v * n_entries over n_calib subnets (the smallest, the largest, random ones; random weights) measured in one runner process "
-                      "like the keys; v absorbs the runtime call each entry's p50 includes once per entry"),
+                      "v * n_entries over n_calib subnets (the smallest, the largest, random ones; random weights) "
+                      "measured in one runner process like the keys; v absorbs the runtime call each entry's p50 "
+                      "includes once per entry"),
            "calib": [{"arch": a, "measured_ms": m["p50_ms"], "sum_ms": float(s), "weight_mb": float(b)}
                      for a, m, s, b in zip(archs, measured, sums, mb)]}
     if all(m["instructions"] is not None for m in measured):

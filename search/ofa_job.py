@@ -305,7 +305,8 @@ def _measured_point(rec, table) -> dict:
         lat, prov = (rec.latency_ms or {}).get("p50"), rec.latency_provenance
     pred = ex.get("predicted_latency_ms")
     err = (lat - pred) / pred * 100 if lat is not None and pred else None
-    return {"name": rec.name, "arch": ex.get("arch"), "accuracy": rec.accuracy, "n_eval": rec.n_eval, "latency_ms": lat,
+    return {"name": rec.name, "arch": ex.get("arch"), "accuracy": rec.accuracy, "n_eval": rec.n_eval,
+            "latency_ms": lat,
             "predicted_latency_ms": pred, "error_pct": err, "budget_ms": ex.get("latency_budget_ms"),
             "provenance": prov, "predicted_instructions": ex.get("predicted_instructions"),
             "instructions": ex.get("instructions_per_inference"),
@@ -314,8 +315,8 @@ def _measured_point(rec, table) -> dict:
 
 class _Exports:
     """Every subnet exported once per format and precision (named by the first deployment that asks),
-    checked against PyTorch on the first [bench] validate_images test images and benchmarked on every device that
-    deploys it with them (an emulated device: the first emulated_eval_images). INT8 files are quantized from
+    checked against PyTorch on the first [bench] validate_images test images and benchmarked on every device
+    that deploys it with them (an emulated device: the first emulated_eval_images). INT8 files are quantized from
     the same subnet's fp32 file. A failed export is remembered and raised again for the next device."""
 
     def __init__(self, job: OFAJob, net, ds):
@@ -394,7 +395,8 @@ def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log
                     + (f", budget {budget:.4g} ms, predicted {pick['predicted_latency_ms']:.4g} ms, accuracy "
                        f"{pick['predicted_accuracy']:.2%}" if pick else ""))
                 limit = job.bench.emulated_eval_images if device.kind == "emulated" else job.bench.eval_images
-                dspec = spec if device.kind == "emulated" else dataclasses.replace(spec, eval_threads=job.bench.eval_threads)
+                dspec = (spec if device.kind == "emulated" else
+                         dataclasses.replace(spec, eval_threads=job.bench.eval_threads))
                 for fmt in job.export.formats:
                     for prec in job.export.precisions:
                         aname = f"{name}-{fmt}-{prec}"
