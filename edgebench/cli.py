@@ -198,7 +198,9 @@ def export(checkpoint: Path = typer.Argument(..., help="Checkpoint written by `e
     except ValueError as exc:
         raise EdgebenchError(f"{exc} (formats: onnx, tflite; precisions: fp32, int8, int8-dynamic)") from None
     trained = load_checkpoint(checkpoint)
-    if int8_activations not in ("int8", "uint8"):
+    from edgebench.types import INT8_ACTIVATIONS
+
+    if int8_activations not in INT8_ACTIVATIONS:
         raise EdgebenchError(f"--int8-activations must be int8 or uint8, not '{int8_activations}'")
     a = export_artifact(trained, fmt, prec, out_dir, opset, 1e-4, int8_activations=int8_activations)
     v = a.validation

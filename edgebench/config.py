@@ -12,7 +12,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgebench.types import EdgebenchError, Format, Precision
+from edgebench.types import INT8_ACTIVATIONS, EdgebenchError, Format, Precision
 
 
 FORMATS = tuple(f.value for f in Format)
@@ -69,7 +69,7 @@ class ExportSpec:
                 "(0.98 TFLite, 0.97 ONNX)", "min": 0.0, "max": 1.0})
     int8_activations: str = field(default="int8", metadata={
         "help": "static ONNX INT8 activations: int8 (best on ARM) or uint8 (onnxruntime on x86 fuses every Conv; "
-                "see benchmarks/int8_activations.py)", "choices": ("int8", "uint8")})
+                "see benchmarks/int8_activations.py)", "choices": INT8_ACTIVATIONS})
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,10 @@ class RunSpec:
     timeout_s: float = 600.0
 
 
+# static ONNX INT8 activation types (weights are always int8): see export/registry.py ExportOptions
+INT8_ACTIVATIONS = ("int8", "uint8")
+
+
 @dataclass
 class Measurement:
     """What came back from one device run. Raw samples; statistics are computed on the host."""

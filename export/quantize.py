@@ -22,7 +22,7 @@ from onnxruntime.quantization import CalibrationDataReader
 
 from edgebench.export.errors import AgreementError, CalibrationError, ExportError
 from edgebench.export.onnx import compare, describe_onnx, reference_outputs, run_onnx
-from edgebench.types import Artifact, Format, Precision
+from edgebench.types import INT8_ACTIVATIONS, Artifact, Format, Precision
 
 DEFAULT_MIN_AGREEMENT = 0.97
 CALIB_SAMPLES = 300
@@ -71,9 +71,6 @@ def _calibration_samples(trained, input_spec) -> np.ndarray:
     return x
 
 
-ACTIVATION_TYPES = ("int8", "uint8")
-
-
 def quantize_onnx_file(src: Path, dst: Path, precision: Precision, calib_x: np.ndarray | None = None,
                        input_name: str = "input", activations: str = "int8") -> Path:
     """Quantize one ONNX file; calib_x (N x input, float32) is needed for static INT8, whose activations are
@@ -82,8 +79,8 @@ def quantize_onnx_file(src: Path, dst: Path, precision: Precision, calib_x: np.n
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     src, dst = Path(src), Path(dst)
-    if activations not in ACTIVATION_TYPES:
-        raise ExportError(f"INT8 activations must be one of {', '.join(ACTIVATION_TYPES)}, not '{activations}'")
+    if activations not in INT8_ACTIVATIONS:
+        raise ExportError(f"INT8 activations must be one of {', '.join(INT8_ACTIVATIONS)}, not '{activations}'")
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         with _quiet():

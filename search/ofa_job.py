@@ -24,7 +24,7 @@ from edgebench.search.accuracy import AccuracyPredictor, PredictorConfig
 from edgebench.search.evolution import EvolutionConfig
 from edgebench.search.lut import LUTConfig
 from edgebench.train.ofa import OFASpec, ShrinkConfig
-from edgebench.types import Artifact, EdgebenchError, Format, Precision, Provenance, RunSpec
+from edgebench.types import INT8_ACTIVATIONS, Artifact, EdgebenchError, Format, Precision, Provenance, RunSpec
 
 TOP_LEVEL = {"job", "name", "out_dir", "store", "data", "model", "train", "predictor", "lut", "search", "export",
              "bench"}
@@ -65,7 +65,7 @@ class ExportConfig:
     atol: float = field(default=1e-4, metadata={"help": "fp32 tolerance against PyTorch", "gt": 0.0})
     int8_activations: str = field(default="int8", metadata={
         "help": "static ONNX INT8 activations: int8 (best on ARM) or uint8 (onnxruntime on x86 fuses every Conv)",
-        "choices": ["int8", "uint8"]})
+        "choices": INT8_ACTIVATIONS})
 
 
 @dataclass(frozen=True)
