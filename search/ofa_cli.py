@@ -60,7 +60,8 @@ def lut_cmd(supernet: Path = typer.Option(..., help="Supernet checkpoint (its sp
             runs: int = typer.Option(200, help="measured inferences per key (3 on an emulated device)"),
             rounds: int = typer.Option(5, help="interleaved rounds"),
             threads: int = typer.Option(1, help="runtime threads (use what the deployed subnets will use)"),
-            calib_nets: int = typer.Option(10, help="whole subnets measured to fit the overhead"),
+            calib_nets: int = typer.Option(30, help="random whole subnets measured to fit the overhead (beside the smallest "
+                                                       "and the largest), in the runner process of the last keys"),
             resolutions: Optional[str] = typer.Option(None, help="only keys these resolutions reach, e.g. 24,28"),
             quiet: bool = typer.Option(False, help="No progress bar.")):
     """Measure every block configuration of the space on DEVICE (one runner process per chunk)."""

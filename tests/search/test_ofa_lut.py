@@ -118,3 +118,36 @@ def test_a_runs_own_table_of_another_space_is_measured_anew(table, tmp_path):
     assert any("measuring it anew" in line for line in lines)
     assert new.spec == wider and yaml.safe_load(stale.read_text())["_meta"]["space"]["final_width"] == 24
     assert set(k for k in new.doc if not k.startswith("_")) == set(all_entries(wider))
+
+
+def test_whole_subnets_share_the_runner_process_of_the_last_keys(table, tmp_path, monkeypatch):
+    """The fit's subnets and `alongside` (a held-out check) run in the same process and rounds as the keys
+    of the last chunk, so a drift of the machine's speed between keys and whole nets cannot enter the fit;
+    a table missing only its fit measures only the whole subnets."""
+    import edgebench.search.lut as lut
+
+    calls = []
+    real = lut.measure_models
+
+    def spy(device, models, cfg, workdir):
+        calls.append([k for k, _ in models])
+        return real(device, models, cfg, workdir)
+
+    monkeypatch.setattr(lut, "measure_models", spy)
+    held_out = OFASpace(SPEC).random_archs(3, seed=4)
+    cfg = LUTConfig(runs=20, rounds=2, warmup=2, chunk=30, calib_nets=4)
+    new = build_lut(SPEC, LocalDevice(LocalConfig()), tmp_path / "t.yaml", cfg, progress=False,
+                    log=lambda *_: None, alongside=held_out)
+    n_keys = len(all_entries(SPEC))
+    assert [len(c) for c in calls] == [30, n_keys - 30 + 6 + 3]  # two chunks; the whole nets in the last
+    assert sum(k.startswith("net") for k in calls[0]) == 0 and sum(k.startswith("net") for k in calls[1]) == 9
+    assert len(new.fit["calib"]) == 6 and len(new.measured_alongside) == 3
+    assert all(m["p50_ms"] > 0 and m["instructions"] is None for m in new.measured_alongside)
+
+    calls.clear()
+    doc = yaml.safe_load(table.path.read_text())
+    del doc["_fit"]
+    nofit = tmp_path / "nofit.yaml"
+    nofit.write_text(yaml.safe_dump(doc))
+    again = build_lut(SPEC, LocalDevice(LocalConfig()), nofit, CFG, progress=False, log=lambda *_: None)
+    assert [len(c) for c in calls] == [6] and again.fit["n_calib"] == 6 and again.measured_alongside == []
