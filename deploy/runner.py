@@ -131,21 +131,29 @@ class TfliteBackend(object):
     reports its batch; a dynamic one (shape signature -1) reports None there and is resized on demand.
     """
 
-    def __init__(self, model_path, threads, profile=False):
+    def __init__(self, model_path, threads, profile=False, kernels="xnnpack"):
         try:
-            from ai_edge_litert.interpreter import Interpreter
+            from ai_edge_litert import interpreter as mod
 
             import ai_edge_litert as pkg
 
             self._name = "ai_edge_litert"
         except ImportError:
-            from tflite_runtime.interpreter import Interpreter
+            from tflite_runtime import interpreter as mod
 
             import tflite_runtime as pkg
 
             self._name = "tflite_runtime"
         self._version = getattr(pkg, "__version__", "unknown")
-        self.interp = Interpreter(model_path=model_path, num_threads=int(threads))
+        self.kernels = kernels
+        kw = {}
+        if kernels == "builtin":  # TFLite's own kernels: no default delegate (XNNPACK) applied
+            resolver = getattr(mod, "OpResolverType", None)
+            if resolver is None:
+                raise RuntimeError("this TFLite runtime (%s %s) cannot leave out its default delegate"
+                                   % (self._name, self._version))
+            kw["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        self.interp = mod.Interpreter(model_path=model_path, num_threads=int(threads), **kw)
         self.interp.allocate_tensors()
         self._details()
         self.fixed_batch = self.signatures[0][0] if self.signatures[0] and self.signatures[0][0] > 0 else None
@@ -368,6 +376,41 @@ def stream_eval(backend, feed, stream, windows, batch_size, pad):
 
 
 BACKENDS = {"onnx": OnnxBackend, "tflite": TfliteBackend}
+TFLITE_KERNELS = ("xnnpack", "builtin", "auto")
+
+
+def timed_callable(backend, feed, stream, bundle):
+    """What one timed inference runs: the model on the feed, or a streaming step model's step / window."""
+    if not stream:
+        return backend.prepare(feed)
+    with np.load(os.path.join(bundle, stream["file"])) as data:
+        one_step, one_window = stream_callables(backend, feed, stream, data["x"])
+    return one_step if stream.get("mode", "step") == "step" else one_window
+
+
+def probe_tflite_kernels(open_backend, threads, feed, stream, bundle, runs):
+    """Open the file with XNNPACK and with TFLite's builtin kernels, time both alternately (a few runs each:
+    min(runs, 10), at least 3) and keep the faster: (backend, its load ns, its first inference ns,
+    {kernels: probe median ms}).
+    XNNPACK can be many times slower (depthwise kernels above 5x5, measured: benchmarks/tflite_dwconv.py)
+    or faster (most other models)."""
+    opened, times = {}, {}
+    for kernels in ("xnnpack", "builtin"):
+        t0 = time.perf_counter_ns()
+        try:
+            b = open_backend(threads, kernels=kernels)
+        except Exception:  # an old runtime without the option: XNNPACK it is
+            continue
+        load = time.perf_counter_ns() - t0
+        infer = timed_callable(b, feed, stream, bundle)
+        opened[kernels] = (b, load, timed(infer), infer)  # the first inference (delegate set-up) apart
+        times[kernels] = []
+    for _ in range(max(3, min(int(runs), 10))):
+        for kernels, (_b, _load, _first, infer) in opened.items():
+            times[kernels].append(timed(infer))
+    medians = dict((k, sorted(v)[len(v) // 2] / 1e6) for k, v in times.items())
+    best = min(medians, key=medians.get)
+    return opened[best][0], opened[best][1], opened[best][2], medians
 
 
 # ---------------------------------------------------------------- measuring
@@ -686,6 +729,9 @@ def main(argv=None):
     ap.add_argument("--eval-threads", type=int, default=0,
                     help="runtime threads of the accuracy pass (0: --threads); latency is always timed at --threads")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--tflite-kernels", default="xnnpack", choices=TFLITE_KERNELS,
+                    help="TFLite: xnnpack (the runtime's default delegate), builtin (TFLite's own kernels) or auto "
+                         "(both probed here, the faster kept; the record says which)")
     ap.add_argument("--facts-only", action="store_true")
     ap.add_argument("--energy", default="auto", choices=ENERGY_SOURCES,
                     help="energy counter read around the measured runs (auto: the first the device has)")
@@ -706,18 +752,31 @@ def main(argv=None):
         model_path = os.path.join(args.bundle, manifest["model_file"])
         backend_cls = BACKENDS[manifest["format"]]
 
+        tflite = manifest["format"] == "tflite"
+        kernels = args.tflite_kernels if tflite else None
+
+        def open_backend(threads, **kw):  # TFLite: the run's kernels unless kw names others (the probe)
+            return backend_cls(model_path, threads, **(dict({"kernels": kernels}, **kw) if tflite else kw))
+
         t0 = time.perf_counter_ns()
-        backend = backend_cls(model_path, args.threads)
+        backend = open_backend(args.threads) if kernels != "auto" else None
         load_ns = time.perf_counter_ns() - t0
-        result["runtime"] = backend.name
-        result["runtime_version"] = backend.version
         result["threads"] = args.threads
 
         # The host resolved every input (shapes, dtypes, values) and wrote the exact arrays: nothing is
         # guessed here, and what was fed is what the record says was fed.
-        specs = backend.input_specs()
         with np.load(os.path.join(args.bundle, manifest["feeds_file"])) as data:
             feed = {name: np.array(data[name], order="C") for name in data.files}
+        first_ns = None
+        if kernels == "auto":  # the faster of XNNPACK and the builtin kernels on this device, probed here
+            backend, load_ns, first_ns, result["tflite_kernels_probe_ms"] = probe_tflite_kernels(
+                open_backend, args.threads, feed, manifest.get("stream"), args.bundle, args.runs)
+            kernels = backend.kernels
+        if tflite:
+            result["tflite_kernels"] = kernels
+        result["runtime"] = backend.name
+        result["runtime_version"] = backend.version
+        specs = backend.input_specs()
         missing = [n for n, _, _ in specs if n not in feed]
         if missing:
             raise ValueError("no value for model input(s) %s in the bundle" % ", ".join(missing))
@@ -726,16 +785,12 @@ def main(argv=None):
                                  "source": sources.get(n, "")} for n, _, _ in specs]
 
         stream = manifest.get("stream")  # a streaming step model: see stream_callables
+        infer = timed_callable(backend, feed, stream, args.bundle)
         if stream:
-            with np.load(os.path.join(args.bundle, stream["file"])) as data:
-                one_step, one_window = stream_callables(backend, feed, stream, data["x"])
-            infer = one_step if stream.get("mode", "step") == "step" else one_window
             result["stream"] = {"mode": stream.get("mode", "step"), "steps": int(stream["steps"]),
-                                "timed": "one step, state carried" if infer is one_step else
+                                "timed": "one step, state carried" if stream.get("mode", "step") == "step" else
                                 "one window of %d steps from rest, state carried" % int(stream["steps"])}
-        else:
-            infer = backend.prepare(feed)
-        result["first_inference_ns"] = timed(infer)
+        result["first_inference_ns"] = first_ns if first_ns is not None else timed(infer)
         result["load_ns"] = load_ns
         measured_infer = None
         if args.insn_markers:  # one empty region first: the markers' own cost, which the host subtracts
@@ -767,12 +822,12 @@ def main(argv=None):
                 eval_backend = backend
                 if args.eval_threads and args.eval_threads != args.threads:
                     # the same file in a second session: only the accuracy pass, which has no clock, uses it
-                    eval_backend = backend_cls(model_path, args.eval_threads)
+                    eval_backend = open_backend(args.eval_threads)
                     result["eval_threads"] = args.eval_threads
                 result["predictions"] = run_eval(eval_backend, arrays, feed, eval_batch)
             result["n_eval"] = len(result["predictions"])
         if args.profile:
-            result["profile"] = profile_pass(backend_cls, model_path, args.threads, feed)
+            result["profile"] = profile_pass(open_backend, args.threads, feed)
         result["peak_rss_mb"] = peak_rss_mb()
         result["ok"] = True
     except Exception as exc:  # reported, not raised: the host records a failed measurement
@@ -781,9 +836,9 @@ def main(argv=None):
     return result
 
 
-def profile_pass(backend_cls, model_path, threads, feed, runs=50):
+def profile_pass(open_backend, threads, feed, runs=50):
     """A separate session with the profiler on, so profiling never touches the timed runs."""
-    backend = backend_cls(model_path, threads, profile=True)
+    backend = open_backend(threads, profile=True)
     infer = backend.prepare(feed)
     for _ in range(runs):
         infer()

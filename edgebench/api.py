@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgebench.types import Artifact, EdgebenchError, Format, Precision, RunSpec
+from edgebench.types import TFLITE_KERNELS, Artifact, EdgebenchError, Format, Precision, RunSpec
 
 
 def _as_array(x) -> np.ndarray:
@@ -140,13 +140,17 @@ def measure(artifact: Artifact, bundle, device, spec: RunSpec, run_id: str):
 def bench(model, device: str = "local", runs: int = 100, warmup: int = 10, threads: int = 1,
           shapes: dict | None = None, inputs: dict | None = None, eval=None, min_time_s: float = 0.0,
           profile: bool = False, timeout_s: float = 600.0, store: str | Path | None = None,
-          devices_file: str | Path | None = None, run_id: str | None = None):
+          devices_file: str | Path | None = None, run_id: str | None = None, tflite_kernels: str = "xnnpack"):
     """Benchmark an Artifact or a model file on one device; the Record is stored and returned (ok or failed).
 
     shapes: input name -> shape for free dimensions (a leading batch dimension defaults to 1, and the record
     says so). inputs: input name -> array, number (e.g. a sample rate) or 'zeros' / 'ones' / 'random'.
     eval: (x, y) or an .npz with arrays x and y: accuracy of the deployed file on the device (classifiers).
+    tflite_kernels: xnnpack (LiteRT's default delegate), builtin (TFLite's own kernels), or auto (both probed
+    on the device, the faster kept; the record's tflite_kernels says which).
     """
+    if tflite_kernels not in TFLITE_KERNELS:
+        raise EdgebenchError(f"tflite_kernels must be one of {', '.join(TFLITE_KERNELS)}, not '{tflite_kernels}'")
     from edgebench.deploy.bundle import make_bundle
     from edgebench.devices.registry import get_device
     from edgebench.reports.store import DEFAULT_STORE, Store
@@ -164,7 +168,7 @@ def bench(model, device: str = "local", runs: int = 100, warmup: int = 10, threa
         raise EdgebenchError(f"eval labels go up to {int(np.max(y))} but the model outputs {n_out} classes: "
                              f"labels outside the model's classes cannot be scored")
     spec = RunSpec(runs=runs, warmup=warmup, threads=threads, min_time_s=min_time_s, eval=x is not None,
-                   profile=profile, timeout_s=timeout_s)
+                   profile=profile, timeout_s=timeout_s, tflite_kernels=tflite_kernels)
     with tempfile.TemporaryDirectory(prefix="edgebench-bench-") as tmp:
         bundle = make_bundle(artifact, Path(tmp) / "bundle", x, y, shapes=shapes, inputs=inputs)
         run_id = run_id or f"bench-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"

@@ -232,6 +232,9 @@ def bench(model: Path = typer.Argument(..., help="An .onnx or .tflite file (any 
                                            "NAME=zeros|ones|random (repeatable)"),
           inputs_file: Optional[Path] = typer.Option(None, "--inputs", help=".npz with one array per input name"),
           profile: bool = typer.Option(False, help="Per-operator profile (onnxruntime)"),
+          tflite_kernels: str = typer.Option("xnnpack", help="TFLite: xnnpack (LiteRT's default delegate), builtin "
+                                             "(TFLite's own kernels) or auto (both probed on the device, the faster "
+                                             "kept; the record says which)"),
           timeout: float = typer.Option(600.0, min=1.0, help="Seconds before the run is abandoned"),
           store: Path = typer.Option(DEFAULT_STORE, help="SQLite result store"),
           devices_file: Optional[Path] = typer.Option(None, "--devices", help="devices.toml (default ./devices.toml)"),
@@ -247,7 +250,7 @@ def bench(model: Path = typer.Argument(..., help="An .onnx or .tflite file (any 
             else _nothing():
         record = bench_model(model, device=device, runs=runs, warmup=warmup, threads=threads, shapes=shapes,
                              inputs=values, eval=eval_file, min_time_s=min_time, profile=profile, timeout_s=timeout,
-                             store=store, devices_file=devices_file)
+                             store=store, devices_file=devices_file, tflite_kernels=tflite_kernels)
     _warn([record])
     if as_json:
         print(json.dumps(record.summary(), default=str))

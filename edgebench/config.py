@@ -12,7 +12,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgebench.types import INT8_ACTIVATIONS, EdgebenchError, Format, Precision
+from edgebench.types import INT8_ACTIVATIONS, TFLITE_KERNELS, EdgebenchError, Format, Precision
 
 
 FORMATS = tuple(f.value for f in Format)
@@ -80,6 +80,10 @@ class BenchSpec:
     threads: int = field(default=1, metadata={"help": "runtime intra-op threads", "min": 1})
     min_time_s: float = field(default=0.0, metadata={"help": "keep measuring at least this long", "min": 0.0})
     profile: bool = field(default=False, metadata={"help": "per-operator profile (onnxruntime)"})
+    tflite_kernels: str = field(default="xnnpack", metadata={
+        "help": "TFLite: xnnpack (the runtime's default delegate), builtin (TFLite's own kernels) or auto (both "
+                "probed on the device, the faster kept; XNNPACK is many times slower on depthwise kernels above "
+                "5x5: benchmarks/tflite_dwconv.py)", "choices": TFLITE_KERNELS})
     timeout_s: float = field(default=600.0, metadata={"help": "per-measurement timeout", "gt": 0})
     devices_file: str = field(default="", metadata={"help": "devices.toml path (default ./devices.toml)"})
 

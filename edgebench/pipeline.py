@@ -262,7 +262,8 @@ def run_pipeline(cfg: RunConfig, fresh: bool = False, progress: bool = True, log
     out = cfg.out_path
     out.mkdir(parents=True, exist_ok=True)
     spec = RunSpec(runs=cfg.bench.runs, warmup=cfg.bench.warmup, threads=cfg.bench.threads,
-                   min_time_s=cfg.bench.min_time_s, profile=cfg.bench.profile, timeout_s=cfg.bench.timeout_s)
+                   min_time_s=cfg.bench.min_time_s, profile=cfg.bench.profile, timeout_s=cfg.bench.timeout_s,
+                   tflite_kernels=cfg.bench.tflite_kernels)
     with Store(cfg.store_path) as store:
         run_id, resumed = _run_id(store, cfg, fresh)
         store.begin_run(run_id, cfg.name, cfg.to_dict())

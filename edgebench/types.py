@@ -102,9 +102,13 @@ class RunSpec:
     min_time_s: float = 0.0  # keep measuring until both `runs` and this time are reached
     eval: bool = True  # run the bundled eval data, if the bundle has some
     eval_threads: int = 0  # runtime threads of the accuracy pass (0: threads); never of the timed runs
+    tflite_kernels: str = "xnnpack"  # TFLite: xnnpack (the runtime's default), builtin, or auto (probed, faster kept)
     profile: bool = False  # per-operator profile where the runtime has one
     timeout_s: float = 600.0
 
+
+# how a TFLite file runs (deploy/runner.py TFLITE_KERNELS): XNNPACK, TFLite's builtin kernels, or the faster
+TFLITE_KERNELS = ("xnnpack", "builtin", "auto")
 
 # static ONNX INT8 activation types (weights are always int8): see export/registry.py ExportOptions
 INT8_ACTIVATIONS = ("int8", "uint8")

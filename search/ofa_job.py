@@ -24,7 +24,7 @@ from edgebench.search.accuracy import AccuracyPredictor, PredictorConfig
 from edgebench.search.evolution import EvolutionConfig
 from edgebench.search.lut import LUTConfig
 from edgebench.train.ofa import OFASpec, ShrinkConfig
-from edgebench.types import INT8_ACTIVATIONS, Artifact, EdgebenchError, Format, Precision, Provenance, RunSpec
+from edgebench.types import INT8_ACTIVATIONS, TFLITE_KERNELS, Artifact, EdgebenchError, Format, Precision, Provenance, RunSpec
 
 TOP_LEVEL = {"job", "name", "out_dir", "store", "data", "model", "train", "predictor", "lut", "search", "export",
              "bench"}
@@ -81,6 +81,10 @@ class BenchConfig:
     eval_threads: int = field(default=0, metadata={
         "help": "runtime threads of the accuracy pass on a device that is not emulated (0: threads); the timed "
                 "runs keep threads", "min": 0})
+    tflite_kernels: str = field(default="xnnpack", metadata={
+        "help": "TFLite: xnnpack (the runtime's default delegate), builtin (TFLite's own kernels) or auto (both "
+                "probed on the device, the faster kept; XNNPACK is many times slower on depthwise kernels above "
+                "5x5: benchmarks/tflite_dwconv.py)", "choices": TFLITE_KERNELS})
     validate_images: int = field(default=1000, metadata={
         "help": "test images every export is checked against PyTorch on (atol, INT8 top-1 agreement; 0: the "
                 "eval images); accuracy on the device still uses eval_images", "min": 0})
@@ -370,7 +374,7 @@ def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log
     space = OFASpace(job.model)
     evo = EvolutionConfig(population=job.search.population, generations=job.search.generations, seed=job.search.seed)
     spec = RunSpec(runs=job.bench.runs, warmup=job.bench.warmup, threads=job.bench.threads,
-                   timeout_s=job.bench.timeout_s)
+                   timeout_s=job.bench.timeout_s, tflite_kernels=job.bench.tflite_kernels)
     lut_cfg = dataclasses.replace(job.lut, threads=job.bench.threads)
     pages: dict = {}
     exports = _Exports(job, net, ds)

@@ -151,3 +151,29 @@ def test_each_tflite_artifact_runs_on_the_local_device(which, request, trained_c
     assert len(m.samples_ns) >= 20 and min(m.samples_ns) > 0
     assert m.n_eval == 450 and m.accuracy is not None
     assert abs(m.accuracy - trained_cnn.metrics["test_accuracy"]) <= 0.02
+
+
+def test_tflite_kernels_builtin_or_auto_run_the_same_file_and_say_which(int8, trained_cnn, tmp_path):
+    """XNNPACK (LiteRT's default), TFLite's builtin kernels, or auto: both probed on the device and the faster
+    kept. The record says which kernels ran, and auto's probe medians; accuracy holds on every path."""
+    from edgebench.devices.protocol import runner_args
+
+    bundle = make_bundle(int8, tmp_path / "bundle", trained_cnn.dataset.x_test, trained_cnn.dataset.y_test)
+    got = {}
+    for kernels in ("xnnpack", "builtin", "auto"):
+        m = LocalDevice().run(bundle, RunSpec(runs=10, warmup=1, tflite_kernels=kernels))
+        assert m.ok, m.error
+        assert abs(m.accuracy - trained_cnn.metrics["test_accuracy"]) <= 0.02
+        got[kernels] = m.extra
+    assert got["xnnpack"]["tflite_kernels"] == "xnnpack" and "tflite_kernels_probe_ms" not in got["xnnpack"]
+    assert got["builtin"]["tflite_kernels"] == "builtin"
+    probe = got["auto"]["tflite_kernels_probe_ms"]
+    assert set(probe) == {"xnnpack", "builtin"} and all(v > 0 for v in probe.values())
+    assert got["auto"]["tflite_kernels"] == min(probe, key=probe.get)
+    assert runner_args(RunSpec(tflite_kernels="auto"))[-2:] == ["--tflite-kernels", "auto"]
+    assert "--tflite-kernels" not in runner_args(RunSpec())
+    builtin = TfliteBackend(str(int8.path), threads=1, kernels="builtin")
+    step = builtin.out["quantization"][0]  # the kernels may round differently: one output step at most
+    diff = builtin.predict(trained_cnn.dataset.x_test[:50]) - TfliteBackend(str(int8.path), 1).predict(
+        trained_cnn.dataset.x_test[:50])
+    assert step > 0 and np.abs(diff).max() <= step * 1.001
