@@ -177,3 +177,12 @@ def test_tflite_kernels_builtin_or_auto_run_the_same_file_and_say_which(int8, tr
     diff = builtin.predict(trained_cnn.dataset.x_test[:50]) - TfliteBackend(str(int8.path), 1).predict(
         trained_cnn.dataset.x_test[:50])
     assert step > 0 and np.abs(diff).max() <= step * 1.001
+
+
+def test_run_tflite_on_many_samples_probes_the_kernels_and_keeps_the_numbers(int8, trained_cnn):
+    """Host-side validation runs 50+ chunks on the builtin kernels where those are clearly faster; either
+    way its outputs stay within one output quantization step of the runner's XNNPACK session."""
+    x = trained_cnn.dataset.x_test[:120]
+    runner = TfliteBackend(str(int8.path), threads=1)
+    diff = run_tflite(int8.path, x) - runner.predict(x)
+    assert np.abs(diff).max() <= runner.out["quantization"][0] * 1.001
