@@ -170,6 +170,11 @@ def test_tflite_kernels_builtin_or_auto_run_the_same_file_and_say_which(int8, tr
     probe = got["auto"]["tflite_kernels_probe_ms"]
     assert set(probe) == {"xnnpack", "builtin"} and all(v > 0 for v in probe.values())
     assert got["auto"]["tflite_kernels"] == min(probe, key=probe.get)
+    # the builtin kernels keep the timed runs' threads for the accuracy pass (13x slower on 2 threads)
+    m = LocalDevice().run(bundle, RunSpec(runs=5, warmup=1, tflite_kernels="builtin", eval_threads=2))
+    assert m.ok and m.n_eval == 450 and "eval_threads" not in m.extra
+    m = LocalDevice().run(bundle, RunSpec(runs=5, warmup=1, tflite_kernels="xnnpack", eval_threads=2))
+    assert m.ok and m.extra["eval_threads"] == 2
     assert runner_args(RunSpec(tflite_kernels="auto"))[-2:] == ["--tflite-kernels", "auto"]
     assert "--tflite-kernels" not in runner_args(RunSpec())
     builtin = TfliteBackend(str(int8.path), threads=1, kernels="builtin")
