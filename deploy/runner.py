@@ -388,29 +388,29 @@ def timed_callable(backend, feed, stream, bundle):
     return one_step if stream.get("mode", "step") == "step" else one_window
 
 
-def probe_tflite_kernels(open_backend, threads, feed, stream, bundle, runs):
-    """Open the file with XNNPACK and with TFLite's builtin kernels, time both alternately (a few runs each:
-    min(runs, 10), at least 3) and keep the faster: (backend, its load ns, its first inference ns,
-    {kernels: probe median ms}).
-    XNNPACK can be many times slower (depthwise kernels above 5x5, measured: benchmarks/tflite_dwconv.py)
-    or faster (most other models)."""
-    opened, times = {}, {}
-    for kernels in ("xnnpack", "builtin"):
-        t0 = time.perf_counter_ns()
-        try:
-            b = open_backend(threads, kernels=kernels)
-        except Exception:  # an old runtime without the option: XNNPACK it is
-            continue
+def probe_tflite_kernels(xnnpack, open_backend, threads, feed, stream, bundle, runs):
+    """`xnnpack` (the file open with XNNPACK) against the same file on TFLite's builtin kernels, timed
+    alternately (a few runs each: min(runs, 10), at least 3), the faster kept: (backend, its first inference
+    ns, its load ns or None for `xnnpack`'s, {kernels: probe median ms}). XNNPACK can be many times slower
+    (depthwise kernels above 5x5, measured: benchmarks/tflite_dwconv.py) or faster (most other models)."""
+    infer = timed_callable(xnnpack, feed, stream, bundle)
+    opened = {"xnnpack": (xnnpack, None, timed(infer), infer)}  # the first inference (delegate set-up) apart
+    t0 = time.perf_counter_ns()
+    try:
+        b = open_backend(threads, kernels="builtin")
+    except Exception:  # a runtime without the option: XNNPACK it is
+        b = None
+    if b is not None:
         load = time.perf_counter_ns() - t0
         infer = timed_callable(b, feed, stream, bundle)
-        opened[kernels] = (b, load, timed(infer), infer)  # the first inference (delegate set-up) apart
-        times[kernels] = []
+        opened["builtin"] = (b, load, timed(infer), infer)
+    times = dict((k, []) for k in opened)
     for _ in range(max(3, min(int(runs), 10))):
         for kernels, (_b, _load, _first, infer) in opened.items():
             times[kernels].append(timed(infer))
     medians = dict((k, sorted(v)[len(v) // 2] / 1e6) for k, v in times.items())
     best = min(medians, key=medians.get)
-    return opened[best][0], opened[best][1], opened[best][2], medians
+    return opened[best][0], opened[best][2], opened[best][1], medians
 
 
 # ---------------------------------------------------------------- measuring
@@ -759,27 +759,28 @@ def main(argv=None):
             return backend_cls(model_path, threads, **(dict({"kernels": kernels}, **kw) if tflite else kw))
 
         t0 = time.perf_counter_ns()
-        backend = open_backend(args.threads) if kernels != "auto" else None
+        backend = open_backend(args.threads, **({"kernels": "xnnpack"} if kernels == "auto" else {}))
         load_ns = time.perf_counter_ns() - t0
+        result["runtime"] = backend.name
+        result["runtime_version"] = backend.version
         result["threads"] = args.threads
 
         # The host resolved every input (shapes, dtypes, values) and wrote the exact arrays: nothing is
         # guessed here, and what was fed is what the record says was fed.
+        specs = backend.input_specs()
         with np.load(os.path.join(args.bundle, manifest["feeds_file"])) as data:
             feed = {name: np.array(data[name], order="C") for name in data.files}
-        first_ns = None
-        if kernels == "auto":  # the faster of XNNPACK and the builtin kernels on this device, probed here
-            backend, load_ns, first_ns, result["tflite_kernels_probe_ms"] = probe_tflite_kernels(
-                open_backend, args.threads, feed, manifest.get("stream"), args.bundle, args.runs)
-            kernels = backend.kernels
-        if tflite:
-            result["tflite_kernels"] = kernels
-        result["runtime"] = backend.name
-        result["runtime_version"] = backend.version
-        specs = backend.input_specs()
         missing = [n for n, _, _ in specs if n not in feed]
         if missing:
             raise ValueError("no value for model input(s) %s in the bundle" % ", ".join(missing))
+        first_ns = None
+        if kernels == "auto":  # the faster of XNNPACK and the builtin kernels on this device, probed here
+            backend, first_ns, load, result["tflite_kernels_probe_ms"] = probe_tflite_kernels(
+                backend, open_backend, args.threads, feed, manifest.get("stream"), args.bundle, args.runs)
+            load_ns = load if load is not None else load_ns
+            kernels = backend.kernels
+        if tflite:
+            result["tflite_kernels"] = kernels
         sources = dict((f["name"], f.get("source", "")) for f in manifest.get("feeds", []))
         result["inputs_fed"] = [{"name": n, "shape": list(feed[n].shape), "dtype": feed[n].dtype.name,
                                  "source": sources.get(n, "")} for n, _, _ in specs]

@@ -175,6 +175,9 @@ def test_tflite_kernels_builtin_or_auto_run_the_same_file_and_say_which(int8, tr
     assert m.ok and m.n_eval == 450 and "eval_threads" not in m.extra
     m = LocalDevice().run(bundle, RunSpec(runs=5, warmup=1, tflite_kernels="xnnpack", eval_threads=2))
     assert m.ok and m.extra["eval_threads"] == 2
+    (bundle.path / "model.tflite").write_bytes(b"not a flatbuffer" * 64)  # auto on a broken file: its error
+    m = LocalDevice().run(bundle, RunSpec(runs=5, warmup=1, tflite_kernels="auto"))
+    assert not m.ok and "runner error" in m.error and "min()" not in m.error
     assert runner_args(RunSpec(tflite_kernels="auto"))[-2:] == ["--tflite-kernels", "auto"]
     assert "--tflite-kernels" not in runner_args(RunSpec())
     builtin = TfliteBackend(str(int8.path), threads=1, kernels="builtin")
