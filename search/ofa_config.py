@@ -50,6 +50,9 @@ class ExportConfig:
     precisions: tuple = field(default=("fp32",), metadata={"help": "fp32, int8, int8-dynamic"})
     opset: int = field(default=17, metadata={"help": "ONNX opset"})
     atol: float = field(default=1e-4, metadata={"help": "fp32 tolerance against PyTorch", "gt": 0.0})
+    min_agreement: float = field(default=0.0, metadata={
+        "help": "top-1 agreement with PyTorch an INT8 file must reach on the validation images (0: the format's "
+                "default, 0.98 TFLite, 0.97 ONNX)", "min": 0.0, "max": 1.0})
     int8_activations: str = field(default="int8", metadata={
         "help": "static ONNX INT8 activations: int8 (best on ARM) or uint8 (onnxruntime on x86 fuses every Conv)",
         "choices": INT8_ACTIVATIONS})

@@ -106,7 +106,8 @@ def latency_range(space, table) -> tuple[float, float]:
 
 def export_subnet(supernet, arch: dict, dataset, fmt: Format, precision: Precision, out_dir: Path, name: str,
                   calib_images: int = 2000, opset: int = 17, atol: float = 1e-4, eval_limit: int = 0,
-                  fp32_onnx=None, fp32_tflite=None, validate_limit: int = 0, int8_activations: str = "int8"):
+                  fp32_onnx=None, fp32_tflite=None, validate_limit: int = 0, int8_activations: str = "int8",
+                  min_agreement: float = 0.0):
     """Extract, recalibrate BN on training images, export, validated against PyTorch on the first
     validate_limit test images (0: the eval_limit ones): (Artifact, Trained with the eval_limit test images)."""
     from edgebench.pipeline import export_artifact
@@ -120,7 +121,7 @@ def export_subnet(supernet, arch: dict, dataset, fmt: Format, precision: Precisi
             trained.dataset, x_test=trained.dataset.x_test[:validate_limit],
             y_test=trained.dataset.y_test[:validate_limit]))
     artifact = export_artifact(checked, fmt, precision, Path(out_dir), opset, atol, fp32_onnx, fp32_tflite,
-                               int8_activations=int8_activations)
+                               min_agreement=min_agreement, int8_activations=int8_activations)
     artifact.extra.update({"arch": arch, "bn_recalibration_images": int(min(calib_images, len(dataset.x_train))),
                            "validation_images": int(len(checked.dataset.x_test))})
     return artifact, trained
@@ -219,7 +220,7 @@ class _Exports:
                     self.job.train.bn_calib_images, self.job.export.opset, self.job.export.atol,
                     self.job.bench.eval_images,
                     self._fp32(key[0], "onnx"), self._fp32(key[0], "tflite"), self.job.bench.validate_images,
-                    self.job.export.int8_activations)
+                    self.job.export.int8_activations, self.job.export.min_agreement)
             except ExportError as exc:
                 self.done[key] = (exc, None)
         a, trained = self.done[key]

@@ -127,6 +127,12 @@ def test_config_typos_are_errors_before_any_work(tmp_path):
         parse(dict(TINY, search={"budgets": [1.5]}), tmp_path / "c.toml")
     with pytest.raises(EdgebenchError, match="unknown format"):
         parse(dict(TINY, export={"formats": ["tf"]}), tmp_path / "c.toml")
+    with pytest.raises(EdgebenchError, match="min_agreement"):
+        parse(dict(TINY, export={"min_agreement": 1.5}), tmp_path / "c.toml")
+    with pytest.raises(EdgebenchError, match="tflite_kernels"):
+        parse(dict(TINY, bench={"tflite_kernels": "fastest"}), tmp_path / "c.toml")
+    job = parse(dict(TINY, export={"min_agreement": 0.97}, bench={"tflite_kernels": "auto"}), tmp_path / "c.toml")
+    assert job.export.min_agreement == 0.97 and job.bench.tflite_kernels == "auto"
 
 
 def test_an_emulated_pick_is_compared_by_instructions_never_by_emulated_wall_time():
