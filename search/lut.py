@@ -6,16 +6,18 @@ plus the stem (`Conv-...`), the final expansion (`Conv_1-...`), the pooling (`Av
 classifier (`Logits-...`) and an empty model (`Identity-...`). Each is exported alone as a tiny ONNX file
 (the same exporter and opset as a deployed subnet) and timed on the device: all models of a chunk in one
 runner process (search/lut_runner.py, which loads them with the deployed runner's own session settings),
-measured in interleaved rounds; the whole subnets the overhead is fitted on run in the last chunk's process. The table is saved in OFA's YAML form, `key: {count, mean, var}` (ms,
-ms^2), with p50, parameter count and, on an emulated device, guest instructions per inference, plus
-`_meta` (device, facts, runtime and version, provenance, settings) and `_fit`.
+measured in interleaved rounds; the whole subnets the overhead is fitted on run in the last chunk's process.
+The table is saved in OFA's YAML form, `key: {count, mean, var}` (ms, ms^2), with p50, parameter count and,
+on an emulated device, guest instructions per inference, plus `_meta` (device, facts, runtime and version,
+provenance, settings) and `_fit`.
 
 Prediction (provenance `predicted`):
   latency_ms = sum of the entries' p50 + c + w * weight_MB + v * n_entries
   c, w and v are fitted by least squares of the relative error on whole subnets measured in the same
-  runner process as the last keys (`_fit` says which and how many). A block timed alone keeps its weights in cache while a whole net streams them, so a
-  plain sum runs low by an amount that grows with the weight size (w); every entry's p50 includes one
-  runtime call that a whole net makes once (v, negative); c is the per-inference rest.
+  runner process as the last keys (`_fit` says which and how many). A block timed alone keeps its
+  weights in cache while a whole net streams them, so a plain sum runs low by an amount that grows with
+  the weight size (w); every entry's p50 includes one runtime call that a whole net makes once (v,
+  negative); c is the per-inference rest.
   instructions = sum of the blocks' instructions - (n_blocks - 1) * instructions of the empty model
   (each block's count includes one runtime call; a whole net makes one); no fitting.
 
