@@ -657,6 +657,36 @@ def run_eval(backend, arrays, feed, batch_size):
     return preds
 
 
+def sharded_eval(backend, open_backend, shards, arrays, feed, batch_size):
+    """run_eval split in `shards` contiguous parts (whole batches), each on its own session of the file (the
+    first on `backend`, the others from open_backend()) in its own thread: both runtimes release the GIL while
+    they infer. Predictions keep the eval data's order."""
+    n = next(iter(arrays.values())).shape[0]
+    batches = (n + batch_size - 1) // batch_size
+    shards = max(1, min(int(shards), batches))
+    if shards == 1:
+        return run_eval(backend, arrays, feed, batch_size)
+    bounds = [min(n, (batches * i // shards) * batch_size) for i in range(shards + 1)]
+    backends = [backend] + [open_backend() for _ in range(shards - 1)]
+    results, errors = [None] * shards, []
+
+    def work(i):
+        try:
+            part = dict((k, v[bounds[i]:bounds[i + 1]]) for k, v in arrays.items())
+            results[i] = run_eval(backends[i], part, feed, batch_size)
+        except Exception as exc:  # raised below, in the main thread
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(shards)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    if errors:
+        raise errors[0]
+    return [p for part in results for p in part]
+
+
 def peak_rss_mb():
     """Peak resident set size of this process in MiB.
 
@@ -820,14 +850,22 @@ def main(argv=None):
                     windows = data["x"]
                 result["predictions"] = stream_eval(backend, feed, stream, windows, eval_batch, fixed_batch)
             else:
-                eval_backend = backend
-                # TFLite's builtin kernels on 2 threads ran the accuracy pass 13x slower than on 1 (OFA
-                # INT8 subnet, 2 quiet cores, measured): they keep the timed runs' threads
-                if args.eval_threads and args.eval_threads != args.threads and kernels != "builtin":
-                    # the same file in a second session: only the accuracy pass, which has no clock, uses it
-                    eval_backend = open_backend(args.eval_threads)
-                    result["eval_threads"] = args.eval_threads
-                result["predictions"] = run_eval(eval_backend, arrays, feed, eval_batch)
+                # The accuracy pass has no clock. More threads than the timed runs' go into more sessions of
+                # the same file, each on the timed thread count, over contiguous parts of the eval data: a small
+                # model barely speeds up on more intra-op threads (TFLite's builtin INT8 kernels ran 8x
+                # slower on 2 than on 1), while 2 sessions on 1 thread each ran 1.9-2.0x faster (OFA subnet,
+                # TFLite fp32 and INT8, measured here). Fewer threads: one session on them.
+                eval_threads = args.eval_threads or args.threads
+                if eval_threads >= 2 * args.threads:
+                    shards = eval_threads // args.threads
+                    result["predictions"] = sharded_eval(backend, lambda: open_backend(args.threads), shards,
+                                                         arrays, feed, eval_batch)
+                    result["eval_threads"], result["eval_sessions"] = shards * args.threads, shards
+                elif eval_threads != args.threads:
+                    result["predictions"] = run_eval(open_backend(eval_threads), arrays, feed, eval_batch)
+                    result["eval_threads"], result["eval_sessions"] = eval_threads, 1
+                else:
+                    result["predictions"] = run_eval(backend, arrays, feed, eval_batch)
             result["n_eval"] = len(result["predictions"])
         if args.profile:
             result["profile"] = profile_pass(open_backend, args.threads, feed)

@@ -104,7 +104,7 @@ def measurement_from_output(
         extra={"batch": doc.get("batch", 1),
                **({"energy_counter": doc["energy_counter"]} if doc.get("energy_counter") else {}),
                **({"energy_unavailable": doc["energy_unavailable"]} if doc.get("energy_unavailable") else {}),
-               **({"eval_threads": doc["eval_threads"]} if doc.get("eval_threads") else {}),
+               **({k: doc[k] for k in ("eval_threads", "eval_sessions") if doc.get(k)}),
                **({k: doc[k] for k in ("tflite_kernels", "tflite_kernels_probe_ms") if doc.get(k)})},
         inputs_fed=list(doc.get("inputs_fed") or []),
     )

@@ -226,7 +226,8 @@ class Record:
                     "energy_mj_per_inference", "energy_provenance", "energy_source", "energy_window_s",
                     "energy_mean_power_w", "energy_power_samples", "energy_unavailable",
                     "synops_energy_mj_per_sample", "synops_energy_source", "dense_mac_energy_mj_per_sample",
-                    "farm", "tflite_kernels", "tflite_kernels_probe_ms", "eval_threads"):
+                    "farm", "tflite_kernels", "tflite_kernels_probe_ms", "eval_threads",
+                    "eval_sessions"):
             if key in self.extra:
                 out[key] = self.extra[key]
         return out

@@ -56,6 +56,9 @@ class ExportConfig:
     int8_activations: str = field(default="int8", metadata={
         "help": "static ONNX INT8 activations: int8 (best on ARM) or uint8 (onnxruntime on x86 fuses every Conv)",
         "choices": INT8_ACTIVATIONS})
+    calib_images: int = field(default=500, metadata={
+        "help": "static INT8 calibration images from the training split at the subnet's resolution (TFLite "
+                "calibrates on all of them, ONNX on the first 300)", "min": 16})
 
 
 @dataclass(frozen=True)

@@ -104,17 +104,26 @@ def latency_range(space, table) -> tuple[float, float]:
     return table.predict_ms(spec.smallest()), table.predict_ms(spec.largest())
 
 
-def export_subnet(supernet, arch: dict, dataset, fmt: Format, precision: Precision, out_dir: Path, name: str,
-                  calib_images: int = 2000, opset: int = 17, atol: float = 1e-4, eval_limit: int = 0,
-                  fp32_onnx=None, fp32_tflite=None, validate_limit: int = 0, int8_activations: str = "int8",
-                  min_agreement: float = 0.0):
-    """Extract, recalibrate BN on training images, export, validated against PyTorch on the first
-    validate_limit test images (0: the eval_limit ones): (Artifact, Trained with the eval_limit test images)."""
-    from edgebench.pipeline import export_artifact
+def deployable_subnet(supernet, arch: dict, dataset, name: str, calib_images: int = 2000, eval_limit: int = 0,
+                      int8_calib_images: int = 2000):
+    """Extract `arch`, recalibrate its BN on the first calib_images training images: a Trained whose dataset
+    is resized to the subnet's resolution (test split cut to eval_limit images, 0: all; the training split to
+    the int8_calib_images that static INT8 calibrates on)."""
     from edgebench.train.ofa import extract_subnet, subnet_trained
 
     sub = extract_subnet(supernet, arch, dataset.x_train[:calib_images])
-    trained = subnet_trained(sub, dataset, name, eval_limit=eval_limit)
+    trained = subnet_trained(sub, dataset, name, eval_limit=eval_limit, train_images=int8_calib_images)
+    trained.config["bn_recalibration_images"] = int(min(calib_images, len(dataset.x_train)))
+    return trained
+
+
+def export_deployable(trained, fmt: Format, precision: Precision, out_dir: Path, opset: int = 17,
+                      atol: float = 1e-4, fp32_onnx=None, fp32_tflite=None, validate_limit: int = 0,
+                      int8_activations: str = "int8", min_agreement: float = 0.0):
+    """Export a deployable_subnet, validated against PyTorch on the first validate_limit test images (0: all
+    of its test split)."""
+    from edgebench.pipeline import export_artifact
+
     checked = trained
     if validate_limit and validate_limit < len(trained.dataset.x_test):
         checked = dataclasses.replace(trained, dataset=dataclasses.replace(
@@ -122,9 +131,19 @@ def export_subnet(supernet, arch: dict, dataset, fmt: Format, precision: Precisi
             y_test=trained.dataset.y_test[:validate_limit]))
     artifact = export_artifact(checked, fmt, precision, Path(out_dir), opset, atol, fp32_onnx, fp32_tflite,
                                min_agreement=min_agreement, int8_activations=int8_activations)
-    artifact.extra.update({"arch": arch, "bn_recalibration_images": int(min(calib_images, len(dataset.x_train))),
+    artifact.extra.update({"arch": trained.config["arch"],
+                           "bn_recalibration_images": trained.config.get("bn_recalibration_images"),
                            "validation_images": int(len(checked.dataset.x_test))})
-    return artifact, trained
+    return artifact
+
+
+def export_subnet(supernet, arch: dict, dataset, fmt: Format, precision: Precision, out_dir: Path, name: str,
+                  calib_images: int = 2000, opset: int = 17, atol: float = 1e-4, eval_limit: int = 0,
+                  validate_limit: int = 0, int8_activations: str = "int8", min_agreement: float = 0.0):
+    """deployable_subnet + export_deployable: (Artifact, Trained with the eval_limit test images)."""
+    trained = deployable_subnet(supernet, arch, dataset, name, calib_images, eval_limit)
+    return export_deployable(trained, fmt, precision, out_dir, opset, atol, validate_limit=validate_limit,
+                             int8_activations=int8_activations, min_agreement=min_agreement), trained
 
 
 # ============================================================ the job
@@ -196,34 +215,40 @@ def _measured_point(rec, table) -> dict:
 
 
 class _Exports:
-    """Every subnet exported once per format and precision (named by the first deployment that asks),
-    checked against PyTorch on the first [bench] validate_images test images and benchmarked on every device
-    that deploys it with them (an emulated device: the first emulated_eval_images). INT8 files are quantized from
-    the same subnet's fp32 file. A failed export is remembered and raised again for the next device."""
+    """Every subnet extracted (BN recalibrated) once, and exported once per format and precision (named by the
+    first deployment that asks), checked against PyTorch on the first [bench] validate_images test images and
+    benchmarked on every device that deploys it with them (an emulated device: the first emulated_eval_images).
+    INT8 files are quantized from the same subnet's fp32 file. A failed export is remembered and raised again for
+    the next device."""
 
     def __init__(self, job: OFAJob, net, ds):
         self.job, self.net, self.ds = job, net, ds
         self.done: dict = {}
+        self.subnets: dict = {}
 
     def _fp32(self, arch_key: str, fmt: str):
-        a = self.done.get((arch_key, fmt, "fp32"), (None,))[0]
+        a = self.done.get((arch_key, fmt, "fp32"))
         return a if isinstance(a, Artifact) else None
 
     def get(self, arch: dict, fmt: str, prec: str, name: str):
         from edgebench.export.errors import ExportError
 
-        key = (json.dumps(arch, sort_keys=True), fmt, prec)
+        arch_key = json.dumps(arch, sort_keys=True)
+        key = (arch_key, fmt, prec)
+        if arch_key not in self.subnets:
+            self.subnets[arch_key] = deployable_subnet(self.net, arch, self.ds, name, self.job.train.bn_calib_images,
+                                                       self.job.bench.eval_images, self.job.export.calib_images)
+        trained = self.subnets[arch_key]
         if key not in self.done:
+            ex = self.job.export
             try:
-                self.done[key] = export_subnet(
-                    self.net, arch, self.ds, Format(fmt), Precision(prec), self.job.out / "artifacts", name,
-                    self.job.train.bn_calib_images, self.job.export.opset, self.job.export.atol,
-                    self.job.bench.eval_images,
-                    self._fp32(key[0], "onnx"), self._fp32(key[0], "tflite"), self.job.bench.validate_images,
-                    self.job.export.int8_activations, self.job.export.min_agreement)
+                self.done[key] = export_deployable(
+                    trained, Format(fmt), Precision(prec), self.job.out / "artifacts", ex.opset, ex.atol,
+                    self._fp32(arch_key, "onnx"), self._fp32(arch_key, "tflite"), self.job.bench.validate_images,
+                    ex.int8_activations, ex.min_agreement)
             except ExportError as exc:
-                self.done[key] = (exc, None)
-        a, trained = self.done[key]
+                self.done[key] = exc
+        a = self.done[key]
         if isinstance(a, ExportError):
             raise a
         return a, trained

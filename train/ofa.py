@@ -214,6 +214,19 @@ class SubNet(nn.Module):
             x = b(x)
         return self.classifier(self.pool(self.head(x)))
 
+    def export_module(self) -> "SubNet":
+        """The exported twin (export/onnx.py export_view): every BatchNorm folded into the convolution before it,
+        as both runtimes do when they load the file. Half the traced nodes: TFLite conversion takes half the time."""
+        from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+        twin = copy.deepcopy(self).eval()
+        for m in twin.modules():
+            if isinstance(m, (Stem, Head)):
+                m.conv, m.bn = fuse_conv_bn_eval(m.conv, m.bn), nn.Identity()
+            elif isinstance(m, nn.Sequential) and isinstance(m[0], nn.Conv2d) and isinstance(m[1], nn.BatchNorm2d):
+                m[0], m[1] = fuse_conv_bn_eval(m[0], m[1]), nn.Identity()
+        return twin
+
 
 # ====================================================================== dynamic (elastic) modules
 def _bn(x, bn: nn.BatchNorm2d, c: int):
@@ -621,9 +634,11 @@ def load_supernet(path) -> tuple[OFASupernet, dict]:
     return net, ckpt
 
 
-def subnet_trained(sub: SubNet, dataset, name: str, metrics: dict | None = None, eval_limit: int = 0):
+def subnet_trained(sub: SubNet, dataset, name: str, metrics: dict | None = None, eval_limit: int = 0,
+                   train_images: int = 2000):
     """A Trained for the export stage: the subnetwork plus the dataset resized to its resolution (the
-    deployed model takes r x r images; the bundle's eval data is the test split at r)."""
+    deployed model takes r x r images; the bundle's eval data is the test split at r; the first train_images
+    training images, INT8 calibration's)."""
     import dataclasses
 
     from edgebench.train.base import Trained
@@ -633,8 +648,8 @@ def subnet_trained(sub: SubNet, dataset, name: str, metrics: dict | None = None,
     if eval_limit:
         x_te, y_te = x_te[:eval_limit], y_te[:eval_limit]
     ds = dataclasses.replace(
-        dataset, x_train=resize_np(dataset.x_train[:2000], r), x_test=resize_np(x_te, r), y_test=y_te,
-        y_train=dataset.y_train[:2000],
+        dataset, x_train=resize_np(dataset.x_train[:train_images], r), x_test=resize_np(x_te, r), y_test=y_te,
+        y_train=dataset.y_train[:train_images],
         preprocessing=f"{dataset.preprocessing}; resized to {r} x {r} (bilinear, antialiased)")
     return Trained(name=name, kind="ofa-subnet", module=sub, dataset=ds,
                    config={"arch": sub.arch, "dataset": dataset.name}, metrics=dict(metrics or {}))

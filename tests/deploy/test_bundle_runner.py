@@ -61,6 +61,7 @@ def test_the_accuracy_pass_on_more_threads_predicts_the_same_and_says_so(cnn_bun
         docs.append(parse_result(out.stdout))
     assert docs[0]["predictions"] == docs[1]["predictions"] and len(docs[1]["predictions"]) == 450
     assert "eval_threads" not in docs[0] and docs[1]["eval_threads"] == 2 and docs[1]["threads"] == 1
+    assert docs[1]["eval_sessions"] == 2  # two sessions on the timed runs' one thread, half the data each
     assert runner_args(RunSpec(threads=1, eval_threads=2))[-2:] == ["--eval-threads", "2"]
     assert "--eval-threads" not in runner_args(RunSpec(threads=2, eval_threads=2))
     assert "--eval-threads" not in runner_args(RunSpec(threads=1, eval_threads=2, eval=False))

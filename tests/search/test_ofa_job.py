@@ -163,25 +163,31 @@ def test_a_subnet_deployed_on_several_devices_is_exported_once(done, monkeypatch
     from edgebench.train.ofa import load_supernet
 
     root, _ = done
-    job = ofa_job.parse(dict(TINY, out_dir=str(root / "out_exports")), root / "ofa_tiny.toml")
+    job = ofa_job.parse(dict(TINY, out_dir=str(root / "out_exports"), export={"calib_images": 64}),
+                        root / "ofa_tiny.toml")
     net, _ = load_supernet(root / "out" / "supernet.pt")
     ds, _, _ = ofa_job.load_data({"train_limit": 600, "val_size": 300, "test_limit": 200})
     exports = ofa_job._Exports(job, net, ds)
-    calls = []
-    real = ofa_job.export_subnet
-    monkeypatch.setattr(ofa_job, "export_subnet", lambda *a, **k: calls.append(a[3:5]) or real(*a, **k))
+    calls, extracted = [], []
+    real, real_sub = ofa_job.export_deployable, ofa_job.deployable_subnet
+    monkeypatch.setattr(ofa_job, "export_deployable", lambda *a, **k: calls.append(a[1:3]) or real(*a, **k))
+    monkeypatch.setattr(ofa_job, "deployable_subnet", lambda *a, **k: extracted.append(a[1]) or real_sub(*a, **k))
     arch = job.model.largest()
     first, trained = exports.get(arch, "onnx", "fp32", "ofa-largest")
     again, _ = exports.get(dict(arch), "onnx", "fp32", "ofa-other-name")
     assert again is first and len(calls) == 1
     assert first.path.name == "ofa-largest-onnx-fp32.onnx" and len(trained.dataset.x_test) == 200
+    assert first.extra["bn_recalibration_images"] == job.train.bn_calib_images
+    assert len(trained.dataset.x_train) == 64  # [export] calib_images: what static INT8 calibrates on
     assert list((root / "out_exports" / "artifacts").iterdir()) == [first.path]
+    tfl, trained_again = exports.get(arch, "tflite", "fp32", "ofa-largest")  # the same extracted subnet
+    assert trained_again is trained and extracted == [arch] and tfl.path.name == "ofa-largest-tflite-fp32.tflite"
 
     def broken(*a, **k):
         calls.append("broken")
         raise ExportError("quantization failed")
 
-    monkeypatch.setattr(ofa_job, "export_subnet", broken)
+    monkeypatch.setattr(ofa_job, "export_deployable", broken)
     for _ in range(2):
         with pytest.raises(ExportError, match="quantization failed"):
             exports.get(arch, "onnx", "int8", "ofa-largest")

@@ -54,6 +54,21 @@ def test_active_subnet_is_a_standalone_copy_with_the_same_outputs():
             net.blocks[0].dw.weight.sub_(1.0)
 
 
+def test_the_exported_twin_folds_every_batchnorm_and_computes_the_same():
+    net = _scrambled()
+    x = torch.randn(4, 1, 16, 16)
+    for arch in (TINY.largest(), TINY.smallest()):
+        net.set_arch(arch)
+        sub = net.get_active_subnet(arch["r"]).eval()
+        twin = sub.export_module()
+        xr = resize(x, arch["r"])
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in twin.modules())
+        n_conv = sum(isinstance(m, torch.nn.Conv2d) for m in sub.modules())
+        assert sum(isinstance(m, torch.nn.Conv2d) for m in twin.modules()) == n_conv
+        assert torch.allclose(twin(xr), sub(xr), atol=1e-5)
+        assert any(isinstance(m, torch.nn.BatchNorm2d) for m in sub.modules())  # the original is untouched
+
+
 def test_smaller_kernels_are_transformed_centres_of_the_largest():
     net = OFASupernet(TINY)
     block = net.blocks[0]
