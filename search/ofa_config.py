@@ -83,6 +83,12 @@ class BenchConfig:
                 "eval images); accuracy on the device still uses eval_images", "min": 0})
     emulated_eval_images: int = field(default=500, metadata={
         "help": "test images bundled for an emulated device (qemu runs them 100x slower)", "min": 0})
+    emulated_runs: int = field(default=5, metadata={
+        "help": "measured inferences on an emulated device: its counted instructions are exact after one (the "
+                "device's own cap, max_runs, still applies); the wall time under qemu is no latency", "min": 1})
+    emulated_parallel: int = field(default=2, metadata={
+        "help": "measurements on an emulated device run at once, beside the next exports (its counted "
+                "instructions do not depend on the load); any other device measures alone", "min": 1})
 
 
 @dataclass(frozen=True)

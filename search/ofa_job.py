@@ -254,6 +254,47 @@ class _Exports:
         return a, trained
 
 
+class _Benches:
+    """The device measurements of one device, recorded in the order they were asked for. On an emulated device
+    up to `parallel` run in background threads while the next exports are made: its counted instructions do not
+    depend on the load, and its wall time under qemu is never a latency. Any other device measures alone."""
+
+    def __init__(self, store, run_id: str, device, parallel: int, log):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.store, self.run_id, self.device, self.log = store, run_id, device, log
+        self.pool = ThreadPoolExecutor(max_workers=parallel) if parallel > 1 else None
+        self.pending: list = []
+
+    def submit(self, artifact, budget, key: str, table, fn, *args) -> None:
+        if self.pool is None:
+            self._record(artifact, budget, key, table, fn(*args))
+            return
+        self.pending.append((artifact, budget, key, table, self.pool.submit(fn, *args)))
+        self._collect(wait=False)
+
+    def drain(self) -> None:
+        self._collect(wait=True)
+        if self.pool is not None:
+            self.pool.shutdown()
+
+    def _collect(self, wait: bool) -> None:
+        while self.pending and (wait or self.pending[0][-1].done()):
+            *head, fut = self.pending.pop(0)
+            self._record(*head, fut.result())
+
+    def _record(self, a, budget, key: str, table, m) -> None:
+        from edgebench.reports.record import Record
+
+        rec = Record.from_parts(self.run_id, a, m, self.device.kind)
+        if budget is not None:
+            point = _measured_point(rec, table)
+            rec.extra["latency_budget_met"] = None if point["latency_ms"] is None else bool(point["latency_ms"] <= budget)
+        self.store.append(rec, key)
+        if not m.ok:
+            self.log(f"  {key} failed: {m.error}")
+
+
 def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log=print):
     import tempfile
 
@@ -287,6 +328,8 @@ def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log
         done = store.done_keys(run_id)
         skipped = 0
         for device in devices:
+            benches = _Benches(store, run_id, device, job.bench.emulated_parallel if device.kind == "emulated" else 1,
+                               log)
             table = build_lut(job.model, device, job.out / f"lut-{device.name}.yaml", lut_cfg, progress=progress,
                               log=log, replace_other=True)  # the run's own table: a changed [model] remeasures
             lo, hi = latency_range(space, table)
@@ -302,7 +345,8 @@ def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log
                     + (f", budget {budget:.4g} ms, predicted {pick['predicted_latency_ms']:.4g} ms, accuracy "
                        f"{pick['predicted_accuracy']:.2%}" if pick else ""))
                 limit = job.bench.emulated_eval_images if device.kind == "emulated" else job.bench.eval_images
-                dspec = (spec if device.kind == "emulated" else
+                dspec = (dataclasses.replace(spec, runs=min(spec.runs, job.bench.emulated_runs))
+                         if device.kind == "emulated" else
                          dataclasses.replace(spec, eval_threads=job.bench.eval_threads))
                 for fmt in job.export.formats:
                     for prec in job.export.precisions:
@@ -333,15 +377,8 @@ def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log
                         if limit:
                             x_te, y_te = x_te[:limit], y_te[:limit]
                         bundle = make_bundle(a, Path(tmp) / f"{aname}-{device.name}", x_te, y_te)
-                        m = device.run(bundle, dspec)
-                        rec = Record.from_parts(run_id, a, m, device.kind)
-                        if budget is not None:
-                            point = _measured_point(rec, table)
-                            rec.extra["latency_budget_met"] = (None if point["latency_ms"] is None
-                                                               else bool(point["latency_ms"] <= budget))
-                        store.append(rec, key)
-                        if not m.ok:
-                            log(f"  {key} failed: {m.error}")
+                        benches.submit(a, budget, key, table, device.run, bundle, dspec)
+            benches.drain()
             pages[device.name] = {"table": table, "front": front}
         records = store.query(run_id=run_id)
         report_dir = write_report(records, job.out / "report", title=f"edgebench OFA: {job.name} ({run_id})")

@@ -445,20 +445,24 @@ def recalibrate_bn(module: nn.Module, x: np.ndarray, r: int, batch: int = 250) -
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average over all batches
-    module.train()
+    module.train().to(memory_format=torch.channels_last)  # as in training: faster depthwise convolutions
     for i in range(0, len(x), batch):
-        module(resize(torch.from_numpy(x[i:i + batch]), r))
+        module(resize(torch.from_numpy(x[i:i + batch]), r).contiguous(memory_format=torch.channels_last))
     for bn, m in zip(bns, saved):
         bn.momentum = m
-    return module.eval()
+    return module.to(memory_format=torch.contiguous_format).eval()
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(module: nn.Module, x: np.ndarray, y: np.ndarray, r: int, batch: int = 500) -> float:
+    """Top-1 accuracy of `module` (its BN-folded export twin when it has one: the same outputs, half the time
+    with channels-last tensors) on x resized to r."""
     module.eval()
+    twin = getattr(module, "export_module", None)
+    module = (twin() if callable(twin) else module).to(memory_format=torch.channels_last)
     correct = 0
     for i in range(0, len(x), batch):
-        out = module(resize(torch.from_numpy(x[i:i + batch]), r))
+        out = module(resize(torch.from_numpy(x[i:i + batch]), r).contiguous(memory_format=torch.channels_last))
         correct += int((out.argmax(-1).numpy() == y[i:i + batch]).sum())
     return correct / max(len(x), 1)
 

@@ -192,3 +192,49 @@ def test_a_subnet_deployed_on_several_devices_is_exported_once(done, monkeypatch
         with pytest.raises(ExportError, match="quantization failed"):
             exports.get(arch, "onnx", "int8", "ofa-largest")
     assert calls.count("broken") == 1
+
+
+def test_emulated_measurements_run_beside_the_next_exports_and_land_in_the_order_asked(tmp_path):
+    """_Benches: on an emulated device two measurements run at once in background threads (the slow first one
+    still lands first); any other device measures alone, at once, in the calling thread."""
+    import threading
+    import time
+
+    from edgebench.reports.store import Store
+    from edgebench.search.ofa_job import _Benches
+    from edgebench.types import Artifact, Format, Measurement, Precision, Provenance
+
+    def artifact(name):
+        return Artifact(name=name, model=name, dataset="d", path=tmp_path / f"{name}.onnx", format=Format.ONNX,
+                        precision=Precision.FP32, inputs=(), outputs=(), size_bytes=1, sha256="0")
+
+    class Device:
+        def __init__(self, kind):
+            self.kind, self.name, self.threads, self.running, self.most = kind, kind, set(), 0, 0
+
+        def run(self, seconds):
+            self.threads.add(threading.get_ident())
+            self.running += 1
+            self.most = max(self.most, self.running)
+            time.sleep(seconds)
+            self.running -= 1
+            return Measurement(ok=seconds < 0.3, device=self.name, provenance=Provenance.EMULATED,
+                               error="" if seconds < 0.3 else "too slow", samples_ns=[1000])
+
+    logged = []
+    with Store(tmp_path / "s.sqlite") as store:
+        store.begin_run("r", "r", {})
+        emu = Device("emulated")
+        benches = _Benches(store, "r", emu, 2, logged.append)
+        for i, seconds in enumerate((0.4, 0.05, 0.05)):
+            benches.submit(artifact(f"a{i}"), None, f"a{i}@emu", None, emu.run, seconds)
+        assert store.query(run_id="r") == []  # nothing waited for yet: the caller goes on exporting
+        benches.drain()
+        assert [r.name for r in store.query(run_id="r")] == ["a0", "a1", "a2"]
+        assert emu.most == 2 and threading.get_ident() not in emu.threads
+        assert logged == ["  a0@emu failed: too slow"]
+        local = Device("local")
+        benches = _Benches(store, "r", local, 1, logged.append)
+        benches.submit(artifact("b0"), None, "b0@local", None, local.run, 0.01)
+        assert [r.name for r in store.query(run_id="r")][-1] == "b0" and local.threads == {threading.get_ident()}
+        benches.drain()
