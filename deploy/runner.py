@@ -660,12 +660,12 @@ def run_eval(backend, arrays, feed, batch_size):
 def sharded_eval(backend, open_backend, shards, arrays, feed, batch_size):
     """run_eval split in `shards` contiguous parts (whole batches), each on its own session of the file (the
     first on `backend`, the others from open_backend()) in its own thread: both runtimes release the GIL while
-    they infer. Predictions keep the eval data's order."""
+    they infer. (predictions in the eval data's order, sessions used)."""
     n = next(iter(arrays.values())).shape[0]
     batches = (n + batch_size - 1) // batch_size
     shards = max(1, min(int(shards), batches))
     if shards == 1:
-        return run_eval(backend, arrays, feed, batch_size)
+        return run_eval(backend, arrays, feed, batch_size), 1
     bounds = [min(n, (batches * i // shards) * batch_size) for i in range(shards + 1)]
     backends = [backend] + [open_backend() for _ in range(shards - 1)]
     results, errors = [None] * shards, []
@@ -684,7 +684,7 @@ def sharded_eval(backend, open_backend, shards, arrays, feed, batch_size):
         w.join()
     if errors:
         raise errors[0]
-    return [p for part in results for p in part]
+    return [p for part in results for p in part], shards
 
 
 def peak_rss_mb():
@@ -857,9 +857,9 @@ def main(argv=None):
                 # TFLite fp32 and INT8, measured here). Fewer threads: one session on them.
                 eval_threads = args.eval_threads or args.threads
                 if eval_threads >= 2 * args.threads:
-                    shards = eval_threads // args.threads
-                    result["predictions"] = sharded_eval(backend, lambda: open_backend(args.threads), shards,
-                                                         arrays, feed, eval_batch)
+                    result["predictions"], shards = sharded_eval(
+                        backend, lambda: open_backend(args.threads), eval_threads // args.threads, arrays, feed,
+                        eval_batch)
                     result["eval_threads"], result["eval_sessions"] = shards * args.threads, shards
                 elif eval_threads != args.threads:
                     result["predictions"] = run_eval(open_backend(eval_threads), arrays, feed, eval_batch)
