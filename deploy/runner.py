@@ -860,7 +860,8 @@ def main(argv=None):
                     result["predictions"], shards = sharded_eval(
                         backend, lambda: open_backend(args.threads), eval_threads // args.threads, arrays, feed,
                         eval_batch)
-                    result["eval_threads"], result["eval_sessions"] = shards * args.threads, shards
+                    if shards > 1:  # fewer batches than sessions: it ran on the timed session alone
+                        result["eval_threads"], result["eval_sessions"] = shards * args.threads, shards
                 elif eval_threads != args.threads:
                     result["predictions"] = run_eval(open_backend(eval_threads), arrays, feed, eval_batch)
                     result["eval_threads"], result["eval_sessions"] = eval_threads, 1

@@ -259,18 +259,18 @@ class _Benches:
     up to `parallel` run in background threads while the next exports are made: its counted instructions do not
     depend on the load, and its wall time under qemu is never a latency. Any other device measures alone."""
 
-    def __init__(self, store, run_id: str, device, parallel: int, log):
+    def __init__(self, store, run_id: str, device, table, parallel: int, log):
         from concurrent.futures import ThreadPoolExecutor
 
-        self.store, self.run_id, self.device, self.log = store, run_id, device, log
+        self.store, self.run_id, self.device, self.table, self.log = store, run_id, device, table, log
         self.pool = ThreadPoolExecutor(max_workers=parallel) if parallel > 1 else None
         self.pending: list = []
 
-    def submit(self, artifact, budget, key: str, table, fn, *args) -> None:
+    def submit(self, artifact, budget, key: str, fn, *args) -> None:
         if self.pool is None:
-            self._record(artifact, budget, key, table, fn(*args))
+            self._record(artifact, budget, key, fn(*args))
             return
-        self.pending.append((artifact, budget, key, table, self.pool.submit(fn, *args)))
+        self.pending.append((artifact, budget, key, self.pool.submit(fn, *args)))
         self._collect(wait=False)
 
     def drain(self) -> None:
@@ -283,12 +283,12 @@ class _Benches:
             *head, fut = self.pending.pop(0)
             self._record(*head, fut.result())
 
-    def _record(self, a, budget, key: str, table, m) -> None:
+    def _record(self, a, budget, key: str, m) -> None:
         from edgebench.reports.record import Record
 
         rec = Record.from_parts(self.run_id, a, m, self.device.kind)
         if budget is not None:
-            point = _measured_point(rec, table)
+            point = _measured_point(rec, self.table)
             rec.extra["latency_budget_met"] = None if point["latency_ms"] is None else bool(point["latency_ms"] <= budget)
         self.store.append(rec, key)
         if not m.ok:
@@ -328,10 +328,10 @@ def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log
         done = store.done_keys(run_id)
         skipped = 0
         for device in devices:
-            benches = _Benches(store, run_id, device, job.bench.emulated_parallel if device.kind == "emulated" else 1,
-                               log)
             table = build_lut(job.model, device, job.out / f"lut-{device.name}.yaml", lut_cfg, progress=progress,
                               log=log, replace_other=True)  # the run's own table: a changed [model] remeasures
+            benches = _Benches(store, run_id, device, table,
+                               job.bench.emulated_parallel if device.kind == "emulated" else 1, log)
             lo, hi = latency_range(space, table)
             picks = search_picks(space, table, predictor, _budgets(job, device.name, lo, hi), evo)
             front = (pareto_front(space, table, predictor, job.search.pareto_population, job.search.pareto_generations,
@@ -377,7 +377,7 @@ def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log
                         if limit:
                             x_te, y_te = x_te[:limit], y_te[:limit]
                         bundle = make_bundle(a, Path(tmp) / f"{aname}-{device.name}", x_te, y_te)
-                        benches.submit(a, budget, key, table, device.run, bundle, dspec)
+                        benches.submit(a, budget, key, device.run, bundle, dspec)
             benches.drain()
             pages[device.name] = {"table": table, "front": front}
         records = store.query(run_id=run_id)

@@ -225,16 +225,16 @@ def test_emulated_measurements_run_beside_the_next_exports_and_land_in_the_order
     with Store(tmp_path / "s.sqlite") as store:
         store.begin_run("r", "r", {})
         emu = Device("emulated")
-        benches = _Benches(store, "r", emu, 2, logged.append)
+        benches = _Benches(store, "r", emu, None, 2, logged.append)
         for i, seconds in enumerate((0.4, 0.05, 0.05)):
-            benches.submit(artifact(f"a{i}"), None, f"a{i}@emu", None, emu.run, seconds)
+            benches.submit(artifact(f"a{i}"), None, f"a{i}@emu", emu.run, seconds)
         assert store.query(run_id="r") == []  # nothing waited for yet: the caller goes on exporting
         benches.drain()
         assert [r.name for r in store.query(run_id="r")] == ["a0", "a1", "a2"]
         assert emu.most == 2 and threading.get_ident() not in emu.threads
         assert logged == ["  a0@emu failed: too slow"]
         local = Device("local")
-        benches = _Benches(store, "r", local, 1, logged.append)
-        benches.submit(artifact("b0"), None, "b0@local", None, local.run, 0.01)
+        benches = _Benches(store, "r", local, None, 1, logged.append)
+        benches.submit(artifact("b0"), None, "b0@local", local.run, 0.01)
         assert [r.name for r in store.query(run_id="r")][-1] == "b0" and local.threads == {threading.get_ident()}
         benches.drain()
