@@ -301,7 +301,7 @@ def refit_head_(sub: MiniLMClassifier, ids: np.ndarray, y: np.ndarray, c: float 
     from sklearn.linear_model import LogisticRegression
 
     sub.eval()
-    feats = np.concatenate([sub.encode(torch.from_numpy(ids[i:i + batch])).numpy() for i in range(0, len(ids), batch)])
+    feats = _per_row(sub.encode, ids, sub.dims.hidden, batch)
     n_classes = sub.dims.n_classes
     lr = LogisticRegression(C=c, max_iter=2000).fit(feats, y)
     if len(lr.classes_) != n_classes:
@@ -344,12 +344,19 @@ class InstaTuneConfig:
     max_eval: int = field(default=0, metadata={"help": "evaluate on the first N val/test rows (0: all)"})
     seed: int = field(default=0, metadata={"help": "seed of the head, the batches and the subnet sampling"})
     threads: int = field(default=1, metadata={"help": "torch intra-op threads while training"})
+    length_buckets: int = field(default=50, metadata={
+        "help": "sort every N batches' rows by length and cut each batch's padding (0: plain random batches, "
+                "padded to max_length)"})
+    autocast: str = field(default="auto", metadata={
+        "help": "mixed precision while training: bf16, off, or auto (bf16 where the CPU has AMX bf16 units)"})
 
     def check(self) -> None:
         for name in ("steps", "batch_size", "max_length", "threads"):
             if getattr(self, name) < 1:
                 raise EdgebenchError(f"instatune train: {name} must be >= 1 (got {getattr(self, name)})")
-        for name in ("warmup_steps", "importance_batches", "n_random", "max_train", "max_eval"):
+        if self.autocast not in ("auto", "bf16", "off"):
+            raise EdgebenchError(f"instatune train: autocast must be auto, bf16 or off (got {self.autocast!r})")
+        for name in ("warmup_steps", "importance_batches", "n_random", "max_train", "max_eval", "length_buckets"):
             if getattr(self, name) < 0:
                 raise EdgebenchError(f"instatune train: {name} must be >= 0 (got {getattr(self, name)})")
         if self.lr <= 0 or self.temperature <= 0:
@@ -364,11 +371,31 @@ def instatune_loss(sub_logits, full_logits, y, temperature: float):
     return (F.cross_entropy(sub_logits, y) + F.cross_entropy(full_logits, y)) / 2 + kl * t * t
 
 
+def trim_padding(ids: torch.Tensor) -> torch.Tensor:
+    """`ids` without the trailing columns that are padding ([PAD] = 0) in every row. Exact: padding is masked
+    out of attention and pooling, and positions are counted from the left."""
+    used = (ids != 0).any(0).nonzero()
+    return ids[:, :int(used.max()) + 1] if len(used) else ids[:, :1]
+
+
+def by_length(ids: np.ndarray, batch: int):
+    """Index batches of `ids` sorted by length, so each batch's trailing padding can be cut (trim_padding)."""
+    order = np.argsort((ids != 0).sum(1), kind="stable")
+    return [order[i:i + batch] for i in range(0, len(ids), batch)]
+
+
 @torch.no_grad()
+def _per_row(fn, ids: np.ndarray, width: int, batch: int) -> np.ndarray:
+    """fn(trimmed ids tensor) -> (rows, width) for every row of `ids`, in the rows' order, batched by length."""
+    out = np.zeros((len(ids), width), np.float32)
+    for sel in by_length(ids, batch):
+        out[sel] = fn(trim_padding(torch.from_numpy(ids[sel]))).float().numpy()
+    return out
+
+
 def predict(model: MiniLMClassifier, ids: np.ndarray, arch: dict | None = None, batch: int = 256) -> np.ndarray:
     model.eval()
-    out = [model(torch.from_numpy(ids[i:i + batch]), arch).numpy() for i in range(0, len(ids), batch)]
-    return np.concatenate(out) if out else np.zeros((0, model.dims.n_classes), np.float32)
+    return _per_row(lambda t: model(t, arch), ids, model.dims.n_classes, batch)
 
 
 def accuracy(model, ids: np.ndarray, y: np.ndarray, arch: dict | None = None) -> float:
@@ -450,12 +477,36 @@ def token_data(data_cfg: dict, max_length: int, max_train: int = 0, max_eval: in
                      va[1], tokenize(tok, te[0], max_length), te[1], splits.source)
 
 
-def _batches(n: int, batch: int, rng: np.random.Generator):
-    """Endless shuffled mini-batches of indices, epoch after epoch."""
+def _batches(lengths: np.ndarray, batch: int, rng: np.random.Generator, bucket: int = 0):
+    """Endless shuffled mini-batches of indices, epoch after epoch. With bucket = B > 0, every B consecutive
+    batches of an epoch pool their rows, sort them by length and are cut again (in shuffled order): a batch
+    holds sequences of similar length, so trim_padding cuts most of its padding."""
+    n = len(lengths)
     while True:
         perm = rng.permutation(n)
-        for i in range(0, n - batch + 1 if n >= batch else 1, batch):
-            yield perm[i:i + batch]
+        batches = [perm[i:i + batch] for i in range(0, n - batch + 1 if n >= batch else 1, batch)]
+        if bucket > 0:
+            pooled = []
+            for g in range(0, len(batches), bucket):
+                rows = np.concatenate(batches[g:g + bucket])
+                rows = rows[np.argsort(lengths[rows], kind="stable")]
+                group = [rows[i:i + batch] for i in range(0, len(rows), batch)]
+                pooled += [group[j] for j in rng.permutation(len(group))]
+            batches = pooled
+        yield from batches
+
+
+def autocast_dtype(setting: str):
+    """torch dtype for CPU autocast: "bf16", "off", or "auto" = bf16 only where the CPU has AMX tiles
+    (bf16 matrix units; without them bf16 is no faster than fp32 on a CPU)."""
+    if setting == "bf16":
+        return torch.bfloat16
+    if setting == "auto":
+        try:
+            return torch.bfloat16 if torch.cpu._is_amx_tile_supported() else None
+        except AttributeError:
+            return None
+    return None
 
 
 def _linear_schedule(opt, total: int, warm_frac: float = 0.1):
@@ -479,7 +530,17 @@ def instatune(cfg: InstaTuneConfig, data_cfg: dict | None = None, choices: Elast
         raise EdgebenchError(f"elastic choices {asdict(choices)} exceed the model ({dims.layers} layers, "
                              f"{max(dims.heads)} heads, FFN {max(dims.ffn)})")
     x, y = torch.from_numpy(data.train_x), torch.from_numpy(data.train_y)
-    batches = _batches(len(x), cfg.batch_size, rng)
+    batches = _batches((data.train_x != 0).sum(1), cfg.batch_size, rng, cfg.length_buckets)
+    dtype = autocast_dtype(cfg.autocast)
+
+    def fwd(ids, arch=None):  # logits in fp32 whatever the autocast
+        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            return model(ids, arch).float()
+
+    def batch():
+        idx = next(batches)
+        return trim_padding(x[idx]), y[idx]
+
     config = {"train": asdict(cfg), "data": data_cfg, "data_source": data.source}
     sn = Supernet(model, choices, data.labels, config)
     metrics: dict = {"log": []}
@@ -493,12 +554,12 @@ def instatune(cfg: InstaTuneConfig, data_cfg: dict | None = None, choices: Elast
         # 1. plain fine-tuning of the full network, so the importance score reads a trained head
         if cfg.warmup_steps:
             task = bar.add_task("instatune warm-up (full)", total=cfg.warmup_steps, loss=float("nan"))
-            opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
             sched = _linear_schedule(opt, cfg.warmup_steps)
             model.train()
             for _ in range(cfg.warmup_steps):
-                idx = next(batches)
-                loss = F.cross_entropy(model(x[idx]), y[idx])
+                xb, yb = batch()
+                loss = F.cross_entropy(fwd(xb), yb)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -506,20 +567,19 @@ def instatune(cfg: InstaTuneConfig, data_cfg: dict | None = None, choices: Elast
                 bar.update(task, advance=1, loss=loss.item())
         # 2. reorder heads and FFN neurons by importance (DynaBERT): subnets keep the most useful ones
         if cfg.importance_batches:
-            imp = [(x[i], y[i]) for i in (next(batches) for _ in range(cfg.importance_batches))]
+            imp = [batch() for _ in range(cfg.importance_batches)]
             reorder_(model, *importance_scores(model, imp))
         # 3. elastic fine-tuning: full + smallest + random subnets per step, InstaTune's loss
         task = bar.add_task("instatune elastic", total=cfg.steps, loss=float("nan"))
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
         sched = _linear_schedule(opt, cfg.steps)
         small = choices.smallest()
         for step in range(1, cfg.steps + 1):
             model.train()
-            idx = next(batches)
-            xb, yb = x[idx], y[idx]
-            full = model(xb)
+            xb, yb = batch()
+            full = fwd(xb)
             subs = [small] + [choices.sample(rng) for _ in range(cfg.n_random)]
-            loss = sum(instatune_loss(model(xb, a), full, yb, cfg.temperature) for a in subs)
+            loss = sum(instatune_loss(fwd(xb, a), full, yb, cfg.temperature) for a in subs)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -535,6 +595,7 @@ def instatune(cfg: InstaTuneConfig, data_cfg: dict | None = None, choices: Elast
                     log(f"instatune step {step}/{cfg.steps} loss {entry['loss']} ({entry['elapsed_s']} s)")
     model.eval()
     metrics["train_s"] = round(time.perf_counter() - t0, 1)
+    metrics["autocast"] = str(dtype).replace("torch.", "") if dtype is not None else "off"
     metrics["val_accuracy_full"] = accuracy(model, data.val_x, data.val_y)
     metrics["val_accuracy_smallest"] = accuracy(model, data.val_x, data.val_y, small)
     metrics["test_accuracy_full"] = accuracy(model, data.test_x, data.test_y)

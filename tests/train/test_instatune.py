@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from edgebench.train.instatune import (ElasticChoices, InstaTuneConfig, arch_macs, extract_subnet,
-                                       importance_scores, instatune, instatune_loss, load_supernet, predict,
-                                       pretrained_minilm, reorder_)
+from edgebench.train.instatune import (ElasticChoices, InstaTuneConfig, _batches, arch_macs, autocast_dtype,
+                                       extract_subnet, importance_scores, instatune, instatune_loss, load_supernet,
+                                       predict, pretrained_minilm, reorder_, trim_padding)
 from edgebench.train.text import load_rotten_tomatoes, load_tokenizer, tokenize
 from edgebench.types import EdgebenchError
 
@@ -125,3 +125,40 @@ def test_head_refit_fits_the_subnets_own_features(model, batch):
 
     assert (predict(sub, ids).argmax(-1) == y).mean() >= 0.9
     assert torch.equal(sub.layers[0].query.weight, extract_subnet(model, SMALL).layers[0].query.weight)
+
+
+def test_predictions_batched_by_length_with_padding_cut_equal_full_width_ones(model, batch):
+    ids, _ = batch
+    assert (ids == 0).all(0).any()  # the fixture has columns that are padding in every row
+    with torch.no_grad():
+        full_width = model(torch.from_numpy(ids), SMALL).numpy()  # one batch, all 64 columns
+
+    mine = predict(model, ids, SMALL, batch=5)  # sorted by length, each batch trimmed, back in row order
+
+    np.testing.assert_allclose(mine, full_width, atol=1e-5)
+    trimmed = trim_padding(torch.from_numpy(ids))
+    assert trimmed.shape[1] == int((ids != 0).sum(1).max()) < ids.shape[1]
+    assert trim_padding(torch.zeros((2, 8), dtype=torch.int64)).shape == (2, 1)
+
+
+def test_length_buckets_keep_every_batch_of_an_epoch_and_group_similar_lengths():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 64, 1000)
+    plain = _batches(lengths, 32, np.random.default_rng(1))
+    bucketed = _batches(lengths, 32, np.random.default_rng(1), bucket=10)
+    epoch_plain = [next(plain) for _ in range(31)]  # 1000 // 32 full batches per epoch
+    epoch_bucketed = [next(bucketed) for _ in range(31)]
+
+    assert sorted(np.concatenate(epoch_bucketed)) == sorted(np.concatenate(epoch_plain))  # the same rows
+    assert all(len(b) == 32 for b in epoch_bucketed)
+    spread = lambda bs: np.mean([np.ptp(lengths[b]) for b in bs])  # noqa: E731
+    assert spread(epoch_bucketed) < spread(epoch_plain) / 4
+    padded = lambda bs: np.mean([lengths[b].max() for b in bs])  # noqa: E731 (columns a batch keeps)
+    assert padded(epoch_bucketed) < 0.75 * padded(epoch_plain)
+
+
+def test_autocast_setting():
+    assert autocast_dtype("off") is None and autocast_dtype("bf16") is torch.bfloat16
+    assert autocast_dtype("auto") in (None, torch.bfloat16)
+    with pytest.raises(EdgebenchError, match="autocast must be auto, bf16 or off"):
+        InstaTuneConfig(autocast="fp8").check()
