@@ -131,7 +131,9 @@ def _search_page(out_dir: Path, title: str, devices: dict, log) -> Path | None:
     except ImportError:
         log("instatune: search page renderer (edgebench.search.report) not available; search.json written")
         return None
-    return write_search_page(out_dir, title, devices)
+    return write_search_page(out_dir, title, devices, "a latency predictor fitted on the latencies this device gave "
+                                                      "for the subnets LINAS evaluated (ridge, GBM or MLP, the best "
+                                                      "by held-out Kendall tau)")
 
 
 def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log=print):

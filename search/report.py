@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 PAGE = "search.html"
+LUT_SOURCE = "the device's latency table (the sum of its blocks plus the fitted overhead)"
 
 
 def _png(fig) -> str:
@@ -56,7 +57,7 @@ def front_plot(device: str, predicted: list[dict], measured: list[dict]) -> str 
     fig, ax = plt.subplots(figsize=(7.5, 4))
     if pred:
         ax.plot([p["latency_ms"] for p in pred], [p["accuracy"] * 100 for p in pred], "-o", color="#4477aa",
-                ms=3, lw=1, label="predicted front (LUT latency, predicted accuracy)")
+                ms=3, lw=1, label="predicted front (predicted latency and accuracy)")
     provs = sorted({str(m.get("provenance", "?")) for m in meas})
     for m in meas:
         acc = m.get("accuracy")
@@ -93,7 +94,7 @@ def _cell(v, spec="{:.4g}") -> str:
 
 
 def _table(measured: list[dict]) -> str:
-    head = ("<tr><th>pick</th><th>budget (ms)</th><th>predicted latency (ms)</th><th>measured p50 (ms)</th>"
+    head = ("<tr><th>pick</th><th>budget (ms)</th><th>predicted latency (ms)</th><th>device latency (ms)</th>"
             "<th>provenance</th><th>error</th><th>budget</th><th>accuracy</th><th>arch</th></tr>")
     rows = []
     for m in measured:
@@ -130,7 +131,7 @@ def _summary(measured: list[dict]) -> str:
     return "; ".join(parts)
 
 
-def render_search_page(title: str, devices: dict) -> str:
+def render_search_page(title: str, devices: dict, latency_source: str = LUT_SOURCE) -> str:
     sections = []
     for name, data in devices.items():
         predicted = list(data.get("predicted", []))
@@ -139,8 +140,9 @@ def render_search_page(title: str, devices: dict) -> str:
         plot = f"<img src='{img}' alt='front of {html.escape(name)}'>" if img else "<p>(nothing to plot)</p>"
         sections.append(f"<h2>{html.escape(name)}</h2><p>{html.escape(_summary(measured))}</p>{plot}"
                         f"{_table(measured)}")
-    note = ("Predicted latency comes from the device's latency table (provenance <i>predicted</i>); measured "
-            "points are the deployed picks on that device, with the provenance the device gives its figures "
+    note = (f"Predicted latency comes from {html.escape(latency_source)} (provenance <i>predicted</i>); measured "
+            "points are the deployed picks on that device, with the provenance the device gives its figures: "
+            "the p50 of the timed runs, or for an emulated CPU the estimate from its instruction counts "
             "(an emulated device's wall time is <i>emulated</i>, never a device latency). "
             "Error = (measured - predicted) / predicted. A pick measured above the budget it was searched "
             "for is marked MISS. The front's accuracy is the accuracy predictor's (validation split); a "
@@ -153,10 +155,10 @@ def render_search_page(title: str, devices: dict) -> str:
             f"<h1>{html.escape(title)}</h1><p>{note}</p>{''.join(sections)}</body></html>")
 
 
-def write_search_page(out_dir: Path, title: str, devices: dict) -> Path:
+def write_search_page(out_dir: Path, title: str, devices: dict, latency_source: str = LUT_SOURCE) -> Path:
     """Write `search.html` (self-contained: plots embedded, nothing fetched) into the report folder."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / PAGE
-    path.write_text(render_search_page(title, devices))
+    path.write_text(render_search_page(title, devices, latency_source))
     return path

@@ -35,6 +35,9 @@ def test_search_page_is_self_contained_and_shows_the_miss(tmp_path):
     assert text.count("MISS</b>") == 1  # pick-0.6ms measured 0.7 ms against a 0.6 ms budget
     assert "+27.3%" in text and "-5.3%" in text
     assert "1/2 over budget" in text
+    assert "latency table (the sum of its blocks plus the fitted overhead)" in text  # OFA's source, by default
+    other = write_search_page(tmp_path / "it", "InstaTune", _devices(), "a latency predictor <fitted>").read_text()
+    assert "latency comes from a latency predictor &lt;fitted&gt;" in other and "latency table" not in other
 
 
 def test_miss_needs_a_budget_and_a_latency_above_it():
