@@ -12,6 +12,7 @@ emulator's wall time.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -121,7 +122,10 @@ class LatencyEvaluator:
             if key not in self.cache:
                 art = self.artifact(arch)
                 bundle = make_bundle(art, self.work_dir / "bundles" / self.device.name / art.name)
-                ms, self.provenance = device_latency(self.device.run(bundle, self.spec), self.device)
+                try:
+                    ms, self.provenance = device_latency(self.device.run(bundle, self.spec), self.device)
+                finally:  # a copy of the model (up to 90 MB) per subnet and device: gone once measured
+                    shutil.rmtree(bundle.path, ignore_errors=True)
                 self.cache[key] = ms
             out.append(self.cache[key])
         return np.array(out)

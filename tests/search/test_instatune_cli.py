@@ -80,6 +80,9 @@ def test_quick_run_config_measures_picks_with_predictions_beside_them(ckpt, tmp_
     summary = json.loads((result.report_dir / "search.json").read_text())
     assert summary["devices"]["local"]["evaluations"] == 20 * 10 + 1
     assert len(summary["devices"]["local"]["evaluated"]) == 4
+    # the search's own bundles (a model copy per subnet and device) are gone once measured; exports stay
+    assert not any((tmp_path / "out" / "work" / "bundles" / "local").iterdir())
+    assert len(list((tmp_path / "out" / "work" / "subnets").glob("*.onnx"))) == 4
 
 
 def test_a_second_run_of_the_same_config_reuses_its_supernet(tmp_path):
