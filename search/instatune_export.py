@@ -24,7 +24,8 @@ import torch
 from edgebench.export.errors import ExportError
 from edgebench.export.onnx import compare, describe_onnx
 from edgebench.export.registry import DEFAULT_ATOL, DEFAULT_OPSET
-from edgebench.train.instatune import MiniLMClassifier, Supernet, arch_macs, extract_subnet, predict
+from edgebench.train.instatune import Supernet
+from edgebench.train.minilm import MiniLMClassifier, arch_macs, extract_subnet, predict
 from edgebench.types import Artifact, EdgebenchError, Format, Precision
 
 MIN_AGREEMENT_INT8 = 0.97  # top-1 agreement an INT8-dynamic file must reach against the float subnet

@@ -109,7 +109,8 @@ def _same_training(a: dict, b: dict) -> bool:
 
 def _supernet(job: InstaTuneJob, fresh: bool, progress: bool, log):
     """The checkpoint named by `supernet`, else the one this exact config made before, else train now."""
-    from edgebench.train.instatune import ElasticChoices, instatune, load_supernet
+    from edgebench.train.instatune import instatune, load_supernet
+    from edgebench.train.minilm import ElasticChoices
 
     if job.supernet is not None:
         return load_supernet(job.supernet), True

@@ -23,7 +23,8 @@ import numpy as np
 from edgebench.search.instatune_space import InstaTuneSpace
 from edgebench.search.nsga import nsga2
 from edgebench.search.predictors import KINDS, fit_predictor, quality, select_predictor
-from edgebench.train.instatune import Supernet, accuracy
+from edgebench.train.instatune import Supernet
+from edgebench.train.minilm import accuracy
 from edgebench.types import EdgebenchError, Format, Precision, Provenance, RunSpec
 
 
@@ -54,7 +55,7 @@ def accuracy_evaluator(sn: Supernet, ids: np.ndarray, y: np.ndarray, refit_x: np
     """Validation accuracy of each arch, computed through the supernet's weight slices. With refit rows, every
     subnet but the largest is extracted and gets its own head (refit_head_); the head is kept in `heads`
     (arch key -> (weight, bias)) so the deployed file is the subnet that was evaluated."""
-    from edgebench.train.instatune import extract_subnet, refit_head_
+    from edgebench.train.minilm import extract_subnet, refit_head_
 
     largest = arch_key(sn.choices.largest())
 

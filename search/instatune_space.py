@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgebench.search.space import ArchError
-from edgebench.train.instatune import ElasticChoices
+from edgebench.train.minilm import ElasticChoices
 
 
 class InstaTuneSpace:

@@ -11,7 +11,7 @@ is the largest). Before the elastic phase, heads and FFN neurons of every layer 
 importance score (DynaBERT, DyNAS-T), so "the first k heads" are the k most useful ones: plain fine-tuning
 gives subnets that fall to ~60-70%, and gradient ranking beats weight magnitude (dependency notes).
 
-The model, its importance reordering and subnet extraction live in train/minilm.py (re-exported here).
+The model, its importance reordering and subnet extraction live in train/minilm.py.
 Training batches hold sequences of similar length with their padding cut, and run under bf16 autocast where
 the CPU has AMX units (`InstaTuneConfig.length_buckets`, `autocast`).
 """
@@ -25,17 +25,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edgebench.train.minilm import (HEAD_DIM, BertDims, ElasticChoices, Layer, MiniLMClassifier, accuracy,
-                                    arch_macs, by_length, extract_subnet, importance_scores, minilm_weights,
-                                    normalize_arch, predict, pretrained_minilm, refit_head_, reorder_, trim_padding)
+from edgebench.train.minilm import (BertDims, ElasticChoices, MiniLMClassifier, accuracy, importance_scores,
+                                    pretrained_minilm, reorder_, trim_padding)
 from edgebench.types import EdgebenchError
-
-__all__ = ["CHECKPOINT_FORMAT", "InstaTuneConfig", "Supernet", "TokenData", "autocast_dtype", "instatune",
-           "instatune_loss", "load_supernet", "save_supernet", "token_data",
-           # the model (train/minilm.py)
-           "HEAD_DIM", "BertDims", "ElasticChoices", "Layer", "MiniLMClassifier", "accuracy", "arch_macs",
-           "by_length", "extract_subnet", "importance_scores", "minilm_weights", "normalize_arch", "predict",
-           "pretrained_minilm", "refit_head_", "reorder_", "trim_padding"]
 
 CHECKPOINT_FORMAT = "edgebench-instatune-1"
 

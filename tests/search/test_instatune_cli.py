@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edgebench.train.instatune import ElasticChoices, InstaTuneConfig, Supernet, pretrained_minilm, save_supernet
+from edgebench.train.instatune import InstaTuneConfig, Supernet, save_supernet
+from edgebench.train.minilm import ElasticChoices, pretrained_minilm
 from edgebench.types import EdgebenchError
 
 REPO = Path(__file__).resolve().parents[2]

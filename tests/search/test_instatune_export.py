@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from edgebench.search.instatune_export import export_subnet, file_accuracy, run_file
-from edgebench.train.instatune import ElasticChoices, Supernet, predict, pretrained_minilm
+from edgebench.train.instatune import Supernet
+from edgebench.train.minilm import ElasticChoices, predict, pretrained_minilm
 from edgebench.types import Format, Precision
 
 SMALL = {"layers": 2, "heads": [4, 4], "ffn": [384, 384]}

@@ -11,7 +11,7 @@ from edgebench.search.instatune_search import LinasConfig, linas, pick_front
 from edgebench.search.instatune_space import InstaTuneSpace
 from edgebench.search.predictors import fit_predictor, quality, select_predictor
 from edgebench.search.space import ArchError, SearchSpace, load_arch, sample_genes
-from edgebench.train.instatune import arch_macs
+from edgebench.train.minilm import arch_macs
 
 SPACE = InstaTuneSpace()
 

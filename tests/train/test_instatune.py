@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from edgebench.train.instatune import (ElasticChoices, InstaTuneConfig, _batches, arch_macs, autocast_dtype,
-                                       extract_subnet, importance_scores, instatune, instatune_loss, load_supernet,
-                                       predict, pretrained_minilm, reorder_, trim_padding)
+from edgebench.train.instatune import InstaTuneConfig, _batches, autocast_dtype, instatune, instatune_loss, load_supernet
+from edgebench.train.minilm import (ElasticChoices, arch_macs, extract_subnet, importance_scores, predict,
+                                    pretrained_minilm, reorder_, trim_padding)
 from edgebench.train.text import load_rotten_tomatoes, load_tokenizer, tokenize
 from edgebench.types import EdgebenchError
 
@@ -102,6 +102,7 @@ def test_quick_elastic_fine_tuning_writes_a_loadable_checkpoint(tmp_path):
     loaded = load_supernet(out)
     assert loaded.labels == ("rotten", "fresh") and loaded.max_length == 32
     assert loaded.metrics["n_train"] == 64 and 0.0 <= loaded.metrics["test_accuracy_full"] <= 1.0
+    assert loaded.metrics["autocast"] == ("bfloat16" if torch.cpu._is_amx_tile_supported() else "off")
     ids = np.random.default_rng(0).integers(1, 1000, (3, 32))
     np.testing.assert_allclose(predict(loaded.model, ids, SMALL), predict(sn.model, ids, SMALL), atol=1e-6)
 
@@ -114,7 +115,7 @@ def test_checkpoint_that_is_not_a_supernet_is_one_line(tmp_path):
 
 
 def test_head_refit_fits_the_subnets_own_features(model, batch):
-    from edgebench.train.instatune import refit_head_
+    from edgebench.train.minilm import refit_head_
 
     ids, _ = batch
     sub = extract_subnet(model, SMALL)
@@ -159,6 +160,7 @@ def test_length_buckets_keep_every_batch_of_an_epoch_and_group_similar_lengths()
 
 def test_autocast_setting():
     assert autocast_dtype("off") is None and autocast_dtype("bf16") is torch.bfloat16
-    assert autocast_dtype("auto") in (None, torch.bfloat16)
+    amx = torch.cpu._is_amx_tile_supported()  # auto: bf16 exactly where the CPU has AMX tiles
+    assert autocast_dtype("auto") is (torch.bfloat16 if amx else None)
     with pytest.raises(EdgebenchError, match="autocast must be auto, bf16 or off"):
         InstaTuneConfig(autocast="fp8").check()
