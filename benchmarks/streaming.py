@@ -2,8 +2,9 @@
 
 For the L2MU (LIF, CuBa) and the LMU on BasicMotions (trained with the shipped recipes, or loaded from
 --checkpoints), this script
-  - counts the window graph's nodes after onnxruntime's optimizations: the lean export (export_module) and the
-    model traced as written (L2MU.run / LMU.forward), and checks the lean window is still spike-exact;
+  - counts the window graph's nodes after onnxruntime's optimizations: the model traced as written
+    (L2MU.run / LMU.forward), the lean step-by-step window (export_module, what LiteRT gets) and onnxruntime's
+    form (export_module(runtime="onnx"), train/onnx_window.py), and checks that form against PyTorch;
   - exports the window model (ONNX fp32 and int8-dynamic, TFLite fp32) and the step model (ONNX and TFLite at
     fp32, int8-dynamic, int8), and prints every file size;
   - benchmarks every artifact REPEATS times interleaved (step models per step and per streamed window) and
@@ -82,12 +83,15 @@ def main() -> None:
         print("== window graph nodes after onnxruntime's optimizations (100 steps, batch 1)")
         for key, t in models.items():
             x = t.dataset.x_test
-            lean = export_onnx(export_view(t.module), t.example_input(1), tmp / f"{key}-lean.onnx")
+            lean = export_onnx(export_view(t.module, "onnx"), t.example_input(1), tmp / f"{key}-lean.onnx")
+            step_form = export_onnx(export_view(t.module), t.example_input(1), tmp / f"{key}-litert.onnx")
             plain = export_onnx(t.module, t.example_input(1), tmp / f"{key}-plain.onnx")
-            (n_lean, ops_lean), (n_plain, ops_plain) = ort_nodes(lean, tmp), ort_nodes(plain, tmp)
+            (n_lean, ops_lean), (n_plain, _) = ort_nodes(lean, tmp), ort_nodes(plain, tmp)
+            n_step = ort_nodes(step_form, tmp)[0]
             diff = float(np.abs(run_onnx(lean, x) - reference_outputs(t.module, x)).max())
-            print(f"  {key:5s} as written {n_plain:6,d}  lean {n_lean:6,d}  ratio {n_plain / n_lean:.2f}x  "
-                  f"lean max |diff| vs PyTorch {diff:.2g}  lean ops {ops_lean}")
+            print(f"  {key:5s} as written {n_plain:6,d}  step by step (LiteRT's form) {n_step:6,d}  "
+                  f"onnxruntime's form {n_lean:6,d}  ratio {n_plain / n_lean:.2f}x  "
+                  f"max |diff| vs PyTorch {diff:.2g}  ops {ops_lean}")
 
         arts = {}  # (model, graph, format, precision) -> artifact
         for key, t in models.items():

@@ -6,6 +6,7 @@ weights inside the file (no side `.data` file).
 """
 from __future__ import annotations
 
+import inspect
 import io
 import warnings
 from contextlib import redirect_stdout
@@ -37,12 +38,17 @@ _ONNX_DTYPES = {
 }
 
 
-def export_view(module: torch.nn.Module) -> torch.nn.Module:
+def export_view(module: torch.nn.Module, runtime: str | None = None) -> torch.nn.Module:
     """The module to trace: a model may offer `export_module()`, an inference twin with the same forward and
     fewer traced nodes (the unrolled L2MU/LMU hoist their per-step input and readout layers; conversion time
-    grows with the node count). Validation always compares the file against the original module."""
+    grows with the node count), and may shape it for one runtime (`runtime="onnx"`: the L2MU/LMU windows
+    that onnxruntime runs fastest). Validation always compares the file against the original module."""
     make = getattr(module, "export_module", None)
-    return make() if callable(make) else module
+    if not callable(make):
+        return module
+    if runtime is not None and "runtime" in inspect.signature(make).parameters:
+        return make(runtime=runtime)
+    return make()
 
 
 def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path, opset: int = DEFAULT_OPSET) -> Path:
@@ -296,7 +302,7 @@ def describe_onnx(path: Path, name: str | None = None, model_name: str | None = 
 def export_and_validate(trained, out_dir: Path, opset: int = DEFAULT_OPSET, atol: float = DEFAULT_ATOL) -> Artifact:
     """Export a Trained model to ONNX fp32 and validate it on the real eval split."""
     name = f"{trained.name}-onnx-fp32"
-    path = export_onnx(export_view(trained.module), trained.example_input(1), Path(out_dir) / f"{name}.onnx", opset)
+    path = export_onnx(export_view(trained.module, "onnx"), trained.example_input(1), Path(out_dir) / f"{name}.onnx", opset)
     x = trained.dataset.x_test
     validation = compare(reference_outputs(trained.module, x), run_onnx(path, x), atol)
     return describe_onnx(path, name=name, model_name=trained.name, dataset=trained.dataset.name,

@@ -185,10 +185,16 @@ class L2MU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.run(x)[0]
 
-    def export_module(self, fold_state: bool = True) -> nn.Module:
+    def export_module(self, fold_state: bool = True, runtime: str | None = None) -> nn.Module:
         """An inference-only twin with the same forward and the fewest graph nodes (see _LeanL2MU);
-        fold_state=False keeps leak and reset out of the products (the source of INT8 files)."""
-        return _LeanL2MU(self, fold_state).eval()
+        fold_state=False keeps leak and reset out of the products (the source of INT8 files). For onnxruntime
+        the window is the wavefront form (train/onnx_window.py: 1.8x faster there; slower under LiteRT)."""
+        lean = _LeanL2MU(self, fold_state).eval()
+        if runtime == "onnx" and fold_state and self.readout_mode == "membrane":
+            from edgebench.train.onnx_window import WavefrontL2MU
+
+            return WavefrontL2MU(lean).eval()
+        return lean
 
     def step_module(self, fold_state: bool = True) -> nn.Module:
         """The streaming step model (see _L2MUStep): explicit state in and out, one time step per call.

@@ -1,0 +1,93 @@
+"""The onnxruntime window forms (train/onnx_window.py): the same function as the lean twin, exactly in float64,
+spike-exact through the real onnxruntime, and with the node counts that make them faster there."""
+import collections
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from edgebench.export.onnx import compare, export_onnx, export_view, reference_outputs, run_onnx
+from edgebench.train.l2mu import L2MU
+from edgebench.train.lmu import LMU
+from edgebench.train.onnx_window import FusedLMU, WavefrontL2MU
+
+STEPS = 15
+
+
+def _l2mu(neuron, readout="membrane"):
+    torch.manual_seed(3)
+    m = L2MU(6, 4, hidden_size=12, memory_size=2, order=4, theta=STEPS, input_size=8, neuron=neuron,
+             memory_gain=0.5, readout=readout).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() == 2:
+                p.mul_(2.0)
+    return m
+
+
+def _x(n, steps=STEPS, seed=0):
+    return torch.from_numpy(np.random.default_rng(seed).standard_normal((n, 6, steps)).astype(np.float32))
+
+
+def _ort_ops(path, tmp_path):
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    so.log_severity_level = 3
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
+
+
+@pytest.mark.parametrize("neuron", ["lif", "cuba"])
+@pytest.mark.parametrize("steps", [1, 2, STEPS])
+def test_wavefront_is_the_lean_window_in_float64(neuron, steps):
+    """Same equations and weights: in float64 the only difference is the order of the sums (~1e-15); a wrong
+    time alignment of one population would move the scores by whole spikes."""
+    m = _l2mu(neuron)
+    lean = m.export_module()
+    wave = m.export_module(runtime="onnx")
+    assert isinstance(wave, WavefrontL2MU)
+    x = _x(5, steps).double() * 2
+    with torch.no_grad():
+        ref, spikes = lean.double().run(x, record=True)
+        got = wave.double()(x)
+    if steps == STEPS:
+        assert all(float(s.sum()) > 0 for s in spikes.values())  # every population fires
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-9)
+
+
+def test_lmu_fused_is_the_lean_window_in_float64():
+    torch.manual_seed(0)
+    m = LMU(6, 4, hidden_size=12, memory_size=2, order=4, theta=STEPS).eval()
+    lean, fused = m.export_module(), m.export_module(runtime="onnx")
+    assert isinstance(fused, FusedLMU)
+    x = _x(5).double()
+    with torch.no_grad():
+        # the fused weights are products of float32 weights stored as float32: 1e-7 relative
+        torch.testing.assert_close(fused.double()(x), lean.double()(x), rtol=0, atol=1e-6)
+
+
+def test_count_readout_and_int8_source_keep_the_lean_window():
+    assert not isinstance(_l2mu("lif", readout="count").export_module(runtime="onnx"), WavefrontL2MU)
+    assert not isinstance(_l2mu("lif").export_module(fold_state=False, runtime="onnx"), WavefrontL2MU)
+    assert not isinstance(export_view(_l2mu("lif")), WavefrontL2MU)  # LiteRT keeps the lean window
+
+
+@pytest.mark.parametrize("neuron", ["lif", "cuba", "lmu"])
+@pytest.mark.parametrize("batch", [1, 5])
+def test_onnx_window_is_spike_exact_and_lean(neuron, batch, tmp_path):
+    """Through the real onnxruntime: the scores of the original model within float rounding (one flipped spike
+    moves a score by ~1e-2), with 12 nodes per step for the L2MU (lean: 20 and a Squeeze) and 3 for the LMU."""
+    m = LMU(6, 4, hidden_size=12, memory_size=2, order=4, theta=STEPS).eval() if neuron == "lmu" else _l2mu(neuron)
+    x = _x(10).numpy()
+    path = export_onnx(export_view(m, "onnx"), torch.from_numpy(x[:batch]), tmp_path / f"{neuron}.onnx")
+    ref = reference_outputs(m, x)
+    v = compare(ref, run_onnx(path, x), atol=1e-6 * max(1.0, float(np.abs(ref).max())), min_agreement=1.0)
+    assert v.top1_agreement == 1.0
+    ops = _ort_ops(path, tmp_path)
+    per_step = 3 if neuron == "lmu" else 12
+    assert sum(ops.values()) <= per_step * STEPS + 24, ops  # + splitting the input, zero state, readout
+    assert ops.get("Squeeze", 0) == 0 and ops.get("Add", 0) == 0, ops
+    lean_ops = _ort_ops(export_onnx(export_view(m), torch.from_numpy(x[:1]), tmp_path / "lean.onnx"), tmp_path)
+    assert sum(lean_ops.values()) > 1.5 * sum(ops.values()), (lean_ops, ops)

@@ -1,0 +1,250 @@
+"""Window models for onnxruntime: the unrolled L2MU with populations of different time steps merged into one
+product per level (WavefrontL2MU), the LMU with one product per step (FusedLMU).
+
+Within one time step the L2MU's populations form a chain (input -> u -> memory -> hidden -> readout), but only
+u -> memory -> hidden -> u (through e_h and e_m, one step late) is a cycle. The input population depends only on
+x and itself, the readout only on hidden. So at tick k three products suffice (a wavefront):
+
+    level A:  u(k), readout(k-1), input(k+1) and the running class score   one product
+    level B:  memory(k)                                                     one product
+    level C:  hidden(k)                                                     one product
+
+Each level is one Concat of the tensors it reads, one Gemm whose weight holds every population's block (leak,
+reset and synapses as in _LeanL2MU), and one Greater + Cast for the spikes of all its columns: 12 nodes a tick
+instead of 20 and a Squeeze. Columns that are not spiking neurons (the score, CuBa's synaptic currents) get an
+unreachable threshold and zero rows where they are read, and the score column adds the readout membrane to the
+previous score inside the product, so the window needs no Add per step. The samples are split once into 2-D
+per-step tensors (Transpose, Flatten, Split) instead of one Squeeze per step.
+
+Same equations and the same weights as the step model; the sums run in another order (float32, ~1e-7), so the
+exporters validate against L2MU itself and the tests check the spikes against the step model's.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NEVER = 3.0e38  # the threshold of a column that is not a spiking neuron: Greater is never true
+
+
+class WavefrontL2MU(nn.Module):
+    """The window model of a _LeanL2MU (fold_state=True, membrane readout) as three products per tick."""
+
+    LEVELS = {"A": ("u", "readout", "input"), "B": ("memory",), "C": ("hidden",)}
+
+    def __init__(self, lean: nn.Module):
+        super().__init__()
+        if not lean.fold_state or lean.readout_mode != "membrane":
+            raise ValueError("the wavefront window needs the folded state and the membrane readout")
+        self.in_channels, self.classes = lean.in_channels, lean.sizes["readout"]
+        cuba = lean.neuron == "cuba"
+        self.kinds = ("syn", "mem") if cuba else ("mem",)
+        # column layout of each level's output: (population, kind) blocks, then level A's score
+        self.cols: dict[str, dict] = {}
+        for lvl, pops in self.LEVELS.items():
+            off, layout = 0, {}
+            for pop in pops:
+                for kind in self.kinds:
+                    layout[(pop, kind)] = (off, off + lean.sizes[pop])
+                    off += lean.sizes[pop]
+            if lvl == "A":
+                layout[("score", "mem")] = (off, off + self.classes)
+                off += self.classes
+            self.cols[lvl] = {"layout": layout, "width": off}
+        self.level_of = {pop: lvl for lvl, pops in self.LEVELS.items() for pop in pops}
+        self._lean = lean
+        # the tensors each level reads at tick k, in Concat order: (name, width); "cur:X" is level X of this tick
+        wa, wb, wc = (self.cols[x]["width"] for x in "ABC")
+        self.reads = {
+            "A": [("x", self.in_channels), ("out:A", wa), ("spk:A", wa), ("spk:B", wb), ("spk:C", wc)],
+            "B": [("cur:spk:A", wa), ("out:B", wb), ("spk:B", wb)],
+            "C": [("spk:A", wa), ("cur:spk:B", wb), ("out:C", wc), ("spk:C", wc)],
+        }
+        for lvl in "ABC":
+            w, b, thr = self._level_weights(lvl)
+            self.register_buffer(f"w{lvl}", w.to(torch.float32).contiguous())
+            self.register_buffer(f"b{lvl}", b.to(torch.float32).contiguous())
+            self.register_buffer(f"thr{lvl}", thr.to(torch.float32).contiguous())
+        # boundary ticks: at tick 0 there is no readout(-1); at the last tick there is no input(T)
+        wa0, ba0, thra0 = self.wA.clone(), self.bA.clone(), self.thrA.clone()
+        for kind in self.kinds + ("score",):
+            pop, k2 = ("score", "mem") if kind == "score" else ("readout", kind)
+            lo, hi = self.cols["A"]["layout"][(pop, k2)]
+            wa0[:, lo:hi], ba0[lo:hi], thra0[lo:hi] = 0, 0, NEVER
+        self.register_buffer("wA_first", wa0.contiguous())
+        self.register_buffer("bA_first", ba0.contiguous())
+        self.register_buffer("thrA_first", thra0.contiguous())
+        wal, bal = self.wA[self.in_channels:].clone(), self.bA.clone()  # no x rows at the last tick
+        for kind in self.kinds:
+            lo, hi = self.cols["A"]["layout"][("input", kind)]
+            wal[:, lo:hi], bal[lo:hi] = 0, 0
+        self.register_buffer("wA_last", wal.contiguous())
+        self.register_buffer("bA_last", bal.contiguous())
+        # prologue: input(0) from x_0 alone (level A's columns, everything else zero and silent)
+        w0 = torch.zeros(self.in_channels, wa)
+        b0 = torch.zeros(wa)
+        thr0 = torch.full((wa,), NEVER)
+        w0[:, :] = self.wA[: self.in_channels]
+        for (pop, kind), (lo, hi) in self.cols["A"]["layout"].items():
+            if pop == "input":
+                b0[lo:hi] = self.bA[lo:hi]
+                if kind == "mem":
+                    thr0[lo:hi] = self.thrA[lo:hi]
+            else:
+                w0[:, lo:hi] = 0
+        self.register_buffer("w_pro", w0.contiguous())
+        self.register_buffer("b_pro", b0.contiguous())
+        self.register_buffer("thr_pro", thr0.contiguous())
+        # epilogue: the last readout membrane added to the score, divided by T at run time
+        lo, hi = self.cols["A"]["layout"][("score", "mem")]
+        self.register_buffer("w_epi", self.wA[self.in_channels:, lo:hi].clone().contiguous())
+        self.register_buffer("b_epi", self.bA[lo:hi].clone().contiguous())
+        del self._lean
+        self.lean = lean  # windows shorter than two steps run step by step
+
+    def _rows(self, lvl: str) -> dict:
+        """(tensor name, column offset in the Concat) of every read tensor of level lvl."""
+        off, rows = 0, {}
+        for name, width in self.reads[lvl]:
+            rows[name] = off
+            off += width
+        return rows, off
+
+    def _level_weights(self, lvl: str) -> tuple:
+        lean, f64 = self._lean, torch.float64
+        rows, height = self._rows(lvl)
+        layout, width = self.cols[lvl]["layout"], self.cols[lvl]["width"]
+        w = torch.zeros(height, width, dtype=f64)
+        b = torch.zeros(width, dtype=f64)
+        thr = torch.full((width,), NEVER, dtype=f64)
+        cuba = lean.neuron == "cuba"
+
+        def spike_row(src: str) -> int:
+            """Concat row of population src's spikes as level lvl needs them at this tick."""
+            if src == "x":
+                return rows["x"]
+            home = self.level_of[src]
+            cur = f"cur:spk:{home}"
+            # a population read within its own tick (u by memory, memory by hidden) comes from this tick's
+            # level; every other read is of the previous tick's tensor (see the module docstring)
+            name = cur if cur in rows else f"spk:{home}"
+            return rows[name] + self.cols[home]["layout"][(src, "mem")][0]
+
+        for pop in self.LEVELS[lvl]:
+            n = lean.sizes[pop]
+            pw, pb = getattr(lean, f"{pop}_w").to(f64), getattr(lean, f"{pop}_b").to(f64)  # out x in
+            own_state = ("syn", "mem", "spk") if cuba else ("mem", "spk")
+            srcs = lean.sources[pop] + [f"own:{s}" for s in own_state
+                                        if not (s == "spk" and pop in lean.sources[pop])]
+            # _LeanL2MU's input order: sources (each its width), then the own state not already a source
+            widths = {"x": lean.in_channels, **lean.sizes}
+            col = 0
+            blocks = []
+            for s in srcs:
+                width_s = n if s.startswith("own:") else widths[s]
+                blocks.append((s, col, col + width_s))
+                col += width_s
+            for s, lo_in, hi_in in blocks:
+                if s.startswith("own:"):
+                    kind = s[4:]
+                    if kind == "spk":
+                        r = rows[f"spk:{lvl}"] + layout[(pop, "mem")][0]
+                    else:
+                        r = rows[f"out:{lvl}"] + layout[(pop, kind)][0]
+                else:
+                    r = spike_row(s)
+                for k_out, kind in enumerate(self.kinds):
+                    lo, hi = layout[(pop, kind)]
+                    w[r:r + hi_in - lo_in, lo:hi] += pw[k_out * n:(k_out + 1) * n, lo_in:hi_in].t()
+            for k_out, kind in enumerate(self.kinds):
+                lo, hi = layout[(pop, kind)]
+                b[lo:hi] = pb[k_out * n:(k_out + 1) * n]
+            lo, hi = layout[(pop, "mem")]
+            thr[lo:hi] = getattr(lean, f"{pop}_thr").to(f64)
+        if lvl == "A":  # score' = score + the readout's new membrane (same rows, plus the previous score)
+            slo, shi = layout[("score", "mem")]
+            rlo, rhi = layout[("readout", "mem")]
+            w[:, slo:shi] = w[:, rlo:rhi]
+            b[slo:shi] = b[rlo:rhi]
+            w[rows["out:A"] + slo:rows["out:A"] + shi, slo:shi] += torch.eye(self.classes, dtype=f64)
+        return w, b, thr
+
+    @staticmethod
+    def _spikes(out: torch.Tensor, thr: torch.Tensor) -> torch.Tensor:
+        return (out > thr).to(out.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        steps = x.shape[-1]
+        if steps < 2:
+            return self.lean(x)
+        xs = torch.split(torch.flatten(x.transpose(1, 2), 1), self.in_channels, dim=1)  # T tensors, batch x C
+        out_a = F.linear(xs[0], self.w_pro.t(), self.b_pro)
+        spk_a = self._spikes(out_a, self.thr_pro)
+        zeros_b = torch.zeros_like(out_a[:, :1]).expand(-1, self.cols["B"]["width"])
+        zeros_c = torch.zeros_like(out_a[:, :1]).expand(-1, self.cols["C"]["width"])
+        out_b, spk_b, out_c, spk_c = zeros_b, zeros_b, zeros_c, zeros_c
+        for k in range(steps):
+            if k == steps - 1:
+                src, w, b, thr = [out_a, spk_a, spk_b, spk_c], self.wA_last, self.bA_last, self.thrA
+            else:
+                src = [xs[k + 1], out_a, spk_a, spk_b, spk_c]
+                w, b, thr = (self.wA_first, self.bA_first, self.thrA_first) if k == 0 else (self.wA, self.bA, self.thrA)
+            new_a = F.linear(torch.cat(src, dim=1), w.t(), b)
+            new_spk_a = self._spikes(new_a, thr)
+            out_b = F.linear(torch.cat([new_spk_a, out_b, spk_b], dim=1), self.wB.t(), self.bB)
+            new_spk_b = self._spikes(out_b, self.thrB)
+            out_c = F.linear(torch.cat([spk_a, new_spk_b, out_c, spk_c], dim=1), self.wC.t(), self.bC)
+            spk_c = self._spikes(out_c, self.thrC)
+            out_a, spk_a, spk_b = new_a, new_spk_a, new_spk_b
+        score = F.linear(torch.cat([out_a, spk_a, spk_b, spk_c], dim=1), self.w_epi.t(), self.b_epi)
+        return score / steps
+
+
+class FusedLMU(nn.Module):
+    """The unrolled LMU window of a _LeanLMU (fold_state=True) as one product and one Tanh per step.
+
+    The memory update is linear, so the hidden pre-activation can read it through the product instead of after it:
+
+        G = [m' | pre_h'] = [x, h, m] @ [Wm | Wh_xh + Wm Wh_m] + [bm | bm Wh_m + bh]        h' = tanh(pre_h')
+
+    A step reads [x_t, G, tanh(G)] (m from G, h from tanh(G), zero rows for the rest): Concat, Gemm, Tanh, three
+    nodes instead of six. The hidden states are concatenated once at the end and read out by one product with
+    the readout weights tiled over time and divided by T (no Add per step)."""
+
+    def __init__(self, lean: nn.Module):
+        super().__init__()
+        if not lean.fold_state:
+            raise ValueError("the fused LMU window needs the folded memory update")
+        f64 = torch.float64
+        self.d, self.hidden = lean.d, lean.hidden_size
+        mem_w, mem_b = lean.mem_w.to(f64).t(), lean.mem_b.to(f64)              # in x d
+        hid_w, hid_b = lean.hid_w.to(f64).t(), lean.hid_b.to(f64)              # in x hidden
+        self.in_channels = hid_w.shape[0] - self.hidden - self.d
+        c, h, d = self.in_channels, self.hidden, self.d
+        wh_m = hid_w[c + h:]                                                    # d x hidden
+        g_w = torch.cat([mem_w, hid_w.clone().index_fill_(0, torch.arange(c + h, c + h + d), 0) + mem_w @ wh_m], 1)
+        g_b = torch.cat([mem_b, mem_b @ wh_m + hid_b])
+        # rows of [x, G, tanh(G)]: x as is, m from G's first d columns, h from tanh(G)'s last hidden columns
+        w = torch.zeros(c + 2 * (d + h), d + h, dtype=f64)
+        w[:c] = g_w[:c]
+        w[c:c + d] = g_w[c + h:]
+        w[c + d + h + d:] = g_w[c:c + h]
+        self.register_buffer("w", w.to(torch.float32).contiguous())
+        self.register_buffer("b", g_b.to(torch.float32).contiguous())
+        r_w = torch.cat([torch.zeros(lean.r_w.shape[0], d), lean.r_w.detach().to(torch.float32)], 1)  # classes x (d+h)
+        self.register_buffer("r_w", r_w.contiguous())
+        self.register_buffer("r_b", lean.r_b.detach().to(torch.float32).contiguous())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        steps = x.shape[-1]
+        xs = torch.split(torch.flatten(x.transpose(1, 2), 1), self.in_channels, dim=1)
+        g = torch.zeros_like(xs[0][:, :1]).expand(-1, self.d + self.hidden)
+        t = g
+        outs = []
+        for k in range(steps):
+            g = F.linear(torch.cat([xs[k], g, t], dim=1), self.w.t(), self.b)
+            t = torch.tanh(g)
+            outs.append(t)
+        readout = (self.r_w / steps).repeat(1, steps)  # classes x (T * (d + h)), folded to a constant when traced
+        return F.linear(torch.cat(outs, dim=1), readout, self.r_b)
