@@ -5,16 +5,17 @@ Within one time step the L2MU's populations form a chain (input -> u -> memory -
 u -> memory -> hidden -> u (through e_h and e_m, one step late) is a cycle. The input population depends only on
 x and itself, the readout only on hidden. So at tick k three products suffice (a wavefront):
 
-    level A:  u(k), readout(k-1), input(k+1) and the running class score   one product
-    level B:  memory(k)                                                     one product
-    level C:  hidden(k)                                                     one product
+    level A:  u(k), readout(k-1), input(k+1)     one product
+    level B:  memory(k)                          one product
+    level C:  hidden(k)                          one product
 
 Each level is one Concat of the tensors it reads, one Gemm whose weight holds every population's block (leak,
 reset and synapses as in _LeanL2MU), and one Greater + Cast for the spikes of all its columns: 12 nodes a tick
-instead of 20 and a Squeeze. Columns that are not spiking neurons (the score, CuBa's synaptic currents) get an
-unreachable threshold and zero rows where they are read, and the score column adds the readout membrane to the
-previous score inside the product, so the window needs no Add per step. The samples are split once into 2-D
-per-step tensors (Transpose, Flatten, Split) instead of one Squeeze per step.
+instead of 20, an Add and a Squeeze. Columns that are not spiking neurons (CuBa's synaptic currents) get an
+unreachable threshold and zero rows where they are read. The class score (the mean readout membrane) is one
+Concat of level A's outputs and one product at the end, not an Add per step: summed inside each tick's product,
+the growing score took rounding at its own scale from every term (1e-4 off on a trained HAPT LIF). The samples
+are split once into 2-D per-step tensors (Transpose, Flatten, Split) instead of one Squeeze per step.
 
 Same equations and the same weights as the step model; the sums run in another order (float32, ~1e-7), so the
 exporters validate against L2MU itself and the tests check the spikes against the step model's.
@@ -40,7 +41,7 @@ class WavefrontL2MU(nn.Module):
         self.in_channels, self.classes = lean.in_channels, lean.sizes["readout"]
         cuba = lean.neuron == "cuba"
         self.kinds = ("syn", "mem") if cuba else ("mem",)
-        # column layout of each level's output: (population, kind) blocks, then level A's score
+        # column layout of each level's output: (population, kind) blocks
         self.cols: dict[str, dict] = {}
         for lvl, pops in self.LEVELS.items():
             off, layout = 0, {}
@@ -48,18 +49,17 @@ class WavefrontL2MU(nn.Module):
                 for kind in self.kinds:
                     layout[(pop, kind)] = (off, off + lean.sizes[pop])
                     off += lean.sizes[pop]
-            if lvl == "A":
-                layout[("score", "mem")] = (off, off + self.classes)
-                off += self.classes
             self.cols[lvl] = {"layout": layout, "width": off}
         self.level_of = {pop: lvl for lvl, pops in self.LEVELS.items() for pop in pops}
-        self._lean = lean
+        self.lean = lean  # its weights, and the window of fewer than two steps
         # the tensors each level reads at tick k, in Concat order: (name, width); "cur:X" is level X of this tick
         wa, wb, wc = (self.cols[x]["width"] for x in "ABC")
+        # The level's own membranes come last, as in _LeanL2MU ([sources, mem, spk]): the small synaptic terms are
+        # summed before the large membrane joins (first, it took rounding at its scale: 1e-4 on a trained LIF).
         self.reads = {
-            "A": [("x", self.in_channels), ("out:A", wa), ("spk:A", wa), ("spk:B", wb), ("spk:C", wc)],
-            "B": [("cur:spk:A", wa), ("out:B", wb), ("spk:B", wb)],
-            "C": [("spk:A", wa), ("cur:spk:B", wb), ("out:C", wc), ("spk:C", wc)],
+            "A": [("x", self.in_channels), ("spk:A", wa), ("spk:B", wb), ("spk:C", wc), ("out:A", wa)],
+            "B": [("cur:spk:A", wa), ("spk:B", wb), ("out:B", wb)],
+            "C": [("spk:A", wa), ("cur:spk:B", wb), ("spk:C", wc), ("out:C", wc)],
         }
         for lvl in "ABC":
             w, b, thr = self._level_weights(lvl)
@@ -68,9 +68,8 @@ class WavefrontL2MU(nn.Module):
             self.register_buffer(f"thr{lvl}", thr.to(torch.float32).contiguous())
         # boundary ticks: at tick 0 there is no readout(-1); at the last tick there is no input(T)
         wa0, ba0, thra0 = self.wA.clone(), self.bA.clone(), self.thrA.clone()
-        for kind in self.kinds + ("score",):
-            pop, k2 = ("score", "mem") if kind == "score" else ("readout", kind)
-            lo, hi = self.cols["A"]["layout"][(pop, k2)]
+        for kind in self.kinds:
+            lo, hi = self.cols["A"]["layout"][("readout", kind)]
             wa0[:, lo:hi], ba0[lo:hi], thra0[lo:hi] = 0, 0, NEVER
         self.register_buffer("wA_first", wa0.contiguous())
         self.register_buffer("bA_first", ba0.contiguous())
@@ -96,14 +95,16 @@ class WavefrontL2MU(nn.Module):
         self.register_buffer("w_pro", w0.contiguous())
         self.register_buffer("b_pro", b0.contiguous())
         self.register_buffer("thr_pro", thr0.contiguous())
-        # epilogue: the last readout membrane added to the score, divided by T at run time
-        lo, hi = self.cols["A"]["layout"][("score", "mem")]
+        # epilogue: the last readout membrane (level A's readout columns at a tick T)
+        lo, hi = self.cols["A"]["layout"][("readout", "mem")]
         self.register_buffer("w_epi", self.wA[self.in_channels:, lo:hi].clone().contiguous())
         self.register_buffer("b_epi", self.bA[lo:hi].clone().contiguous())
-        del self._lean
-        self.lean = lean  # windows shorter than two steps run step by step
+        pick = torch.zeros(self.classes, wa)
+        pick[:, lo:hi] = torch.eye(self.classes)
+        self.register_buffer("pick_readout", pick)
+        self.register_buffer("eye_readout", torch.eye(self.classes))
 
-    def _rows(self, lvl: str) -> dict:
+    def _rows(self, lvl: str) -> tuple[dict, int]:
         """(tensor name, column offset in the Concat) of every read tensor of level lvl."""
         off, rows = 0, {}
         for name, width in self.reads[lvl]:
@@ -112,7 +113,8 @@ class WavefrontL2MU(nn.Module):
         return rows, off
 
     def _level_weights(self, lvl: str) -> tuple:
-        lean, f64 = self._lean, torch.float64
+        """(weight read rows x output columns, bias, thresholds) of level lvl, in float64."""
+        lean, f64 = self.lean, torch.float64
         rows, height = self._rows(lvl)
         layout, width = self.cols[lvl]["layout"], self.cols[lvl]["width"]
         w = torch.zeros(height, width, dtype=f64)
@@ -162,13 +164,11 @@ class WavefrontL2MU(nn.Module):
                 b[lo:hi] = pb[k_out * n:(k_out + 1) * n]
             lo, hi = layout[(pop, "mem")]
             thr[lo:hi] = getattr(lean, f"{pop}_thr").to(f64)
-        if lvl == "A":  # score' = score + the readout's new membrane (same rows, plus the previous score)
-            slo, shi = layout[("score", "mem")]
-            rlo, rhi = layout[("readout", "mem")]
-            w[:, slo:shi] = w[:, rlo:rhi]
-            b[slo:shi] = b[rlo:rhi]
-            w[rows["out:A"] + slo:rows["out:A"] + shi, slo:shi] += torch.eye(self.classes, dtype=f64)
         return w, b, thr
+
+    def _read(self, lvl: str, tensors: dict) -> list:
+        """The tensors level lvl reads, in its Concat order, without x."""
+        return [tensors[name] for name, _ in self.reads[lvl] if name != "x"]
 
     @staticmethod
     def _spikes(out: torch.Tensor, thr: torch.Tensor) -> torch.Tensor:
@@ -184,21 +184,28 @@ class WavefrontL2MU(nn.Module):
         zeros_b = torch.zeros_like(out_a[:, :1]).expand(-1, self.cols["B"]["width"])
         zeros_c = torch.zeros_like(out_a[:, :1]).expand(-1, self.cols["C"]["width"])
         out_b, spk_b, out_c, spk_c = zeros_b, zeros_b, zeros_c, zeros_c
+        outs = []
         for k in range(steps):
-            if k == steps - 1:
-                src, w, b, thr = [out_a, spk_a, spk_b, spk_c], self.wA_last, self.bA_last, self.thrA
+            prev = {"spk:A": spk_a, "spk:B": spk_b, "spk:C": spk_c, "out:A": out_a, "out:B": out_b, "out:C": out_c}
+            if k == steps - 1:  # no input(T): level A without the x rows
+                w, b, thr, x_next = self.wA_last, self.bA_last, self.thrA, []
             else:
-                src = [xs[k + 1], out_a, spk_a, spk_b, spk_c]
                 w, b, thr = (self.wA_first, self.bA_first, self.thrA_first) if k == 0 else (self.wA, self.bA, self.thrA)
-            new_a = F.linear(torch.cat(src, dim=1), w.t(), b)
-            new_spk_a = self._spikes(new_a, thr)
-            out_b = F.linear(torch.cat([new_spk_a, out_b, spk_b], dim=1), self.wB.t(), self.bB)
-            new_spk_b = self._spikes(out_b, self.thrB)
-            out_c = F.linear(torch.cat([spk_a, new_spk_b, out_c, spk_c], dim=1), self.wC.t(), self.bC)
-            spk_c = self._spikes(out_c, self.thrC)
-            out_a, spk_a, spk_b = new_a, new_spk_a, new_spk_b
-        score = F.linear(torch.cat([out_a, spk_a, spk_b, spk_c], dim=1), self.w_epi.t(), self.b_epi)
-        return score / steps
+                x_next = [xs[k + 1]]
+            out_a = F.linear(torch.cat(x_next + self._read("A", prev), dim=1), w.t(), b)
+            prev["cur:spk:A"] = self._spikes(out_a, thr)
+            out_b = F.linear(torch.cat(self._read("B", prev), dim=1), self.wB.t(), self.bB)
+            prev["cur:spk:B"] = self._spikes(out_b, self.thrB)
+            out_c = F.linear(torch.cat(self._read("C", prev), dim=1), self.wC.t(), self.bC)
+            spk_a, spk_b, spk_c = prev["cur:spk:A"], prev["cur:spk:B"], self._spikes(out_c, self.thrC)
+            if k > 0:
+                outs.append(out_a)
+        last = F.linear(torch.cat(self._read("A", {"spk:A": spk_a, "spk:B": spk_b, "spk:C": spk_c, "out:A": out_a}),
+                                  dim=1), self.w_epi.t(), self.b_epi)
+        # the class score is the mean readout membrane: level A's outputs of ticks 1..T-1 hold readout(0..T-2),
+        # read by one product whose weight selects their readout columns (a constant once traced)
+        readout = torch.cat([self.pick_readout.repeat(1, steps - 1), self.eye_readout], dim=1) / steps
+        return F.linear(torch.cat(outs + [last], dim=1), readout)
 
 
 class FusedLMU(nn.Module):
