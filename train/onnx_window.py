@@ -66,7 +66,8 @@ class WavefrontL2MU(nn.Module):
             self.register_buffer(f"w{lvl}", w.to(torch.float32).contiguous())
             self.register_buffer(f"b{lvl}", b.to(torch.float32).contiguous())
             self.register_buffer(f"thr{lvl}", thr.to(torch.float32).contiguous())
-        # boundary ticks: at tick 0 there is no readout(-1); at the last tick there is no input(T)
+        # boundary ticks: at tick 0 there is no readout(-1); at the last tick the input population runs on zeros
+        # (its input(T) is read by nothing)
         wa0, ba0, thra0 = self.wA.clone(), self.bA.clone(), self.thrA.clone()
         for kind in self.kinds:
             lo, hi = self.cols["A"]["layout"][("readout", kind)]
@@ -74,12 +75,6 @@ class WavefrontL2MU(nn.Module):
         self.register_buffer("wA_first", wa0.contiguous())
         self.register_buffer("bA_first", ba0.contiguous())
         self.register_buffer("thrA_first", thra0.contiguous())
-        wal, bal = self.wA[self.in_channels:].clone(), self.bA.clone()  # no x rows at the last tick
-        for kind in self.kinds:
-            lo, hi = self.cols["A"]["layout"][("input", kind)]
-            wal[:, lo:hi], bal[lo:hi] = 0, 0
-        self.register_buffer("wA_last", wal.contiguous())
-        self.register_buffer("bA_last", bal.contiguous())
         # prologue: input(0) from x_0 alone (level A's columns, everything else zero and silent)
         w0 = torch.zeros(self.in_channels, wa)
         b0 = torch.zeros(wa)
@@ -175,7 +170,7 @@ class WavefrontL2MU(nn.Module):
         return (out > thr).to(out.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        steps = x.shape[-1]
+        steps = int(x.shape[-1])  # a constant in the traced graph (the window length is fixed)
         if steps < 2:
             return self.lean(x)
         xs = torch.split(torch.flatten(x.transpose(1, 2), 1), self.in_channels, dim=1)  # T tensors, batch x C
@@ -187,12 +182,9 @@ class WavefrontL2MU(nn.Module):
         outs = []
         for k in range(steps):
             prev = {"spk:A": spk_a, "spk:B": spk_b, "spk:C": spk_c, "out:A": out_a, "out:B": out_b, "out:C": out_c}
-            if k == steps - 1:  # no input(T): level A without the x rows
-                w, b, thr, x_next = self.wA_last, self.bA_last, self.thrA, []
-            else:
-                w, b, thr = (self.wA_first, self.bA_first, self.thrA_first) if k == 0 else (self.wA, self.bA, self.thrA)
-                x_next = [xs[k + 1]]
-            out_a = F.linear(torch.cat(x_next + self._read("A", prev), dim=1), w.t(), b)
+            w, b, thr = (self.wA_first, self.bA_first, self.thrA_first) if k == 0 else (self.wA, self.bA, self.thrA)
+            x_next = xs[k + 1] if k < steps - 1 else torch.zeros_like(xs[0])
+            out_a = F.linear(torch.cat([x_next] + self._read("A", prev), dim=1), w.t(), b)
             prev["cur:spk:A"] = self._spikes(out_a, thr)
             out_b = F.linear(torch.cat(self._read("B", prev), dim=1), self.wB.t(), self.bB)
             prev["cur:spk:B"] = self._spikes(out_b, self.thrB)
@@ -244,7 +236,7 @@ class FusedLMU(nn.Module):
         self.register_buffer("r_b", lean.r_b.detach().to(torch.float32).contiguous())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        steps = x.shape[-1]
+        steps = int(x.shape[-1])  # a constant in the traced graph (the window length is fixed)
         xs = torch.split(torch.flatten(x.transpose(1, 2), 1), self.in_channels, dim=1)
         g = torch.zeros_like(xs[0][:, :1]).expand(-1, self.d + self.hidden)
         t = g
