@@ -82,3 +82,35 @@ def test_stream_bundle_refuses_windows_of_another_length(model, tmp_path):
     x = np.zeros((4, 6, STEPS + 1), np.float32)
     with pytest.raises(EdgebenchError, match="streams windows"):
         make_bundle(art, tmp_path / "b", x, np.zeros(4, int))
+
+
+def test_onnx_stepper_bindings_equal_session_run_and_reset_to_rest(model, tmp_path):
+    """The runner keeps an ONNX step model's state in onnxruntime's tensors (two alternating IOBindings); a
+    build without OrtValue.update_inplace falls back to session.run. Both give the window model's scores, and
+    reset() starts the next window from rest."""
+    import types
+
+    import onnxruntime
+
+    from edgebench.deploy import runner
+
+    x, _, _ = _data(model)
+    art = _artifact(model, tmp_path, "onnx")
+    stream = art.extra["stream"]
+    backend = runner.OnnxBackend(str(art.path), 1)
+    feed = {i.name: np.zeros([len(x)] + list(i.shape[1:]), np.float32) for i in backend.session.get_inputs()}
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    old_build = types.SimpleNamespace(OrtValue=types.SimpleNamespace())  # no update_inplace
+    got = {}
+    for label, ort_module in (("bindings", onnxruntime), ("session.run", old_build)):
+        backend.ort = ort_module
+        stepper = backend.stepper(feed, stream)
+        assert (stepper.binds is not None) == (label == "bindings")
+        for _ in range(2):  # the second window must start from rest again
+            stepper.reset()
+            for t in range(STEPS):
+                stepper.step(np.ascontiguousarray(x[:, :, t]))
+            got[label] = np.asarray(stepper.output()) / STEPS
+            np.testing.assert_allclose(got[label], want, rtol=0, atol=1e-5 * max(1.0, float(np.abs(want).max())))
+    np.testing.assert_array_equal(got["bindings"], got["session.run"])
