@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import dataclasses
 import statistics
 import tempfile
 import time
@@ -83,15 +82,15 @@ def main() -> None:
         print("== window graph nodes after onnxruntime's optimizations (100 steps, batch 1)")
         for key, t in models.items():
             x = t.dataset.x_test
-            lean = export_onnx(export_view(t.module, "onnx"), t.example_input(1), tmp / f"{key}-lean.onnx")
+            ort_form = export_onnx(export_view(t.module, "onnx"), t.example_input(1), tmp / f"{key}-ort.onnx")
             step_form = export_onnx(export_view(t.module), t.example_input(1), tmp / f"{key}-litert.onnx")
             plain = export_onnx(t.module, t.example_input(1), tmp / f"{key}-plain.onnx")
-            (n_lean, ops_lean), (n_plain, _) = ort_nodes(lean, tmp), ort_nodes(plain, tmp)
+            (n_ort, ops_ort), (n_plain, _) = ort_nodes(ort_form, tmp), ort_nodes(plain, tmp)
             n_step = ort_nodes(step_form, tmp)[0]
-            diff = float(np.abs(run_onnx(lean, x) - reference_outputs(t.module, x)).max())
+            diff = float(np.abs(run_onnx(ort_form, x) - reference_outputs(t.module, x)).max())
             print(f"  {key:5s} as written {n_plain:6,d}  step by step (LiteRT's form) {n_step:6,d}  "
-                  f"onnxruntime's form {n_lean:6,d}  ratio {n_plain / n_lean:.2f}x  "
-                  f"max |diff| vs PyTorch {diff:.2g}  ops {ops_lean}")
+                  f"onnxruntime's form {n_ort:6,d}  ratio {n_plain / n_ort:.2f}x  "
+                  f"max |diff| vs PyTorch {diff:.2g}  ops {ops_ort}")
 
         arts = {}  # (model, graph, format, precision) -> artifact
         for key, t in models.items():
