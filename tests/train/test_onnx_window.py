@@ -9,22 +9,9 @@ import pytest
 import torch
 
 from edgebench.export.onnx import compare, export_onnx, export_view, reference_outputs, run_onnx
-from edgebench.train.l2mu import L2MU
 from edgebench.train.lmu import LMU
 from edgebench.train.onnx_window import FusedLMU, WavefrontL2MU
-
-STEPS = 15
-
-
-def _l2mu(neuron, readout="membrane"):
-    torch.manual_seed(3)
-    m = L2MU(6, 4, hidden_size=12, memory_size=2, order=4, theta=STEPS, input_size=8, neuron=neuron,
-             memory_gain=0.5, readout=readout).eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.dim() == 2:
-                p.mul_(2.0)
-    return m
+from tests.train.test_l2mu_tflite import STEPS, _l2mu  # the same small L2MU whose populations all fire
 
 
 def _x(n, steps=STEPS, seed=0):
