@@ -274,6 +274,9 @@ class OnnxStepper(object):
         self.feed = dict(feed)
         self.session, self.names = backend.session, backend.output_names
         self.binds, self.last = None, None
+        # session.run path: output positions of the carried state and of the scores, found once
+        self.carry_at = [(i, self.names.index(o)) for i, o in self.carry]
+        self.out_at = self.names.index(self.out_name)
         ortvalue = getattr(backend.ort, "OrtValue", None)
         carried_out = dict((o, i) for i, o in self.carry)
         if ortvalue is None or not hasattr(ortvalue, "update_inplace") or self.out_name not in carried_out:
@@ -312,9 +315,9 @@ class OnnxStepper(object):
             feed = self.feed
             feed[self.x_name] = x_t
             outs = self.session.run(self.names, feed)
-            for name, o in self.carry:
-                feed[name] = outs[self.names.index(o)]
-            self.last = outs[self.names.index(self.out_name)]
+            for name, k in self.carry_at:
+                feed[name] = outs[k]
+            self.last = outs[self.out_at]
             return
         self.x.update_inplace(x_t)
         self.session.run_with_iobinding(self.binds[self.parity])
