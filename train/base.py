@@ -22,6 +22,9 @@ class Dataset:
     y_test: np.ndarray
     labels: tuple
     preprocessing: str  # what was done to raw samples, in words, for the bundle manifest
+    # training-time augmentation: (x_batch, numpy Generator) -> a new x_batch of the same shape, applied by the
+    # trainer to every training batch (never to test data, calibration or evaluation); None: none
+    augment: object = field(default=None, compare=False, repr=False)
 
     @property
     def input_shape(self) -> tuple:

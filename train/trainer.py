@@ -45,6 +45,7 @@ def fit(module: nn.Module, dataset: Dataset, cfg: TrainConfig, progress: bool = 
     x = torch.from_numpy(dataset.x_train.astype(np.float32))
     y = torch.from_numpy(dataset.y_train.astype(np.int64))
     gen = torch.Generator().manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)  # the dataset's augmentation draws, if it has one
     last_loss = float("nan")
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -59,8 +60,11 @@ def fit(module: nn.Module, dataset: Dataset, cfg: TrainConfig, progress: bool = 
             total, count = 0.0, 0
             for i in range(0, len(x), cfg.batch_size):
                 idx = perm[i:i + cfg.batch_size]
+                xb = x[idx]
+                if dataset.augment is not None:
+                    xb = torch.from_numpy(np.ascontiguousarray(dataset.augment(xb.numpy(), rng), dtype=np.float32))
                 opt.zero_grad()
-                loss = loss_fn(module(x[idx]), y[idx])
+                loss = loss_fn(module(xb), y[idx])
                 loss.backward()
                 opt.step()
                 total += loss.item() * len(idx)

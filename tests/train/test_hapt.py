@@ -33,3 +33,51 @@ def test_windows_split_by_subject_and_standardised_on_train(raw, monkeypatch):
     # test subjects contribute no training window: training only on the other 21 gives fewer windows
     d2 = hapt.load_hapt(test_subjects=(1,))
     assert len(d2.x_test) < len(d.x_test) and len(d2.x_train) > len(d.x_train)
+
+
+def test_rotate_imu_turns_acc_and_gyro_together_and_keeps_their_lengths():
+    rng = np.random.default_rng(0)
+    raw = rng.normal(0.3, 1.0, (16, 6, 40))
+    mean, std = raw.mean(axis=(0, 2)), raw.std(axis=(0, 2))
+    x = ((raw - mean[None, :, None]) / std[None, :, None]).astype(np.float32)
+    out = hapt.RotateIMU(mean, std, deg=10)(x, np.random.default_rng(1))
+    assert out.shape == x.shape and out.dtype == np.float32
+    back = out * std[None, :, None] + mean[None, :, None]
+    for sl in (slice(0, 3), slice(3, 6)):  # a rotation keeps every sample's vector length
+        np.testing.assert_allclose(np.linalg.norm(back[:, sl], axis=1), np.linalg.norm(raw[:, sl], axis=1), rtol=1e-5)
+    assert np.abs(back - raw).max() > 0.05  # and it did turn them
+    # one rotation per window for both sensors: the angle between acc and gyro at each sample is kept
+    dots = np.einsum("nct,nct->nt", back[:, :3], back[:, 3:]) / np.einsum("nct,nct->nt", raw[:, :3], raw[:, 3:])
+    np.testing.assert_allclose(dots, 1.0, rtol=1e-4)
+    same = hapt.RotateIMU(mean, std, deg=0)(x, np.random.default_rng(1))
+    np.testing.assert_allclose(same, x, atol=1e-5)
+
+
+def test_rotate_deg_out_of_range_is_one_clear_error():
+    with pytest.raises(hapt.EdgebenchError, match="rotate_deg"):
+        hapt.load_hapt(rotate_deg=120)
+
+
+def test_trainer_augments_training_batches_only():
+    import torch
+
+    from edgebench.train.base import Dataset
+    from edgebench.train.trainer import TrainConfig, fit
+
+    seen = []
+
+    def augment(x, rng):
+        seen.append(x.shape)
+        return x + rng.normal(0, 0.1, x.shape)
+
+    d = Dataset(name="t", x_train=np.ones((10, 2, 3), np.float32), y_train=np.zeros(10, np.int64),
+                x_test=np.ones((4, 2, 3), np.float32), y_test=np.zeros(4, np.int64), labels=("a", "b"),
+                preprocessing="", augment=augment)
+    fed = []
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, 2))
+    module.register_forward_pre_hook(lambda m, args: fed.append((m.training, args[0].clone())))
+    fit(module, d, TrainConfig(epochs=2, batch_size=4, lr=1e-2), progress=False)
+    assert seen == [(4, 2, 3), (4, 2, 3), (2, 2, 3)] * 2  # every training batch, every epoch
+    train = [x for training, x in fed if training]
+    assert len(train) == 6 and all(not torch.all(x == 1) for x in train)  # the model saw augmented batches
+    assert all(torch.all(x == 1) for training, x in fed if not training)  # evaluation saw the data as it is
