@@ -149,7 +149,8 @@ def _export_step(cfg: RunConfig, m, variants: list, out: Path, store, run_id: st
                     fp32[a.format] = a
                 v = a.validation
                 log(f"  exported {a.name} in {time.perf_counter() - t_export:.1f} s: {a.size_bytes:,} bytes"
-                    + (f", max |diff| {v.max_abs_diff:.2g}, top-1 agreement {v.top1_agreement:.2%}" if v else ""))
+                    + (f", max |diff| {v.max_abs_diff:.2g}, top-1 agreement {v.top1_agreement:.2%}{v.flips()}" if v
+                       else ""))
                 ds = variant.dataset
                 jobs.append(Job(a, ds.x_test, ds.y_test, ds.preprocessing, dict(m.shapes), dict(m.inputs)))
     return jobs
@@ -177,7 +178,8 @@ def _stream_step(cfg: RunConfig, m, trained, out: Path, store, run_id: str, devi
                 continue
             a.extra.update(model_metrics(trained))
             log(f"  exported {a.name} in {time.perf_counter() - t_export:.1f} s: {a.size_bytes:,} bytes, "
-                f"streamed max |diff| {a.validation.max_abs_diff:.2g}, top-1 agreement {a.validation.top1_agreement:.2%}")
+                f"streamed max |diff| {a.validation.max_abs_diff:.2g}, top-1 agreement {a.validation.top1_agreement:.2%}"
+                f"{a.validation.flips()}")
             for art in (a, streamed_window_twin(a)):
                 jobs.append(Job(art, ds.x_test, ds.y_test, ds.preprocessing, dict(m.shapes), dict(m.inputs)))
     return jobs

@@ -15,9 +15,12 @@ class ShapeError(ExportError):
 
 
 class AtolError(ExportError):
-    def __init__(self, max_diff: float, atol: float):
+    def __init__(self, max_diff: float, atol: float, beyond: int = 0, n: int = 0, allowed: int = 0):
         self.max_diff, self.atol = float(max_diff), float(atol)
-        super().__init__(f"exported model differs from PyTorch by {self.max_diff:.3g} > atol {self.atol:.3g}")
+        self.beyond, self.n, self.allowed = int(beyond), int(n), int(allowed)
+        where = (f" in {self.beyond} of {self.n} samples (a spiking model may differ in at most {self.allowed}: "
+                 f"spikes flipped at threshold by rounding)" if self.allowed else "")
+        super().__init__(f"exported model differs from PyTorch by {self.max_diff:.3g} > atol {self.atol:.3g}{where}")
 
 
 class AgreementError(ExportError):

@@ -247,20 +247,39 @@ def reference_outputs(module: torch.nn.Module, x: np.ndarray, batch: int = 256) 
     return np.concatenate(outs, axis=0)
 
 
-def compare(ref: np.ndarray, got: np.ndarray, atol: float | None, min_agreement: float | None = None) -> Validation:
-    """Check shape, max abs difference (when atol is given) and top-1 agreement; raise typed errors."""
+# A spiking model is discontinuous: a membrane within float rounding of its threshold fires in one runtime and
+# not in the other (their products sum in other orders), and that window's scores then differ by far more
+# than atol. Measured: 1 of 2,047 HAPT test windows for a trained LIF L2MU through onnxruntime (0.042, top-1
+# unchanged), none through LiteRT. An export error differs in most windows; a flip in a few.
+SPIKE_FLIP_SHARE = 0.005
+
+
+def spike_flip_share(module) -> float:
+    """The share of samples allowed beyond atol for `module`: SPIKE_FLIP_SHARE for spiking models, else 0."""
+    return SPIKE_FLIP_SHARE if getattr(module, "spiking", False) else 0.0
+
+
+def compare(ref: np.ndarray, got: np.ndarray, atol: float | None, min_agreement: float | None = None,
+            flip_share: float = 0.0) -> Validation:
+    """Check shape, max abs difference (when atol is given) and top-1 agreement; raise typed errors.
+    flip_share: the share of samples that may exceed atol (spiking models: spike_flip_share)."""
     from edgebench.export.errors import AgreementError
 
     if ref.shape != got.shape:
         raise ShapeError(ref.shape, got.shape)
-    max_diff = float(np.max(np.abs(ref.astype(np.float64) - got.astype(np.float64)))) if ref.size else 0.0
+    n = int(len(ref))
+    per_sample = (np.abs(ref.astype(np.float64) - got.astype(np.float64)).reshape(n, -1).max(-1) if ref.size
+                  else np.zeros(n))
+    max_diff = float(per_sample.max()) if per_sample.size else 0.0
     agree = float(np.mean(ref.reshape(len(ref), -1).argmax(-1) == got.reshape(len(got), -1).argmax(-1)))
-    if atol is not None and max_diff > atol:
-        raise AtolError(max_diff, atol)
+    beyond = int(np.sum(per_sample > atol)) if atol is not None else 0
+    allowed = int(flip_share * n)
+    if beyond > allowed:
+        raise AtolError(max_diff, atol, beyond, n, allowed)
     if min_agreement is not None and agree < min_agreement:
         raise AgreementError(agree, min_agreement)
-    return Validation(reference="pytorch", n_samples=int(len(ref)), max_abs_diff=max_diff, atol=atol,
-                      top1_agreement=agree)
+    return Validation(reference="pytorch", n_samples=n, max_abs_diff=max_diff, atol=atol, top1_agreement=agree,
+                      beyond_atol=beyond)
 
 
 def describe_onnx(path: Path, name: str | None = None, model_name: str | None = None, dataset: str = "",
@@ -304,6 +323,7 @@ def export_and_validate(trained, out_dir: Path, opset: int = DEFAULT_OPSET, atol
     name = f"{trained.name}-onnx-fp32"
     path = export_onnx(export_view(trained.module, "onnx"), trained.example_input(1), Path(out_dir) / f"{name}.onnx", opset)
     x = trained.dataset.x_test
-    validation = compare(reference_outputs(trained.module, x), run_onnx(path, x), atol)
+    validation = compare(reference_outputs(trained.module, x), run_onnx(path, x), atol,
+                         flip_share=spike_flip_share(trained.module))
     return describe_onnx(path, name=name, model_name=trained.name, dataset=trained.dataset.name,
                          validation=validation, labels=trained.dataset.labels)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from edgebench.export.errors import ExportError
-from edgebench.export.onnx import compare, describe_onnx, reference_outputs
+from edgebench.export.onnx import compare, describe_onnx, reference_outputs, spike_flip_share
 from edgebench.types import Artifact, EdgebenchError, Format, Precision
 
 STEP_MIN_AGREEMENT = 0.9  # a quantized step model may flip a few spikes; the number is recorded
@@ -183,7 +183,7 @@ def export_step(trained, fmt: Format, precision: Precision, out_dir: Path, opset
         got = stream_scores(run, spec, x)
     ref = reference_outputs(trained.module, x)
     if precision is Precision.FP32:
-        validation = compare(ref, got, atol)
+        validation = compare(ref, got, atol, flip_share=spike_flip_share(trained.module))
     else:
         validation = compare(ref, got, None, min_agreement)
         extra["min_agreement"] = min_agreement

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from edgebench.export.errors import CalibrationError, ExportError
-from edgebench.export.onnx import compare, export_view, reference_outputs
+from edgebench.export.onnx import compare, export_view, reference_outputs, spike_flip_share
 from edgebench.export.tflite_model import _fd2_silenced, _first_line, describe_tflite, run_tflite
 from edgebench.types import Artifact, Precision
 
@@ -258,7 +258,7 @@ def export_tflite(trained, out_dir: Path, precision: Precision = Precision.FP32,
     x = trained.dataset.x_test
     ref, got = reference_outputs(trained.module, x), run_tflite(path, x)
     if precision == Precision.FP32:
-        validation = compare(ref, got, atol)
+        validation = compare(ref, got, atol, flip_share=spike_flip_share(trained.module))
     else:
         validation = compare(ref, got, None, min_agreement)
         extra["min_agreement"] = min_agreement

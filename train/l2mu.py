@@ -98,6 +98,8 @@ class _Population(nn.Module):
 class L2MU(nn.Module):
     """One spiking LMU layer plus a spiking readout; input batch x channels x time, output batch x classes."""
 
+    spiking = True  # discontinuous: exporters allow a few windows with a spike flipped by rounding (export/onnx.py)
+
     def __init__(self, in_channels: int, num_classes: int, hidden_size: int = 64, memory_size: int = 4,
                  order: int = 8, theta: float = 100.0, input_size: int = 32, neuron: str = "lif",
                  beta: float = 0.9, alpha: float = 0.8, threshold: float = 1.0, learn_beta: bool = True,

@@ -1,3 +1,4 @@
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -33,6 +34,29 @@ def test_tolerance_exceeded_raises_atol_error_with_the_number(trained_cnn, onnx_
         compare(ref, got, atol=1e-4)
     assert exc.value.max_diff == pytest.approx(0.5, abs=1e-4)
     assert exc.value.atol == 1e-4
+
+
+def test_a_spiking_model_may_differ_in_a_few_windows_only():
+    """A spike flipped by rounding changes one window's scores far beyond atol; a spiking model is allowed
+    SPIKE_FLIP_SHARE of such windows, a continuous model none, and a wrong export fails either way."""
+    from edgebench.export.onnx import SPIKE_FLIP_SHARE, spike_flip_share
+    from edgebench.train.l2mu import L2MU
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(1000, 4)).astype(np.float32)
+    got = ref.copy()
+    got[7, 2] += 0.04  # one window: a membrane at threshold fired in one runtime only
+    share = spike_flip_share(L2MU(6, 4, hidden_size=8, input_size=8))
+    assert share == SPIKE_FLIP_SHARE and spike_flip_share(torch.nn.Linear(2, 2)) == 0.0
+    v = compare(ref, got, atol=1e-4, flip_share=share)
+    assert v.beyond_atol == 1 and v.max_abs_diff == pytest.approx(0.04, rel=1e-3)
+    assert v.flips() == ", 1 of 1000 samples beyond atol (spike flips)"
+    with pytest.raises(AtolError):  # the same difference in a continuous model is an export error
+        compare(ref, got, atol=1e-4)
+    got[:6] += 0.04  # 7 windows > 0.5 % of 1000: not rounding any more
+    with pytest.raises(AtolError, match="in 7 of 1000 samples"):
+        compare(ref, got, atol=1e-4, flip_share=share)
+    assert compare(ref, ref, atol=1e-4, flip_share=share).flips() == ""
 
 
 def test_shape_mismatch_raises_shape_error(trained_cnn, onnx_artifact):
