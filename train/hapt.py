@@ -72,23 +72,30 @@ def _windows(frame, hop: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class RotateIMU:
-    """Training augmentation for a body-worn IMU: each window's accelerometer and gyroscope vectors turned
+    """Training augmentation for a body-worn IMU: a window's accelerometer and gyroscope vectors turned
     together by one random rotation, as if the phone sat at a slightly different angle on that person.
 
+    `share` of the windows of every batch are turned (drawn anew at every epoch), the others stay as recorded.
     The rotation vector's components are drawn from N(0, deg) degrees (so the angle is about 1.6 x deg on
     average). The windows are standardised per channel, so a batch is taken back to g and rad/s, rotated and
-    standardised again. Channels 0-2 and 3-5 are the two 3-axis sensors (CHANNELS)."""
+    standardised again. Channels 0-2 and 3-5 are the two 3-axis sensors (CHANNELS).
 
-    def __init__(self, mean: np.ndarray, std: np.ndarray, deg: float):
+    Cross-validated on HAPT's 21 training subjects (examples/har_hapt.toml): turning half the windows beat
+    turning all of them in every fold (LIF 91.8 vs 90.4 %, LMU 92.7 vs 92.3 % over 3 seeds), and turning all
+    lost 3-4 points on one fold of 7 subjects while it gained on the others."""
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray, deg: float, share: float = 0.5):
         self.mean = np.asarray(mean, np.float64).reshape(1, -1, 1)
         self.std = np.asarray(std, np.float64).reshape(1, -1, 1)
         self.rad = float(np.deg2rad(deg))
+        self.share = float(share)
 
     def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         from scipy.spatial.transform import Rotation
 
         raw = x * self.std + self.mean
-        turn = Rotation.from_rotvec(rng.normal(0.0, self.rad, (len(x), 3))).as_matrix()  # N x 3 x 3
+        vec = rng.normal(0.0, self.rad, (len(x), 3)) * (rng.random((len(x), 1)) < self.share)
+        turn = Rotation.from_rotvec(vec).as_matrix()  # N x 3 x 3 (identity for windows left as they are)
         out = np.concatenate([np.einsum("nij,njt->nit", turn, raw[:, 0:3]),
                               np.einsum("nij,njt->nit", turn, raw[:, 3:6])], axis=1)
         return ((out - self.mean) / self.std).astype(np.float32)
@@ -97,7 +104,7 @@ class RotateIMU:
 def load_hapt(test_subjects: tuple | list = HAPT_TEST_SUBJECTS, train_hop: int = WINDOW // 2,
               rotate_deg: float = 0.0) -> Dataset:
     """UCI HAPT, 6 activities, N x 6 x 40 (20 Hz, 2 s), split by subject; standardised on train.
-    rotate_deg > 0: every training batch is turned by a random rotation (RotateIMU), fresh at every epoch."""
+    rotate_deg > 0: half the windows of every training batch are turned by a random rotation (RotateIMU)."""
     if not 0 <= float(rotate_deg) <= 90:
         raise EdgebenchError(f"hapt: rotate_deg must be within [0, 90] degrees, got {rotate_deg}")
     data = read_hapt_pickle()
@@ -125,7 +132,7 @@ def load_hapt(test_subjects: tuple | list = HAPT_TEST_SUBJECTS, train_hop: int =
                        f"{WINDOW}-sample windows (train hop {train_hop}, test hop {WINDOW}); split by subject "
                        f"(test subjects {list(test_subjects)}); per-channel standardisation fitted on train, "
                        f"mean={fmt(mean)}, std={fmt(std)}; float32, layout N x 6 x {WINDOW}"
-                       + (f"; training batches turned by random rotations (rotation vector ~ N(0, {rotate_deg:g} deg) "
-                          f"per window, acc and gyro together)" if rotate_deg else "")),
+                       + (f"; half the windows of every training batch turned by a random rotation (rotation vector ~ "
+                          f"N(0, {rotate_deg:g} deg), acc and gyro together)" if rotate_deg else "")),
         augment=RotateIMU(mean, std, rotate_deg) if rotate_deg else None,
     )

@@ -40,7 +40,7 @@ def test_rotate_imu_turns_acc_and_gyro_together_and_keeps_their_lengths():
     raw = rng.normal(0.3, 1.0, (16, 6, 40))
     mean, std = raw.mean(axis=(0, 2)), raw.std(axis=(0, 2))
     x = ((raw - mean[None, :, None]) / std[None, :, None]).astype(np.float32)
-    out = hapt.RotateIMU(mean, std, deg=10)(x, np.random.default_rng(1))
+    out = hapt.RotateIMU(mean, std, deg=10, share=1.0)(x, np.random.default_rng(1))
     assert out.shape == x.shape and out.dtype == np.float32
     back = out * std[None, :, None] + mean[None, :, None]
     for sl in (slice(0, 3), slice(3, 6)):  # a rotation keeps every sample's vector length
@@ -51,6 +51,9 @@ def test_rotate_imu_turns_acc_and_gyro_together_and_keeps_their_lengths():
     np.testing.assert_allclose(dots, 1.0, rtol=1e-4)
     same = hapt.RotateIMU(mean, std, deg=0)(x, np.random.default_rng(1))
     np.testing.assert_allclose(same, x, atol=1e-5)
+    big = np.repeat(x, 64, axis=0)  # by default half the windows are turned, the rest stay as recorded
+    kept = np.all(np.abs(hapt.RotateIMU(mean, std, deg=10)(big, np.random.default_rng(2)) - big) < 1e-5, axis=(1, 2))
+    assert 0.4 < kept.mean() < 0.6
 
 
 def test_rotate_deg_out_of_range_is_one_clear_error():
