@@ -104,48 +104,61 @@ def _failed_rows(store, run_id: str, name: str, model: str, dataset: str, device
                      f"{name}@{device.name}")
 
 
-def _train_worker(name: str, kind: str, dataset: str, model: dict, train: dict, data: dict, ckpt: str,
-                  threads: int) -> float:
-    """One model trained in a worker process and checkpointed (for _train_in_workers): its seconds."""
-    import torch
-
-    from edgebench.train.base import save_checkpoint
-    from edgebench.train.registry import train_model
-
-    torch.set_num_threads(threads)
-    t0 = time.perf_counter()
-    save_checkpoint(train_model(name, kind, dataset, model, train, data, progress=False), Path(ckpt))
-    return time.perf_counter() - t0
-
-
-def _train_in_workers(cfg: RunConfig, out: Path, resumed: bool, log) -> dict:
-    """Train the run's built-in models side by side, one worker process per core, before exports and
-    measurements start (nothing is timed while they train). The main job's three models train in about the
-    time of the slowest instead of the sum. {name: checkpoint} of those trained; a model whose worker
-    failed is left out and trained again in this process, which then reports its error as usual."""
-    import multiprocessing
+def _train_in_workers(cfg: RunConfig, out: Path, resumed: bool, log, progress: bool = False) -> dict:
+    """Train the run's built-in models side by side, one worker process per core (edgebench/train_worker.py),
+    before exports and measurements start (nothing is timed while they train). The main job's three models
+    train in about the time of the slowest instead of the sum. {name: checkpoint} of those trained; a model
+    whose worker failed is left out and trained again in this process, which then reports its error as usual."""
+    import json
     import os
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    import subprocess
+    import sys
 
     ckpts = {m.name: out / "checkpoints" / f"{m.name}.pt" for m in cfg.models}
     todo = [m for m in cfg.models if m.kind not in ("python", "hf") and not (resumed and ckpts[m.name].exists())]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    workers = min(len(todo), cores)
+    workers, threads = min(len(todo), cores), max(1, cores // max(1, min(len(todo), cores)))
     if workers < 2:
         return {}
-    log(f"training {len(todo)} models in {workers} worker processes ({max(1, cores // workers)} thread(s) each)")
-    done = {}
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_train_worker, m.name, m.kind, m.dataset, m.model, m.train, m.data,
-                               str(ckpts[m.name]), max(1, cores // workers)): m.name for m in todo}
-        for fut in as_completed(futures):
-            name = futures[fut]
-            try:
-                log(f"{name}: trained in a worker process in {fut.result():.1f} s")
-                done[name] = ckpts[name]
-            except Exception as exc:  # noqa: BLE001 - trained again here, where the error is reported
-                why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                log(f"{name}: training in a worker process failed ({why}); training it here")
+    log(f"training {len(todo)} models in {workers} worker processes ({threads} thread(s) each)")
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    done, running, pending = {}, {}, list(todo)
+    with tempfile.TemporaryDirectory(prefix="edgebench-train-") as tmp, \
+            Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True,
+                     disable=not progress) as bar:
+        try:
+            while pending or running:
+                while pending and len(running) < workers:
+                    m = pending.pop(0)
+                    spec = Path(tmp) / f"{m.name}.json"
+                    spec.write_text(json.dumps({"name": m.name, "kind": m.kind, "dataset": m.dataset, "model": m.model,
+                                                "train": m.train, "data": m.data, "threads": threads,
+                                                "checkpoint": str(ckpts[m.name])}))
+                    err = open(Path(tmp) / f"{m.name}.err", "w+")
+                    proc = subprocess.Popen([sys.executable, "-m", "edgebench.train_worker", str(spec)],
+                                            stdout=subprocess.DEVNULL, stderr=err)
+                    running[m.name] = (proc, err, time.perf_counter(), bar.add_task(f"train {m.name}", total=None))
+                time.sleep(0.1)
+                for name, (proc, err, t0, task) in list(running.items()):
+                    if proc.poll() is None:
+                        continue
+                    del running[name]
+                    bar.remove_task(task)
+                    err.seek(0)
+                    lines = [line for line in err.read().splitlines() if line.strip()]
+                    err.close()
+                    if proc.returncode == 0 and ckpts[name].exists():
+                        log(f"{name}: trained in a worker process in {time.perf_counter() - t0:.1f} s")
+                        done[name] = ckpts[name]
+                    else:
+                        why = lines[-1] if lines else f"exit status {proc.returncode}"
+                        log(f"{name}: training in a worker process failed ({why}); training it here")
+        finally:  # interrupted: no worker outlives the run
+            for proc, err, _t0, _task in running.values():
+                proc.kill()
+                proc.wait()
+                err.close()
     return done
 
 
@@ -321,7 +334,7 @@ def run_pipeline(cfg: RunConfig, fresh: bool = False, progress: bool = True, log
         done = store.done_keys(run_id)
         log(f"run {run_id}" + (f" (resuming: {len(done)} measurements already done)" if resumed else ""))
         jobs, train_metrics = [], {}
-        pretrained = _train_in_workers(cfg, out, resumed, log)
+        pretrained = _train_in_workers(cfg, out, resumed, log, progress)
         for m in cfg.models:
             if m.kind == "hf":
                 jobs += _hf_step(cfg, m, out, store, run_id, devices, log)
