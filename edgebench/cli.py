@@ -369,6 +369,9 @@ def predictor_build(device: str = typer.Option(..., help="Device name (its kerne
                     zoo: int = typer.Option(24, min=0, help="Generated CNNs, MLPs and transformers to learn from"),
                     around: bool = typer.Option(True, help="Also time kernels around every learned kernel (each "
                                                 "dimension x0.5 ... x2), so the regressors interpolate"),
+                    prior: int = typer.Option(400, min=0, help="Kernels of the common operators (convolutions, "
+                                              "matmuls, GRU/LSTM, elementwise, data movement) at random "
+                                              "configurations, for graphs unlike any learned from"),
                     space: List[str] = typer.Option([], "--space", help="A search space to learn from: 'ofa' "
                                                     "(subnets of the default OFA space; repeatable)"),
                     threads: int = typer.Option(1, min=1, help="Runtime threads (as the predicted models will run)"),
@@ -399,7 +402,7 @@ def predictor_build(device: str = typer.Option(..., help="Device name (its kerne
              *(ofa_sources(path.parent / f"{dev.name}-ofa") if "ofa" in space else [])]
     for src in learn:
         src.around = src.around and around
-    cfg = BuildConfig(budget_minutes=budget_minutes, threads=threads, zoo=zoo)
+    cfg = BuildConfig(budget_minutes=budget_minutes, threads=threads, zoo=zoo, prior=prior)
     doc = build_predictor(dev, path, learn, cfg, progress=not quiet, log=lambda m: err.print(m, markup=False))
     out.print(f"predictor for {dev.name}: {len(doc['kernels'])} kernels, {len(doc['models'])} whole models -> {path}")
 

@@ -26,7 +26,7 @@ SHAPE_OPS = {"Shape", "Constant", "ConstantOfShape", "Unsqueeze", "Squeeze", "Re
 FLOAT_TYPES = {1, 10, 11, 16}  # float32, float16, float64, bfloat16 (onnx TensorProto)
 SMALL_INT = 64  # integer tensors up to this size are shape arithmetic, baked into a kernel as constants
 FEATURES = ("macs", "in_elems", "out_elems", "weight_elems", "c_in", "c_out", "hw", "kernel", "stride",
-            "groups", "n_nodes", "spans")
+            "groups", "n_nodes", "spans", "n_inputs", "spatial", "width")
 BROADCASTING = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Where", "Greater", "Less", "Equal", "And", "Or",
                 "GreaterOrEqual", "LessOrEqual", "PRelu"}
 
@@ -202,6 +202,8 @@ def _features(k: Kernel, shapes: dict, consts: set) -> dict:
     weight_elems = int(sum(np.prod(shapes[w][0]) for w in weights))
     f = {"in_elems": int(sum(np.prod(shapes[i][0]) for i in k.inputs)), "out_elems": int(np.prod(out_shape)),
          "weight_elems": weight_elems, "n_nodes": len(k.nodes)}
+    if len(k.inputs) > 1:  # each input is bound (alone) and walked: a Concat of 3 is not one of 2 (keys of
+        f["n_inputs"] = len(k.inputs)  # one-input kernels stay as they were)
     attrs = {a.name: helper.get_attribute_value(a) for a in head.attribute}
     if head.op_type == "Conv" and len(in_shape) >= 3 and head.input[1] in shapes:  # 1-D, 2-D, 3-D
         w = shapes[head.input[1]][0]
@@ -209,6 +211,9 @@ def _features(k: Kernel, shapes: dict, consts: set) -> dict:
         f.update(c_in=in_shape[1], c_out=out_shape[1], hw=int(np.prod(out_shape[2:])), kernel=w[2],
                  stride=int(attrs.get("strides", [1])[0]), groups=groups,
                  macs=int(np.prod(out_shape) * np.prod(w[1:])))
+        f["width"] = int(out_shape[-1])  # output rows are walked in vectors: a row's tail costs extra
+        if len(in_shape) != 4:  # a 1-D or 3-D convolution runs other loops than a 2-D one of the same size
+            f["spatial"] = len(in_shape) - 2
     elif head.op_type in ("GRU", "LSTM", "RNN") and head.input[1] in shapes and head.input[2] in shapes:
         w, r = shapes[head.input[1]][0], shapes[head.input[2]][0]  # [dirs, gates x hidden, input|hidden]
         steps = in_shape[1] if attrs.get("layout", 0) else in_shape[0]

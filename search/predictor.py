@@ -32,7 +32,7 @@ from edgebench.search.kernels import (FEATURES, Kernel, kernel_file, kernel_mode
                                       split_kernels, with_fixed_inputs)
 from edgebench.types import EdgebenchError
 
-PREDICTOR_FORMAT = "edgebench-kernel-predictor-3"
+PREDICTOR_FORMAT = "edgebench-kernel-predictor-4"
 DEFAULT_DIR = Path("out/predictors")
 
 
@@ -46,6 +46,7 @@ class BuildConfig:
     chunk: int = 64  # kernels per runner process; the file is saved after each
     whole_runs: int = 200  # measured inferences per whole model (the fit rests on few of them), over 5 rounds
     zoo: int = 24  # generated models to learn from (besides the store's artifacts)
+    prior: int = 400  # kernels at random configurations of the common operators (search/prior.py)
     seed: int = 0
 
 
@@ -233,8 +234,9 @@ def build_predictor(device, out: Path, models: list, cfg: BuildConfig = BuildCon
     """Measure kernels (and whole models) of `models` (Source, or (name, path, feed)) on `device`; resumable.
 
     Order, so that a short budget still gives a usable predictor: the exact kernels of every model, then the
-    whole models (for the overhead fit), then kernels sampled around the `around` models' configurations
-    (each dimension scaled by 0.5 ... 2: search/kernels.py neighbours)."""
+    whole models (for the overhead fit), then `cfg.prior` kernels of the common operators at random
+    configurations (search/prior.py), then kernels sampled around the `around` models' configurations (each
+    dimension scaled by 0.5 ... 2: search/kernels.py neighbours)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     models = [m if isinstance(m, Source) else Source(*m) for m in models]
@@ -272,16 +274,21 @@ def build_predictor(device, out: Path, models: list, cfg: BuildConfig = BuildCon
                 else:
                     whole.append((src.name, timed_path, entry))
         around = {k: v for k, v in around.items() if k not in exact}
+        from edgebench.search.prior import prior_kernels
+
+        prior = {k.key: (k, m, sh) for k, m, sh in prior_kernels(cfg.prior, cfg.seed)
+                 if k.key not in doc["kernels"] and k.key not in exact and k.key not in around} if cfg.prior else {}
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       disable=not progress) as bar:
-            task = bar.add_task(f"kernels on {device.name}", total=len(exact) + len(whole) + len(around) + 1)
+            task = bar.add_task(f"kernels on {device.name}",
+                                total=len(exact) + len(whole) + len(prior) + len(around) + 1)
             if "_empty" not in doc["kernels"]:
                 onnx.save(_empty_kernel_model(), str(tmp / "empty.onnx"))
                 got = _measure(device, [("_empty", tmp / "empty.onnx")], cfg, tmp / "e")["_empty"]
                 doc["kernels"]["_empty"] = {"type": "_empty", "features": {}, **got}
             bar.update(task, advance=1)
             left = 0
-            for phase, pending in (("exact", exact), ("whole", None), ("around", around)):
+            for phase, pending in (("exact", exact), ("whole", None), ("prior", prior), ("around", around)):
                 if phase == "whole":
                     # each in its own runner process, as `bench` times a model: sharing one with other models
                     # made small ones up to 10% slower (caches and predictors shared). Guest instruction counts
@@ -400,21 +407,73 @@ def _empty_kernel_model() -> onnx.ModelProto:
 
 
 # ---------------------------------------------------------------- predicting
-def _type_code(t: str) -> float:
-    import zlib
-
-    return float(zlib.crc32(t.encode()) % 997)  # stable across processes (str hash is salted)
+LINEAR = ("macs", "in_elems", "out_elems", "weight_elems", "spans", "n_inputs")
+TILES = ((1, 4), (1, 8), (1, 16), (4, 4), (4, 16), (8, 8))  # (rows, columns) of a GEMM microkernel's tile
 
 
-LINEAR = ("macs", "in_elems", "out_elems", "weight_elems", "spans")
+def _up(x: float, m: int) -> float:
+    return float(-(-x // m) * m)
 
 
-def _lin(features: dict) -> np.ndarray:
-    """The linear trend's terms: a constant, MACs, elements in, out and of weights, and a convolution's
-    unfolded input (output positions x input channels x window: what im2col writes)."""
+def _gemm_dims(features: dict, head: str) -> tuple[float, float, float, float] | None:
+    """A convolution's or matmul's GEMM: (groups, rows M, columns N, depth K), from the features."""
+    f = features
+    if head not in ("Conv", "Gemm", "MatMul") or not f.get("c_out") or not f.get("macs"):
+        return None
+    g = float(f.get("groups") or 1) if head == "Conv" else 1.0
+    n = f["c_out"] / g
+    m = float(f.get("hw") or 1) if head == "Conv" else max(f.get("out_elems", 0) / f["c_out"], 1.0)
+    return g, m, n, f["macs"] / max(m * n * g, 1.0)
+
+
+def _lin(features: dict, ktype: str = "") -> np.ndarray:
+    """The linear trend's terms: a constant; MACs, elements in, out and of weights, broadcast spans and inputs;
+    a convolution's unfolded input (output positions x input channels x window: what im2col writes); for a
+    GEMM, its MACs with rows and columns padded to the tiles a microkernel computes (a 17-column GEMM costs
+    what a 32-column one does), its output padded, and its groups (a call each, for a depthwise convolution)
+    and group rows. Non-negative least squares keeps the terms that fit. Kernel CV on guest instructions
+    (2,160 kernels, pi4-emulated): within +-5% 87.1% -> 90.0% with the tiles, 93.1% with conv classes."""
     f = features
     im2col = f.get("macs", 0) * (f.get("groups") or 1) / f["c_out"] if f.get("kernel") and f.get("c_out") else 0.0
-    return np.asarray([1.0, *(float(f.get(k, 0) or 0) for k in LINEAR), float(im2col)], dtype=np.float64)
+    gemm = _gemm_dims(f, ktype.split("+")[0])
+    if gemm:
+        g, m, n, k = gemm
+        tiles = [g * _up(m, r) * _up(n, c) * k for r, c in TILES] + [g * _up(n, r) * _up(m, c) * k for r, c in TILES]
+        tiles += [g * m * _up(n, 16), g * _up(m, 4) * n, g * k * _up(m, 16), g, g * m, g * np.sqrt(m)]
+        w = float(f.get("width") or 0)
+        if w:  # per output row of each group: vectors of 4 and the tail (1, 2 or 3), plain and per window tap
+            rows = g * m / w
+            per_row = [rows, rows * (w // 4), *(rows * float(w % 4 == t) for t in (1, 2, 3))]
+            tiles += per_row + [x * (f.get("kernel") or 1) ** 2 for x in per_row]
+        else:
+            tiles += [0.0] * 10
+    else:
+        out = float(f.get("out_elems", 0) or 0)
+        tiles = [_up(out, 4), _up(out, 16)] + [0.0] * (2 * len(TILES) + 14)
+    return np.asarray([1.0, *(float(f.get(k, 0) or 0) for k in LINEAR), float(im2col), *tiles], dtype=np.float64)
+
+
+def conv_class(ktype: str, features: dict) -> str:
+    """The algorithm a runtime picks for a convolution, by its shape: depthwise 3x3 (a kernel of its own in
+    MLAS), other depthwise (per group), pointwise stride 1 (a plain GEMM), pointwise strided, 1-D or 3-D,
+    and the rest (im2col + GEMM). Each class gets its own trend when the build has enough of it."""
+    if ktype.split("+")[0] != "Conv":
+        return ""
+    f = features
+    if f.get("spatial"):
+        return "/1d" if f["spatial"] == 1 else "/nd"
+    if (f.get("groups") or 1) > 1:
+        return "/dw3" if f.get("kernel") == 3 else "/dw"
+    if f.get("kernel") == 1:
+        return "/pw" if (f.get("stride") or 1) == 1 else "/pw-strided"
+    return "/im2col"
+
+
+def kind(ktype: str, features: dict) -> str:
+    """For an operator the build never measured: 'arith' (it does more multiply-adds than it writes
+    elements: a recurrent cell, a matmul) or 'data' (elementwise and data movement)."""
+    f = features
+    return "arith" if (f.get("macs") or 0) > 1.5 * max(f.get("out_elems") or 0, f.get("in_elems") or 0) else "data"
 
 
 def _x(features: dict) -> np.ndarray:
@@ -450,13 +509,13 @@ class KernelPredictor:
         def forest(x, y):
             return RandomForestRegressor(n_estimators=100, random_state=0, min_samples_leaf=1).fit(x, y)
 
-        def fit_type(subset):
+        def fit_type(subset, generic=False):
             """A trend linear in MACs and elements moved (non-negative least squares of relative error: it
             interpolates and extrapolates smoothly), times a forest's correction on log features (what is not
             linear: vector-width remainders, cache levels). 5-fold cross-validation on kernels measured under
             load: within +-10% 83% of kernels, against 72% for a forest alone; guest instructions: 91% (within
             +-5%: 81%) against 75%."""
-            lin = np.stack([_lin(r["features"]) for r in subset])
+            lin = np.stack([_lin(r["features"], "" if generic else r["type"]) for r in subset])
             y = np.asarray([max(r[target], 1e-12) for r in subset])
             coef, _ = nnls(lin / y[:, None], np.ones(len(subset)))
             base = lin @ coef
@@ -464,26 +523,35 @@ class KernelPredictor:
                 return None, forest(np.stack([_x(r["features"]) for r in subset]), np.log(y))
             return coef, forest(np.stack([_x(r["features"]) for r in subset]), np.log(y / base))
 
-        self.by_type = {}
-        for t in sorted({r["type"] for r in rows}):
-            subset = [r for r in rows if r["type"] == t]
-            if len(subset) >= self.MIN_PER_TYPE:
-                self.by_type[t] = fit_type(subset)
-        self.fallback = forest(np.stack([np.append(_x(r["features"]), _type_code(r["type"])) for r in rows]),
-                               np.log(np.asarray([max(r[target], 1e-12) for r in rows])))
+        # one trend per type and convolution class (conv_class) where the build has enough of it, else per
+        # type; an operator never measured is estimated from the measured ones of its kind (kind()), and
+        # failing that from all kernels
+        groups: dict = {}
+        for r in rows:
+            groups.setdefault(r["type"], []).append(r)
+            groups.setdefault(r["type"] + conv_class(r["type"], r["features"]), []).append(r)
+            if conv_class(r["type"], r["features"]):  # the class across activations (Conv, Conv+Relu, ...)
+                groups.setdefault("Conv*" + conv_class(r["type"], r["features"]), []).append(r)
+            groups.setdefault("*" + kind(r["type"], r["features"]), []).append(r)
+        groups["*"] = rows
+        self.by_type = {t: fit_type(sub, generic=t.startswith("*")) for t, sub in sorted(groups.items())
+                        if len(sub) >= self.MIN_PER_TYPE}
         self.fit = self._fit_overhead()
 
     def kernel(self, k: Kernel) -> tuple[float, str]:
         if k.key in self.measured:
             return self.measured[k.key], "measured"
-        if k.type in self.by_type:
-            coef, reg = self.by_type[k.type]
-            corr = float(np.exp(reg.predict(_x(k.features)[None, :])[0]))
-            base = float(_lin(k.features) @ coef) if coef is not None else 1.0
-            if base > 0:
-                return base * corr, "regressed"
-        x = np.append(_x(k.features), _type_code(k.type))[None, :]
-        return float(np.exp(self.fallback.predict(x)[0])), "fallback"
+        cls = conv_class(k.type, k.features)
+        for group, how in ((k.type + cls, "regressed"), ("Conv*" + cls, "regressed"), (k.type, "regressed"),
+                           ("*" + kind(k.type, k.features), "fallback"), ("*", "fallback")):
+            if group in self.by_type:
+                coef, reg = self.by_type[group]
+                corr = float(np.exp(reg.predict(_x(k.features)[None, :])[0]))
+                base = float(_lin(k.features, "" if group.startswith("*") else k.type) @ coef) \
+                    if coef is not None else 1.0
+                if base > 0:
+                    return base * corr, how
+        return float(np.median(list(self.measured.values()))), "fallback"
 
     def _sum(self, kernels) -> tuple[float, list]:
         parts = [(k, *self.kernel(k)) for k in kernels]

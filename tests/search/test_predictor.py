@@ -41,7 +41,8 @@ def test_graph_splits_into_fused_kernels_that_run_alone(cnn_onnx):
 
 def test_predictor_build_resumes_and_predicts_an_unseen_graph(cli, cnn_onnx, tmp_path):
     pred = tmp_path / "local.json"
-    args = ("predictor", "build", "--device", "local", "--zoo", "4", "--no-around", "--budget-minutes", "3",
+    args = ("predictor", "build", "--device", "local", "--zoo", "4", "--no-around", "--prior", "12",
+            "--budget-minutes", "3",
             "--out", pred, "--store", tmp_path / "none.sqlite", "--quiet")
     p = cli(*args)
     assert p.returncode == 0, p.stderr
@@ -49,7 +50,8 @@ def test_predictor_build_resumes_and_predicts_an_unseen_graph(cli, cnn_onnx, tmp
     assert doc["meta"]["device"] == "local" and len(doc["models"]) == 4
     kernels = {k: v for k, v in doc["kernels"].items() if k != "_empty"}
     assert len(kernels) >= 10 and all(v["p50_ms"] > 0 and v["n"] >= 60 for v in kernels.values())
-    assert {v["sampled"] for v in kernels.values()} == {"exact"}
+    assert {v["sampled"] for v in kernels.values()} == {"exact", "prior"}
+    assert 8 <= sum(v["sampled"] == "prior" for v in kernels.values()) <= 12  # random configurations of common ops
     before = pred.stat().st_mtime_ns
     again = cli(*args)  # everything measured already: nothing is timed again
     assert again.returncode == 0 and json.loads(pred.read_text())["kernels"].keys() == doc["kernels"].keys()
