@@ -1,7 +1,8 @@
 """A kernel-level latency predictor for one device, nn-Meter style, measured through the device adapters.
 
 Build: the models to learn from (the user's: given, and the ONNX artifacts in the store that still exist; a
-generated zoo of CNNs, MLPs and small transformers; optionally OFA search-space subnets) are split into the
+generated zoo of CNNs, MLPs and small transformers; optionally OFA search-space subnets; and kernels of the common
+operators at random configurations, search/prior.py) are split into the
 kernels the runtime executes (search/kernels.py). Every distinct kernel is exported alone and timed on the
 device, many per runner process (devices/batch.py, with the deployed session settings). Then, adaptively,
 kernels around them: each dimension of each kernel scaled by 0.5 ... 2 (kernels.neighbours), so that a graph
@@ -10,10 +11,10 @@ are taken as they are). The file keeps the raw measurements (and, on an emulated
 so fitting is repeatable and an interrupted build resumes where it stopped.
 
 Predict: each kernel of a graph gets its measured p50 when that exact kernel was timed ("measured" in the
-breakdown), else its type's regressor (a linear trend in MACs and elements times a random forest's correction
-on log features), else the all-types forest ("fallback"). The model's latency is the sum of its kernels plus
-what a whole model costs beyond its kernels timed alone, linear in a few counts (kernel calls, runtime nodes,
-weights beyond cache, ...; KernelPredictor._fit_overhead) fitted on the whole models. On an emulated device
+breakdown), else its type's (or convolution class's) regressor, else its kind's ("fallback"): see
+search/predictor_fit.py. The model's latency is the sum of its kernels plus what a whole model costs beyond its
+kernels timed alone, linear in a few counts (kernel calls, runtime nodes, weights beyond cache, ...;
+KernelPredictor._fit_overhead) fitted on the whole models. On an emulated device
 the same is done for guest instruction counts. Figures are labelled `predicted`.
 """
 from __future__ import annotations
@@ -28,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgebench.search.kernels import (FEATURES, Kernel, kernel_file, kernel_model, neighbours, run_shapes,
-                                      split_kernels, with_fixed_inputs)
+from edgebench.search.kernels import (Kernel, kernel_file, kernel_model, neighbours, run_shapes, split_kernels,
+                                      with_fixed_inputs)
+from edgebench.search.predictor_fit import KernelPredictor
 from edgebench.types import EdgebenchError
 
 PREDICTOR_FORMAT = "edgebench-kernel-predictor-4"
@@ -405,235 +407,6 @@ def _empty_kernel_model() -> onnx.ModelProto:
     # IR 8: what onnxruntime of two years ago (a board's, the emulated root's) still loads
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
-
-# ---------------------------------------------------------------- predicting
-LINEAR = ("macs", "in_elems", "out_elems", "weight_elems", "spans", "n_inputs")
-TILES = ((1, 4), (1, 8), (1, 16), (4, 4), (4, 16), (8, 8))  # (rows, columns) of a GEMM microkernel's tile
-
-
-def _up(x: float, m: int) -> float:
-    return float(-(-x // m) * m)
-
-
-def _gemm_dims(features: dict, head: str) -> tuple[float, float, float, float] | None:
-    """A convolution's or matmul's GEMM: (groups, rows M, columns N, depth K), from the features."""
-    f = features
-    if head not in ("Conv", "Gemm", "MatMul") or not f.get("c_out") or not f.get("macs"):
-        return None
-    g = float(f.get("groups") or 1) if head == "Conv" else 1.0
-    n = f["c_out"] / g
-    m = float(f.get("hw") or 1) if head == "Conv" else max(f.get("out_elems", 0) / f["c_out"], 1.0)
-    return g, m, n, f["macs"] / max(m * n * g, 1.0)
-
-
-def _lin(features: dict, ktype: str = "") -> np.ndarray:
-    """The linear trend's terms: a constant; MACs, elements in, out and of weights, broadcast spans and inputs;
-    a convolution's unfolded input (output positions x input channels x window: what im2col writes); for a
-    GEMM, its MACs with rows and columns padded to the tiles a microkernel computes (a 17-column GEMM costs
-    what a 32-column one does), its output padded, and its groups (a call each, for a depthwise convolution)
-    and group rows. Non-negative least squares keeps the terms that fit. Kernel CV on guest instructions
-    (2,160 kernels, pi4-emulated): within +-5% 87.1% -> 90.0% with the tiles, 93.1% with conv classes."""
-    f = features
-    im2col = f.get("macs", 0) * (f.get("groups") or 1) / f["c_out"] if f.get("kernel") and f.get("c_out") else 0.0
-    gemm = _gemm_dims(f, ktype.split("+")[0])
-    if gemm:
-        g, m, n, k = gemm
-        tiles = [g * _up(m, r) * _up(n, c) * k for r, c in TILES] + [g * _up(n, r) * _up(m, c) * k for r, c in TILES]
-        tiles += [g * m * _up(n, 16), g * _up(m, 4) * n, g * k * _up(m, 16), g, g * m, g * np.sqrt(m)]
-        w = float(f.get("width") or 0)
-        if w:  # per output row of each group: vectors of 4 and the tail (1, 2 or 3), plain and per window tap
-            rows = g * m / w
-            per_row = [rows, rows * (w // 4), *(rows * float(w % 4 == t) for t in (1, 2, 3))]
-            tiles += per_row + [x * (f.get("kernel") or 1) ** 2 for x in per_row]
-        else:
-            tiles += [0.0] * 10
-    else:
-        out = float(f.get("out_elems", 0) or 0)
-        tiles = [_up(out, 4), _up(out, 16)] + [0.0] * (2 * len(TILES) + 14)
-    return np.asarray([1.0, *(float(f.get(k, 0) or 0) for k in LINEAR), float(im2col), *tiles], dtype=np.float64)
-
-
-def conv_class(ktype: str, features: dict) -> str:
-    """The algorithm a runtime picks for a convolution, by its shape: depthwise 3x3 (a kernel of its own in
-    MLAS), other depthwise (per group), pointwise stride 1 (a plain GEMM), pointwise strided, 1-D or 3-D,
-    and the rest (im2col + GEMM). Each class gets its own trend when the build has enough of it."""
-    if ktype.split("+")[0] != "Conv":
-        return ""
-    f = features
-    if f.get("spatial"):
-        return "/1d" if f["spatial"] == 1 else "/nd"
-    if (f.get("groups") or 1) > 1:
-        return "/dw3" if f.get("kernel") == 3 else "/dw"
-    if f.get("kernel") == 1:
-        return "/pw" if (f.get("stride") or 1) == 1 else "/pw-strided"
-    return "/im2col"
-
-
-def kind(ktype: str, features: dict) -> str:
-    """For an operator the build never measured: 'arith' (it does more multiply-adds than it writes
-    elements: a recurrent cell, a matmul) or 'data' (elementwise and data movement)."""
-    f = features
-    return "arith" if (f.get("macs") or 0) > 1.5 * max(f.get("out_elems") or 0, f.get("in_elems") or 0) else "data"
-
-
-def _x(features: dict) -> np.ndarray:
-    """The forest's inputs: log features, and the channels' remainders modulo vector widths (a kernel's
-    tail loop; guest-instruction CV within 5%: 81.3% -> 81.9%, latency within 10%: 77% -> 80%)."""
-    logs = np.log1p(np.asarray([float(features.get(k, 0) or 0) for k in FEATURES], dtype=np.float64))
-    rems = [(features.get(k) or 0) % m for k in ("c_in", "c_out") for m in (4, 8, 16)] + [(features.get("hw") or 0) % 4]
-    return np.append(logs, np.asarray(rems, dtype=np.float64))
-
-
-class KernelPredictor:
-    """Fitted from a predictor file; deterministic (fixed seeds), refitted on load."""
-
-    MIN_PER_TYPE = 5  # fewer samples of a type: the all-types regressor answers
-    MIN_DISTINCT = 4  # an overhead term is fitted only when the whole models show this many values of it
-    # Leave-one-model-out over two builds' whole models: within +-10% 52% -> 58% and 61% -> 64%, the worst
-    # error 868% -> 162% and 188% -> 90%, against the unregularized fit.
-    PRIOR_WEIGHT = 1.0
-
-    def __init__(self, doc: dict, target: str = "p50_ms"):
-        from scipy.optimize import nnls
-        from sklearn.ensemble import RandomForestRegressor
-
-        self.doc, self.target = doc, target
-        self.meta = doc.get("meta", {})
-        rows = [v for k, v in doc["kernels"].items() if k != "_empty" and v.get(target) is not None]
-        if len(rows) < 3:
-            raise EdgebenchError(f"the predictor has {len(rows)} measured kernels; build it first "
-                                 f"(edgebench predictor build --device {self.meta.get('device', 'NAME')})")
-        self.measured = {k: v[target] for k, v in doc["kernels"].items() if v.get(target) is not None}
-        self.empty = doc["kernels"].get("_empty", {}).get(target)
-
-        def forest(x, y):
-            return RandomForestRegressor(n_estimators=100, random_state=0, min_samples_leaf=1).fit(x, y)
-
-        def fit_type(subset, generic=False):
-            """A trend linear in MACs and elements moved (non-negative least squares of relative error: it
-            interpolates and extrapolates smoothly), times a forest's correction on log features (what is not
-            linear: vector-width remainders, cache levels). 5-fold cross-validation on kernels measured under
-            load: within +-10% 83% of kernels, against 72% for a forest alone; guest instructions: 91% (within
-            +-5%: 81%) against 75%."""
-            lin = np.stack([_lin(r["features"], "" if generic else r["type"]) for r in subset])
-            y = np.asarray([max(r[target], 1e-12) for r in subset])
-            coef, _ = nnls(lin / y[:, None], np.ones(len(subset)))
-            base = lin @ coef
-            if np.any(base <= 0):
-                return None, forest(np.stack([_x(r["features"]) for r in subset]), np.log(y))
-            return coef, forest(np.stack([_x(r["features"]) for r in subset]), np.log(y / base))
-
-        # one trend per type and convolution class (conv_class) where the build has enough of it, else per
-        # type; an operator never measured is estimated from the measured ones of its kind (kind()), and
-        # failing that from all kernels
-        groups: dict = {}
-        for r in rows:
-            groups.setdefault(r["type"], []).append(r)
-            groups.setdefault(r["type"] + conv_class(r["type"], r["features"]), []).append(r)
-            if conv_class(r["type"], r["features"]):  # the class across activations (Conv, Conv+Relu, ...)
-                groups.setdefault("Conv*" + conv_class(r["type"], r["features"]), []).append(r)
-            groups.setdefault("*" + kind(r["type"], r["features"]), []).append(r)
-        groups["*"] = rows
-        self.by_type = {t: fit_type(sub, generic=t.startswith("*")) for t, sub in sorted(groups.items())
-                        if len(sub) >= self.MIN_PER_TYPE}
-        self.fit = self._fit_overhead()
-
-    def kernel(self, k: Kernel) -> tuple[float, str]:
-        if k.key in self.measured:
-            return self.measured[k.key], "measured"
-        cls = conv_class(k.type, k.features)
-        for group, how in ((k.type + cls, "regressed"), ("Conv*" + cls, "regressed"), (k.type, "regressed"),
-                           ("*" + kind(k.type, k.features), "fallback"), ("*", "fallback")):
-            if group in self.by_type:
-                coef, reg = self.by_type[group]
-                corr = float(np.exp(reg.predict(_x(k.features)[None, :])[0]))
-                base = float(_lin(k.features, "" if group.startswith("*") else k.type) @ coef) \
-                    if coef is not None else 1.0
-                if base > 0:
-                    return base * corr, how
-        return float(np.median(list(self.measured.values()))), "fallback"
-
-    def _sum(self, kernels) -> tuple[float, list]:
-        parts = [(k, *self.kernel(k)) for k in kernels]
-        return sum(p[1] for p in parts), parts
-
-    TERMS = ("n_kernels", "node_excess", "streamed_mb_beyond_cache", "conv_io_melems", "kernel_inputs",
-             "kernel_out_melems", "model_io")
-
-    def _fit_overhead(self) -> dict:
-        """whole model = sum of its kernels timed alone + c + k_n * n_kernels + k_x * node_excess
-        + k_s * streamed_MB_beyond_cache + k_c * conv_io_Melems + k_i * kernel_inputs + k_out * kernel_out_Melems
-        + k_io * model_io, fitted on the whole models of the build whose
-        kernels were all measured (relative errors, a robust loss: one model timed during a load spike does
-        not drag the rest; for timings, a prior holds k_n near minus an empty model's time). Why each term: every kernel timed alone pays one runtime call (input binding,
-        output copy), which a whole model pays once (k_n about minus an empty model's time, c about plus one);
-        node_excess = nodes the runtime runs for the kernels alone less those it runs for the whole model
-        (a convolution alone gets layout conversions; free input dimensions leave shape arithmetic in the
-        whole model), each costs a dispatch (k_x); a
-        kernel timed alone keeps its weights in a core's cache, a whole model's weights beyond it stream from
-        the next level (k_s); a convolution alone converts its input and output to and from the runtime's
-        blocked layout, which consecutive convolutions in a model do once (k_c, negative); every input a kernel
-        alone is fed and every output it hands back (a copy) cost per input and per element (k_i, k_out), and
-        so do the whole model's own inputs and outputs (k_io: a step model binds its whole state each call)."""
-        from scipy.optimize import least_squares
-
-        models = [m for m in self.doc.get("models", {}).values()
-                  if m.get(self.target) and all(k in self.measured for k in m["kernels"])]
-        if len(models) < 2 * (len(self.TERMS) + 1):
-            if self.target == "instructions":
-                return {"method": "sum - (n - 1) x empty model (too few whole models to fit)", "n_models": len(models)}
-            return {"method": "plain sum (too few whole models to fit)", "n_models": len(models),
-                    **{t: 0.0 for t in ("c", *self.TERMS)}}
-        # a term that hardly varies over the models (every one with one input and one output, say) cannot be
-        # told apart from c: it would take any value, and extrapolate wildly. Such a term is left at 0.
-        used = [t for t in self.TERMS if len({round(float(m[t]), 9) for m in models}) >= self.MIN_DISTINCT]
-        a = np.asarray([[1.0, *(m[t] for t in used)] for m in models])
-        sums = np.asarray([sum(self.measured[k] for k in m["kernels"]) for m in models])
-        y = np.asarray([m[self.target] for m in models])
-        start = np.linalg.lstsq(a / y[:, None], (y - sums) / y, rcond=None)[0]
-        n_at = 1 + used.index("n_kernels") if "n_kernels" in used else None
-        prior = self.target != "instructions" and n_at is not None and bool(self.empty)
-
-        def residuals(p):
-            r = (sums + a @ p) / y - 1
-            if prior:  # timings are noisy and the terms grow together: hold the per-kernel call near -empty
-                r = np.append(r, self.PRIOR_WEIGHT * (p[n_at] + self.empty) / self.empty)
-            return r
-
-        res = least_squares(residuals, start, loss="soft_l1", f_scale=0.05)
-        coef = dict(zip(["c", *used], res.x))
-        fit = {"method": "sum of kernels + c + " + " + ".join(f"k_{t} * {t}" for t in used)
-                         + ", robust least squares of relative error on whole models", "n_models": len(models),
-               **{t: float(coef.get(t, 0.0)) for t in ("c", *self.TERMS)},
-               "not_fitted": [t for t in self.TERMS if t not in used]}
-        fit["train_median_abs_error"] = float(np.median(np.abs((sums + a @ res.x) / y - 1)))
-        if prior:
-            fit["prior"] = f"k_n_kernels near minus an empty model's time ({self.empty:.4g}), weight {self.PRIOR_WEIGHT:g}"
-        return fit
-
-    def _apply(self, total: float, terms: dict, fit: dict | None = None) -> float:
-        f = fit or self.fit
-        if "c" not in f:  # instructions without a fit: every kernel's count includes one runtime call
-            return total - (terms["n_kernels"] - 1) * (self.empty or 0)
-        return total + f["c"] + sum(f[t] * terms[t] for t in self.TERMS)
-
-    def node_cache(self) -> dict:
-        return {k: v.get("runtime_nodes") for k, v in self.doc["kernels"].items()}
-
-    def predict_model(self, kernels: list[Kernel], terms: dict) -> dict:
-        """`terms`: model_terms() of the graph (self.node_cache() spares recounting known kernels)."""
-        total, parts = self._sum(kernels)
-        value = self._apply(total, terms)
-        value = max(value, self.empty or 0.0)  # no model runs faster than an empty one
-        by_type: dict = {}
-        for k, v, how in parts:
-            slot = by_type.setdefault(k.type, {"type": k.type, "count": 0, self.target: 0.0,
-                                               "measured": 0, "regressed": 0, "fallback": 0})
-            slot["count"] += 1
-            slot[self.target] += v
-            slot[how] += 1
-        return {"value": float(value), "kernels": len(kernels), "sum_of_kernels": float(total), "terms": terms,
-                "breakdown": sorted(by_type.values(), key=lambda r: -r[self.target]), "fit": self.fit}
 
 
 def load_predictor(path: Path, target: str = "p50_ms") -> KernelPredictor:

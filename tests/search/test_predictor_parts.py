@@ -6,7 +6,8 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from edgebench.search.kernels import kernel_model, neighbours, run_shapes, split_kernels
-from edgebench.search.predictor import PREDICTOR_FORMAT, KernelPredictor
+from edgebench.search.predictor import PREDICTOR_FORMAT
+from edgebench.search.predictor_fit import KernelPredictor
 
 
 def _expand_model() -> onnx.ModelProto:
@@ -269,7 +270,7 @@ def test_a_concat_of_three_inputs_is_not_the_kernel_of_two():
 
 
 def test_prior_samples_cover_the_common_operators_and_each_runs_alone():
-    from edgebench.search.predictor import conv_class
+    from edgebench.search.predictor_fit import conv_class
     from edgebench.search.prior import prior_kernels
 
     got = prior_kernels(120, seed=3)
