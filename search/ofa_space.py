@@ -88,7 +88,7 @@ class OFASpace:
     def features_batch(self, genes: np.ndarray) -> np.ndarray:
         genes = np.asarray(genes, dtype=np.int64)
         n = self.spec.n_slots
-        nk, ne, nr = len(self.ks), len(self.ex), len(self.res)
+        nk, ne = len(self.ks), len(self.ex)
         rows = np.arange(len(genes))[:, None]
         active = self.active_slots(genes).astype(np.float32)
         feat = np.zeros((len(genes), self.n_features), dtype=np.float32)
