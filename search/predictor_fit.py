@@ -14,6 +14,7 @@ from edgebench.types import EdgebenchError
 
 LINEAR = ("macs", "in_elems", "out_elems", "weight_elems", "spans", "n_inputs")
 TILES = ((1, 4), (1, 8), (1, 16), (4, 4), (4, 16), (8, 8))  # (rows, columns) of a GEMM microkernel's tile
+GEMM_TERMS = 2 * len(TILES) + 6 + 10  # _lin's GEMM terms: tiles both ways, 6 more, 10 per output row
 
 
 def _up(x: float, m: int) -> float:
@@ -55,7 +56,8 @@ def _lin(features: dict, ktype: str = "") -> np.ndarray:
             tiles += [0.0] * 10
     else:
         out = float(f.get("out_elems", 0) or 0)
-        tiles = [_up(out, 4), _up(out, 16)] + [0.0] * (2 * len(TILES) + 14)
+        tiles = [_up(out, 4), _up(out, 16)]
+    tiles += [0.0] * (GEMM_TERMS - len(tiles))  # one length for every kernel: the fits stack them
     return np.asarray([1.0, *(float(f.get(k, 0) or 0) for k in LINEAR), float(im2col), *tiles], dtype=np.float64)
 
 
@@ -80,6 +82,16 @@ def kind(ktype: str, features: dict) -> str:
     elements: a recurrent cell, a matmul) or 'data' (elementwise and data movement)."""
     f = features
     return "arith" if (f.get("macs") or 0) > 1.5 * max(f.get("out_elems") or 0, f.get("in_elems") or 0) else "data"
+
+
+def _groups(ktype: str, features: dict) -> list[tuple[str, str]]:
+    """The regressors that may answer for a kernel, most specific first, each with how its answer is labelled:
+    its type and convolution class, the class across activations (Conv, Conv+Relu, ...), its type, its kind,
+    all kernels. A kernel is fitted into every one of them (once each)."""
+    cls = conv_class(ktype, features)
+    names = [(ktype + cls, "regressed"), *((("Conv*" + cls, "regressed"), (ktype, "regressed")) if cls else ()),
+             ("*" + kind(ktype, features), "fallback"), ("*", "fallback")]
+    return names
 
 
 def _x(features: dict) -> np.ndarray:
@@ -134,12 +146,8 @@ class KernelPredictor:
         # failing that from all kernels
         groups: dict = {}
         for r in rows:
-            groups.setdefault(r["type"], []).append(r)
-            groups.setdefault(r["type"] + conv_class(r["type"], r["features"]), []).append(r)
-            if conv_class(r["type"], r["features"]):  # the class across activations (Conv, Conv+Relu, ...)
-                groups.setdefault("Conv*" + conv_class(r["type"], r["features"]), []).append(r)
-            groups.setdefault("*" + kind(r["type"], r["features"]), []).append(r)
-        groups["*"] = rows
+            for name, _ in _groups(r["type"], r["features"]):
+                groups.setdefault(name, []).append(r)
         self.by_type = {t: fit_type(sub, generic=t.startswith("*")) for t, sub in sorted(groups.items())
                         if len(sub) >= self.MIN_PER_TYPE}
         self.fit = self._fit_overhead()
@@ -147,9 +155,7 @@ class KernelPredictor:
     def kernel(self, k: Kernel) -> tuple[float, str]:
         if k.key in self.measured:
             return self.measured[k.key], "measured"
-        cls = conv_class(k.type, k.features)
-        for group, how in ((k.type + cls, "regressed"), ("Conv*" + cls, "regressed"), (k.type, "regressed"),
-                           ("*" + kind(k.type, k.features), "fallback"), ("*", "fallback")):
+        for group, how in _groups(k.type, k.features):
             if group in self.by_type:
                 coef, reg = self.by_type[group]
                 corr = float(np.exp(reg.predict(_x(k.features)[None, :])[0]))
