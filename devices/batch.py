@@ -58,25 +58,26 @@ def write_bundle(folder: Path, models: list[tuple[str, Path]], rounds: int):
 
 
 def run_emulated(device, bundle, spec: RunSpec):
-    """The batch runner under qemu with the instruction counter: (Measurement, raw region counts). The
-    device's run() reports only the median over regions and caps the runs; a batch needs every round and one
-    count per model, so it takes EmulatedDevice.run_counted's raw document."""
+    """The batch runner under qemu with the instruction counter: (Measurement, raw region counts, the same
+    regions' counts inside the Python interpreter or None). The device's run() reports only the median over
+    regions and caps the runs; a batch needs every round and one count per model, so it takes
+    EmulatedDevice.run_counted's raw document."""
     m, counts = device.run_counted(bundle, spec)
-    return m, (counts or {}).get("regions", [])
+    return m, (counts or {}).get("regions", []), (counts or {}).get("region_harness")
 
 
 def measure_models(device, models: list[tuple[str, Path]], cfg, workdir: Path) -> dict:
-    """{key: {"samples_ns": [...], "instructions": n or None}} for models run in ONE runner process, plus
-    "_measurement" (the runner's Measurement). `cfg`: a BatchConfig (or any config with its fields and
-    for_device, such as the OFA table's LUTConfig)."""
+    """{key: {"samples_ns": [...], "instructions": n or None[, "instructions_outside_interpreter": n]}} for
+    models run in ONE runner process, plus "_measurement" (the runner's Measurement). `cfg`: a BatchConfig (or
+    any config with its fields and for_device, such as the OFA table's LUTConfig)."""
     cfg = cfg.for_device(device.kind)
     bundle = write_bundle(Path(workdir), models, cfg.rounds)
     spec = RunSpec(runs=cfg.runs, warmup=cfg.warmup, threads=cfg.threads, eval=False, timeout_s=cfg.timeout_s)
     per_round = max(1, cfg.runs // cfg.rounds)
     if device.kind == "emulated":
-        m, regions = run_emulated(device, bundle, spec)
+        m, regions, harness = run_emulated(device, bundle, spec)
     else:
-        m, regions = device.run(bundle, spec), None
+        m, regions, harness = device.run(bundle, spec), None, None
     if not m.ok:
         raise EdgebenchError(f"batch runner on {device.name} failed: {m.error}")
     n = len(models)
@@ -89,9 +90,14 @@ def measure_models(device, models: list[tuple[str, Path]], cfg, workdir: Path) -
         if len(regions) != 1 + samples.size:
             raise EdgebenchError(f"instruction counter saw {len(regions) - 1} regions, expected {samples.size}")
         counts = (np.asarray(regions[1:], dtype=np.int64) - regions[0]).reshape(cfg.rounds, n, per_round)
+    outside = None
+    if counts is not None and harness is not None and len(harness) == len(regions):
+        outside = counts - (np.asarray(harness[1:], dtype=np.int64) - harness[0]).reshape(counts.shape)
     out = {}
     for i, (key, _) in enumerate(models):
         out[key] = {"samples_ns": samples[:, i, :].ravel().tolist(),
                     "instructions": int(np.median(counts[:, i, :])) if counts is not None else None}
+        if outside is not None:
+            out[key]["instructions_outside_interpreter"] = int(np.median(outside[:, i, :]))
     out["_measurement"] = m
     return out

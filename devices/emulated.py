@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -174,6 +175,11 @@ def instructions_from_counts(counts: dict) -> dict:
         "instructions_total_process": int(counts.get("total", 0)),
         "instructions_regions": len(per),
     }
+    harness = counts.get("region_harness") or []
+    if len(harness) == len(regions):
+        # the median of what each inference ran outside the Python interpreter (the runtime, libc, numpy)
+        out["instructions_outside_interpreter"] = int(statistics.median(
+            max((r - h) - (regions[0] - harness[0]), 0) for r, h in zip(regions[1:], harness[1:])))
     by_region = counts.get("region_classes") or []
     names = counts.get("classes") or []
     if len(by_region) == len(regions) and names:
@@ -226,6 +232,8 @@ class EmulatedDevice(Device):
             # inline counting is exact for one guest thread and about 2x cheaper; more threads need atomics
             mode = "inline" if threads <= 1 else "atomic"
             arg = f"{self._plugin},out={str(plugin_out).replace(',', ',,')},mode={mode}"
+            # the interpreter's own instructions, counted apart (region_harness; see insn_count.c)
+            arg += f",harness={os.path.realpath(root.python).replace(',', ',,')}"
             if self.blocks_out is not None:
                 arg += f",blocks={str(self.blocks_out).replace(',', ',,')}"
             cmd += ["-plugin", arg]
