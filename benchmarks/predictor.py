@@ -20,6 +20,8 @@ figures, and the drift: six training models timed again with the held-out ones, 
     python benchmarks/predictor.py                          # local, pinned to core 1, one thread
     python benchmarks/predictor.py --device pi4-emulated --zoo 6 --heldout-zoo 6 --no-minilm
                                                             # guest instructions per inference (exact)
+    python benchmarks/predictor.py --device pi4-emulated --no-minilm --keep DIR --evaluate-only --heldout-seed 2
+                                                            # DIR's predictor, refitted, on a fresh held-out set
 """
 from __future__ import annotations
 
@@ -88,13 +90,14 @@ def gru_net(hidden: int):
     return GRUNet()
 
 
-def conv1d_net():
+def conv1d_net(channels: int = 32):
     import torch
     from torch import nn
 
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv1d(6, 32, 5, padding=2), nn.ReLU(), nn.Conv1d(32, 64, 5, stride=2, padding=2),
-                         nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(64, 4))
+    return nn.Sequential(nn.Conv1d(6, channels, 5, padding=2), nn.ReLU(),
+                         nn.Conv1d(channels, 2 * channels, 5, stride=2, padding=2), nn.ReLU(),
+                         nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(2 * channels, 4))
 
 
 def user_models(folder: Path, minilm: bool) -> list[tuple[str, Path, dict]]:
@@ -113,8 +116,9 @@ def user_models(folder: Path, minilm: bool) -> list[tuple[str, Path, dict]]:
     return out
 
 
-def held_out(folder: Path, n_zoo: int, minilm: bool, space: bool) -> list[tuple[str, str, Path, dict]]:
-    """(group, name, path, feed) of graphs no build saw."""
+def held_out(folder: Path, n_zoo: int, minilm: bool, space: bool, seed: int = 1) -> list[tuple[str, str, Path, dict]]:
+    """(group, name, path, feed) of graphs no build saw. Seed 1: the set the README's figures are for; any
+    other seed draws other sizes for every group (a fresh set for a predictor tuned while looking at seed 1)."""
     import torch
 
     from edgebench.search.predictor import ofa_sources
@@ -123,21 +127,30 @@ def held_out(folder: Path, n_zoo: int, minilm: bool, space: bool) -> list[tuple[
     from edgebench.train.cnn import SmallCNN
     from edgebench.train.l2mu import L2MU
 
-    out = [("zoo", n, p, {}) for n, p in zoo_models(n_zoo, folder / "zoo-heldout", seed=1)]
-    torch.manual_seed(1)
-    out.append(("around", "cnn-w24-12x12",
-                *_torch(folder, "cnn-w24", SmallCNN(1, 10, width=24, side=12), torch.randn(1, 1, 12, 12))))
-    out.append(("around", "l2mu-lif-h48", *_torch(folder, "l2mu-h48", L2MU(6, 4, hidden_size=48, neuron="lif"),
-                                                  torch.randn(1, 6, 100), view=True)))
+    rng = np.random.default_rng(seed)
+
+    def pick(seed1, *others):  # seed 1's size, else one of the others
+        return seed1 if seed == 1 else int(rng.choice(others))
+
+    sub = "" if seed == 1 else f"-s{seed}"
+    out = [("zoo", n, p, {}) for n, p in zoo_models(n_zoo, folder / f"zoo-heldout{sub}", seed=seed)]
+    torch.manual_seed(seed)
+    width, side, h_lif = pick(24, 12, 20, 32), pick(12, 10, 14, 16), pick(48, 32, 40, 56, 80)
+    h_gru, c1, length, h_cuba = pick(64, 32, 48, 96), pick(32, 16, 24, 48), pick(128, 64, 96, 200), pick(64, 32, 48, 80)
+    out.append(("around", f"cnn-w{width}-{side}x{side}", *_torch(folder, f"cnn-w{width}-{side}", SmallCNN(
+        1, 10, width=width, side=side), torch.randn(1, 1, side, side))))
+    out.append(("around", f"l2mu-lif-h{h_lif}", *_torch(folder, f"l2mu-h{h_lif}", L2MU(
+        6, 4, hidden_size=h_lif, neuron="lif"), torch.randn(1, 6, 100), view=True)))
     if minilm:
         out.append(("around", "minilm-l3-seq48", *_minilm(folder, "minilm-l3", 3, 48)))
-    if space:  # other random subnets (seed 1); the largest and smallest were in the build
-        out += [("space", s.name, s.path, {}) for s in ofa_sources(folder / "ofa-heldout", 4, seed=1)
+    if space:  # other random subnets; the largest and smallest were in the build
+        out += [("space", s.name, s.path, {}) for s in ofa_sources(folder / f"ofa-heldout{sub}", 4, seed=seed)
                 if "random" in s.name]
-    out.append(("unseen", "gru-h64", *_torch(folder, "gru", gru_net(64), torch.randn(1, 100, 6))))
-    out.append(("unseen", "conv1d-har", *_torch(folder, "conv1d", conv1d_net(), torch.randn(1, 6, 128))))
-    out.append(("unseen", "l2mu-cuba-h64", *_torch(folder, "l2mu-cuba", L2MU(6, 4, hidden_size=64, neuron="cuba"),
-                                                   torch.randn(1, 6, 100), view=True)))
+    out.append(("unseen", f"gru-h{h_gru}", *_torch(folder, f"gru{sub}", gru_net(h_gru), torch.randn(1, 100, 6))))
+    out.append(("unseen", "conv1d-har" if seed == 1 else f"conv1d-c{c1}-l{length}",
+                *_torch(folder, f"conv1d{sub}", conv1d_net(c1), torch.randn(1, 6, length))))
+    out.append(("unseen", f"l2mu-cuba-h{h_cuba}", *_torch(folder, f"l2mu-cuba{sub}", L2MU(
+        6, 4, hidden_size=h_cuba, neuron="cuba"), torch.randn(1, 6, 100), view=True)))
     return out
 
 
@@ -172,7 +185,13 @@ def main() -> None:
     ap.add_argument("--no-minilm", action="store_true", help="leave MiniLM out (slow under emulation)")
     ap.add_argument("--no-space", action="store_true", help="leave the OFA search space out")
     ap.add_argument("--keep", type=Path, help="keep the predictor file and models in this folder")
+    ap.add_argument("--heldout-seed", type=int, default=1,
+                    help="1: the README's held-out set; any other seed draws other sizes for every group")
+    ap.add_argument("--evaluate-only", action="store_true",
+                    help="no build: evaluate the predictor file kept in --keep (refitted with this code)")
     args = ap.parse_args()
+    if args.evaluate_only and not (args.keep and (args.keep / "predictor.json").exists()):
+        ap.error("--evaluate-only needs --keep FOLDER holding a predictor.json from an earlier run")
 
     with tempfile.TemporaryDirectory(prefix="edgebench-predictor-bench-") as tmp:
         tmp = args.keep or Path(tmp)
@@ -187,9 +206,10 @@ def main() -> None:
         learn = [*(Source(n, p, f or model_feed(p), around=True) for n, p, f in users),
                  *zoo_sources(args.zoo, tmp / "zoo", seed=0),
                  *(ofa_sources(tmp / "ofa", 4, seed=0) if space else [])]
-        build_predictor(dev, tmp / "predictor.json", learn,
-                        BuildConfig(budget_minutes=args.budget_minutes, runs=3 if emulated else 60), progress=False,
-                        log=print)
+        if not args.evaluate_only:
+            build_predictor(dev, tmp / "predictor.json", learn,
+                            BuildConfig(budget_minutes=args.budget_minutes, runs=3 if emulated else 60),
+                            progress=False, log=print)
         print(f"after build: {_load()}")
         target = "instructions" if emulated else "p50_ms"
         pred = load_predictor(tmp / "predictor.json", target)
@@ -200,7 +220,7 @@ def main() -> None:
         print(f"fit: {pred.fit}")
         cases = []
         trained = {_sha(src.path) for src in learn}
-        for group, name, path, feed in held_out(tmp, args.heldout_zoo, minilm, space):
+        for group, name, path, feed in held_out(tmp, args.heldout_zoo, minilm, space, args.heldout_seed):
             if _sha(path) in trained:  # never evaluate on a training graph
                 print(f"{name}: the same file as a training graph, left out")
                 continue

@@ -369,7 +369,7 @@ def predictor_build(device: str = typer.Option(..., help="Device name (its kerne
                     zoo: int = typer.Option(24, min=0, help="Generated CNNs, MLPs and transformers to learn from"),
                     around: bool = typer.Option(True, help="Also time kernels around every learned kernel (each "
                                                 "dimension x0.5 ... x2), so the regressors interpolate"),
-                    prior: int = typer.Option(400, min=0, help="Kernels of the common operators (convolutions, "
+                    prior: int = typer.Option(520, min=0, help="Kernels of the common operators (convolutions, "
                                               "matmuls, GRU/LSTM, elementwise, data movement) at random "
                                               "configurations, for graphs unlike any learned from"),
                     space: List[str] = typer.Option([], "--space", help="A search space to learn from: 'ofa' "

@@ -26,7 +26,7 @@ SHAPE_OPS = {"Shape", "Constant", "ConstantOfShape", "Unsqueeze", "Squeeze", "Re
 FLOAT_TYPES = {1, 10, 11, 16}  # float32, float16, float64, bfloat16 (onnx TensorProto)
 SMALL_INT = 64  # integer tensors up to this size are shape arithmetic, baked into a kernel as constants
 FEATURES = ("macs", "in_elems", "out_elems", "weight_elems", "c_in", "c_out", "hw", "kernel", "stride",
-            "groups", "n_nodes", "spans", "n_inputs", "spatial", "width")
+            "groups", "n_nodes", "spans", "n_inputs", "spatial", "width", "n_outputs")
 BROADCASTING = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Where", "Greater", "Less", "Equal", "And", "Or",
                 "GreaterOrEqual", "LessOrEqual", "PRelu"}
 
@@ -204,6 +204,8 @@ def _features(k: Kernel, shapes: dict, consts: set) -> dict:
          "weight_elems": weight_elems, "n_nodes": len(k.nodes)}
     if len(k.inputs) > 1:  # each input is bound (alone) and walked: a Concat of 3 is not one of 2 (keys of
         f["n_inputs"] = len(k.inputs)  # one-input kernels stay as they were)
+    if len(k.outputs) > 1:  # each output is allocated and written: a Split in 3 is not one in 2 (the split sizes
+        f["n_outputs"] = len(k.outputs)  # may come as an input or an attribute, so only this says it)
     attrs = {a.name: helper.get_attribute_value(a) for a in head.attribute}
     if head.op_type == "Conv" and len(in_shape) >= 3 and head.input[1] in shapes:  # 1-D, 2-D, 3-D
         w = shapes[head.input[1]][0]

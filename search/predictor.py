@@ -34,7 +34,7 @@ from edgebench.search.kernels import (Kernel, kernel_file, kernel_model, neighbo
 from edgebench.search.predictor_fit import KernelPredictor
 from edgebench.types import EdgebenchError
 
-PREDICTOR_FORMAT = "edgebench-kernel-predictor-4"
+PREDICTOR_FORMAT = "edgebench-kernel-predictor-5"
 DEFAULT_DIR = Path("out/predictors")
 
 
@@ -48,7 +48,7 @@ class BuildConfig:
     chunk: int = 64  # kernels per runner process; the file is saved after each
     whole_runs: int = 200  # measured inferences per whole model (the fit rests on few of them), over 5 rounds
     zoo: int = 24  # generated models to learn from (besides the store's artifacts)
-    prior: int = 400  # kernels at random configurations of the common operators (search/prior.py)
+    prior: int = 520  # kernels at random configurations of the common operators (search/prior.py)
     seed: int = 0
 
 
@@ -199,6 +199,8 @@ def _measure(device, items: list[tuple[str, Path]], cfg: BuildConfig, workdir: P
     for key, _ in items:
         s = np.asarray(res[key]["samples_ns"], dtype=np.float64) / 1e6
         out[key] = {"p50_ms": float(np.median(s)), "n": int(s.size), "instructions": res[key]["instructions"]}
+        if res[key].get("instructions_outside_interpreter") is not None:
+            out[key]["instructions_outside_interpreter"] = res[key]["instructions_outside_interpreter"]
     return out
 
 
