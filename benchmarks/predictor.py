@@ -2,7 +2,7 @@
 
 The build learns from a generated zoo (CNNs, MLPs, small transformers; seed 0) and three "user" models (a
 digits CNN, width 16 at 8x8; the spiking L2MU, LIF, hidden 64; all-MiniLM-L6-v2 at sequence 32), samples
-kernels around all of theirs (each dimension scaled by 0.5 ... 2), and 400 kernels of the common operators at
+kernels around all of theirs (each dimension scaled by 0.5 ... 2), and 520 kernels of the common operators at
 random configurations (search/prior.py: convolutions 1-D and 2-D, matmuls, GRU/LSTM, elementwise, data
 movement; no model). It is then evaluated only on graphs it never saw, in four groups, printed as such:
   zoo        a second generated zoo (seed 1): the generator's families, other configurations;
