@@ -121,9 +121,8 @@ def held_out(folder: Path, n_zoo: int, minilm: bool, space: bool, seed: int = 1)
     other seed draws other sizes for every group (a fresh set for a predictor tuned while looking at seed 1)."""
     import torch
 
-    from edgebench.search.predictor import ofa_sources
 
-    from edgebench.search.predictor import zoo_models
+    from edgebench.search.predictor_sources import ofa_sources, zoo_models
     from edgebench.train.cnn import SmallCNN
     from edgebench.train.l2mu import L2MU
 
@@ -173,7 +172,8 @@ def main() -> None:
     from edgebench.api import bench
     from edgebench.devices.registry import get_device
     from edgebench.search.predictor import (BuildConfig, Source, build_predictor, load_predictor, model_feed,
-                                            model_kernels, model_terms, ofa_sources, zoo_sources)
+                                            model_kernels, model_terms)
+    from edgebench.search.predictor_sources import ofa_sources, zoo_sources
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="core1", help="device name ('core1': local pinned to core 1)")

@@ -384,8 +384,8 @@ def predictor_build(device: str = typer.Option(..., help="Device name (its kerne
 
     Resumable: run it again to continue an interrupted or budget-limited build."""
     from edgebench.devices.registry import get_device
-    from edgebench.search.predictor import (BuildConfig, build_predictor, ofa_sources, predictor_path, store_sources,
-                                            zoo_sources)
+    from edgebench.search.predictor import BuildConfig, build_predictor, predictor_path
+    from edgebench.search.predictor_sources import ofa_sources, store_sources, zoo_sources
 
     dev = get_device(device, str(devices_file) if devices_file else None)
     path = out_file or predictor_path(dev.name)
