@@ -220,7 +220,8 @@ class Record:
         if self.device_kind == "emulated":
             out["emulated_wall_time_ms"] = self.extra.get("emulated_wall_time_ms")
             out["estimate"] = {k: self.extra.get(k) for k in ESTIMATE_KEYS if k in self.extra}
-        for key in ("instructions_per_inference", "estimated_latency_ms", "estimated_provenance",
+        for key in ("instructions_per_inference", "instructions_outside_interpreter", "estimated_latency_ms",
+                    "estimated_provenance",
                     "activation_sparsity", "synops_per_sample", "effective_macs_per_sample", "dense_macs_per_sample",
                     "spike_rate_by_population", "weight_sparsity", "macs_by_op", "macs_unavailable",
                     "energy_mj_per_inference", "energy_provenance", "energy_source", "energy_window_s",
