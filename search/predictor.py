@@ -288,8 +288,9 @@ def build_predictor(device, out: Path, models: list, cfg: BuildConfig = BuildCon
 
 def _runner_harness(device, folder: Path) -> int | None:
     """The Python interpreter's instructions around one inference in the deployed runner, as `edgebench bench`
-    counts them (an empty model; about 11,800 under pi4-emulated, against about 9,000 in the batch runner that
-    times kernels and whole models for the build). A predicted count is the runtime's work plus this."""
+    counts them (an empty model: 11,434 under pi4-emulated; about 11,800 for a one-input model, about 9,000 in
+    the batch runner that times kernels and whole models for the build). A predicted count is the runtime's work
+    plus this."""
     from edgebench.deploy.bundle import make_bundle
     from edgebench.export.onnx import describe_onnx
     from edgebench.types import RunSpec

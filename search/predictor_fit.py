@@ -83,7 +83,8 @@ def _lin(features: dict, ktype: str = "") -> np.ndarray:
             tiles += per_row + [x * (f.get("kernel") or 1) ** 2 for x in per_row]
         else:
             tiles += [0.0] * 10
-        tiles += _im2col_terms(f) if ktype.split("+")[0] == "Conv" else [0.0] * 5
+        if ktype.split("+")[0] == "Conv":
+            tiles += _im2col_terms(f)
     elif ktype.split("+")[0] in GATES:
         tiles = _recurrent_terms(f, GATES[ktype.split("+")[0]])
     else:
