@@ -38,11 +38,8 @@ What the figures are -- read this before using any of them:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
 import shutil
-import statistics
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -51,14 +48,12 @@ from pathlib import Path
 from edgebench.deploy.bundle import RUNNER_SOURCE, Bundle
 from edgebench.devices import aarch64_root
 from edgebench.devices.base import Device
+from edgebench.devices.insn_plugin import COUNT_METHOD, build_plugin, instructions_from_counts, plugin_arg
 from edgebench.devices.protocol import measurement_from_output, parse_result, runner_args
 from edgebench.types import EdgebenchError, Measurement, Provenance, RunSpec
 
-PLUGIN_SOURCE = Path(__file__).with_name("insn_count.c")
 WALL_TIME_NOTE = ("qemu user-mode wall time on the host (TCG emulation, 12-1000x slower than native): "
                   "not a device latency")
-COUNT_METHOD = ("qemu TCG plugin insn_count: guest instructions between markers the runner places around "
-                "each measured inference (warm-up excluded), minus the markers' own cost; median over runs")
 
 
 @dataclass(frozen=True)
@@ -136,61 +131,6 @@ def calibration_path(config: EmulatedConfig, runtime: str = "") -> Path | None:
     return paths[0] if paths else None
 
 
-def build_plugin(cache_dir: Path) -> Path:
-    """Compile devices/insn_count.c into `cache_dir` (named by the source's hash, so edits rebuild it)."""
-    source = PLUGIN_SOURCE.read_bytes()
-    out = Path(cache_dir) / f"insn_count-{hashlib.sha256(source).hexdigest()[:12]}.so"
-    if out.exists():
-        return out
-    gcc = shutil.which("gcc") or shutil.which("cc")
-    if gcc is None:
-        raise EdgebenchError("compiling the instruction-count plugin needs a C compiler: apt-get install gcc")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(f".tmp{id(out)}.so")
-    proc = subprocess.run([gcc, "-shared", "-fPIC", "-O2", "-o", str(tmp), str(PLUGIN_SOURCE)],
-                          capture_output=True, text=True, timeout=120)
-    if proc.returncode != 0:
-        raise EdgebenchError(f"compiling {PLUGIN_SOURCE.name} failed: {' '.join(proc.stderr.split())[-300:]}")
-    tmp.rename(out)
-    for stale in out.parent.glob("insn_count-*.so"):  # builds of older sources
-        if stale != out:
-            stale.unlink(missing_ok=True)
-    return out
-
-
-def instructions_from_counts(counts: dict) -> dict:
-    """Per-inference figures from the plugin's document ({"total", "regions": [markers-only, inf1, ...]})."""
-    regions = counts.get("regions", [])
-    if len(regions) < 2:
-        return {}
-    overhead = regions[0]  # the empty region the runner opens first: the markers' own cost
-    per = [max(r - overhead, 0) for r in regions[1:]]
-    med = statistics.median(per)
-    out = {
-        "instructions_per_inference": int(med),
-        "instructions_min": int(min(per)),
-        "instructions_max": int(max(per)),
-        "instructions_spread": (max(per) - min(per)) / med if med else None,
-        "instructions_marker_overhead": int(overhead),
-        "instructions_total_process": int(counts.get("total", 0)),
-        "instructions_regions": len(per),
-    }
-    harness = counts.get("region_harness") or []
-    if len(harness) == len(regions):
-        # the median of what each inference ran outside the Python interpreter (the runtime, libc, numpy)
-        out["instructions_outside_interpreter"] = int(statistics.median(
-            max((r - h) - (regions[0] - harness[0]), 0) for r, h in zip(regions[1:], harness[1:])))
-    by_region = counts.get("region_classes") or []
-    names = counts.get("classes") or []
-    if len(by_region) == len(regions) and names:
-        # the class split of the inference whose total is the median (so the classes add up to it), minus
-        # the markers' own split
-        i = 1 + sorted(range(len(per)), key=per.__getitem__)[(len(per) - 1) // 2]
-        out["instructions_by_class"] = {name: max(int(by_region[i][k]) - int(by_region[0][k]), 0)
-                                        for k, name in enumerate(names)}
-    return out
-
-
 class EmulatedDevice(Device):
     """A Cortex-A class CPU under qemu-aarch64. Its wall times are emulated, never device latency."""
 
@@ -229,14 +169,7 @@ class EmulatedDevice(Device):
     def _qemu_cmd(self, root: aarch64_root.Root, plugin_out: Path | None = None, threads: int = 1) -> list[str]:
         cmd = [self.config.qemu, "-L", str(root.path), "-cpu", self.config.cpu]
         if plugin_out is not None and self._plugin is not None:
-            # inline counting is exact for one guest thread and about 2x cheaper; more threads need atomics
-            mode = "inline" if threads <= 1 else "atomic"
-            arg = f"{self._plugin},out={str(plugin_out).replace(',', ',,')},mode={mode}"
-            # the interpreter's own instructions, counted apart (region_harness; see insn_count.c)
-            arg += f",harness={os.path.realpath(root.python).replace(',', ',,')}"
-            if self.blocks_out is not None:
-                arg += f",blocks={str(self.blocks_out).replace(',', ',,')}"
-            cmd += ["-plugin", arg]
+            cmd += ["-plugin", plugin_arg(self._plugin, plugin_out, threads, root.python, self.blocks_out)]
         return cmd + [str(root.python)]
 
     # ------------------------------------------------------------ facts

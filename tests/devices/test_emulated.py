@@ -13,8 +13,8 @@ import pytest
 
 from edgebench.deploy.bundle import Bundle, make_bundle
 from edgebench.devices import aarch64_root
-from edgebench.devices.emulated import (EmulatedConfig, EmulatedDevice, calibrate_ipc, estimate_latency_ms,
-                                        instructions_from_counts)
+from edgebench.devices.emulated import EmulatedConfig, EmulatedDevice, calibrate_ipc, estimate_latency_ms
+from edgebench.devices.insn_plugin import instructions_from_counts
 from edgebench.devices.local import LocalDevice
 from edgebench.devices.registry import get_device
 from edgebench.types import EdgebenchError, Provenance, RunSpec
