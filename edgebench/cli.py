@@ -450,6 +450,9 @@ def predict(model: Path = typer.Argument(..., help="An ONNX graph"),
         out.print(f"predicted emulated wall time: {doc['predicted_emulated_wall_ms']:.4g} ms (not a device latency)")
     if "predicted_instructions" in doc:
         out.print(f"predicted guest instructions per inference: {doc['predicted_instructions']:,}")
+    if doc.get("error_band"):
+        out.print(f"error of {doc['error_band']['of']} on an unseen model: {doc['error_band']['text']}",
+                  markup=False)
     _predict_budget(doc, model, max_latency_ms, max_instructions)
 
 
@@ -511,15 +514,25 @@ def devices_list(devices_file: Optional[Path] = typer.Option(None, "--devices", 
 @devices_app.command("doctor")
 def devices_doctor(names: List[str] = typer.Argument(None, help="Device names (default: all configured)"),
                    devices_file: Optional[Path] = typer.Option(None, "--devices", help="devices.toml"),
+                   stability: float = typer.Option(0.0, min=0.0, help="Also time a fixed workload for this many "
+                                                   "seconds on each local device's cores and say whether the "
+                                                   "machine keeps its speed (a shared host may not); 0: skip"),
                    as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
-    """Is each device reachable and ready? Prints its Python, runtimes, CPU, cores, memory."""
+    """Is each device reachable and ready? Prints its Python, runtimes, CPU, cores, memory.
+
+    With --stability S (e.g. 20), a local device's cores are probed for S seconds: if the same work runs
+    at two speeds (another tenant or an SMT sibling on the core), latency figures move between runs by as
+    much, and the line says so (a warning, not a failure)."""
     from edgebench.devices.registry import device_table, get_device
+    from edgebench.devices.stability import probe_speed
 
     names = names or sorted(device_table(devices_file))
     results = {}
     for name in names:
         dev = get_device(name, devices_file)
         results[name] = dev.doctor()
+        if stability and dev.kind == "local":
+            results[name]["stability"] = probe_speed(dev, stability).to_dict()
     if as_json:
         print(json.dumps(results, default=str))
     else:
@@ -527,6 +540,11 @@ def devices_doctor(names: List[str] = typer.Argument(None, help="Device names (d
             out.print(f"[bold]{name}[/bold]: {'ready' if res['ok'] else 'NOT READY'}")
             for what, ok, detail in res["checks"]:
                 out.print(f"  {'✓' if ok else '✗'} {what}: {detail}")
+            if "stability" in res:
+                from edgebench.devices.stability import SpeedTrace
+
+                trace = SpeedTrace(**{k: v for k, v in res["stability"].items() if k != "stable"})
+                out.print(f"  {'✓' if trace.stable else '!'} speed: {trace.summary()}", markup=False)
             facts = res.get("facts", {})
             if facts:
                 out.print(f"  cpu {facts.get('cpu')}, {facts.get('cores')} cores, {facts.get('machine')}, "

@@ -27,8 +27,10 @@ def trust_warnings(records) -> list[str]:
     for r in records:
         cv = (r.latency_ms or {}).get("cv")
         if cv is not None and cv > CV_TRUST_LIMIT:
+            hint = (f"; `edgebench devices doctor {r.device} --stability 20` shows whether this machine "
+                    f"changes speed" if r.device_kind == "local" else "")
             out.append(f"{r.name} on {r.device}: CV {cv:.0%} is too high to trust the p50 alone "
-                       f"(busy machine or a very short model): pin a core, add --min-time, or run again")
+                       f"(busy machine or a very short model): pin a core, add --min-time, or run again{hint}")
         weak = energy_warning(r.extra)
         if weak:
             out.append(f"{r.name} on {r.device}: {weak}")
