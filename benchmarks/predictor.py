@@ -173,6 +173,8 @@ def main() -> None:
     from edgebench.devices.registry import get_device
     from edgebench.search.predictor import (BuildConfig, Source, build_predictor, load_predictor, model_feed,
                                             model_kernels, model_terms)
+    from edgebench.devices.stability import probe_speed
+    from edgebench.search.predictor_cv import band_text, cross_validate
     from edgebench.search.predictor_sources import ofa_sources, zoo_sources
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -218,6 +220,9 @@ def main() -> None:
         print(f"predictor: {len(doc['kernels'])} kernels ({sampled} sampled around the {len(users)} user models, "
               f"the {args.zoo} zoo models{' and 6 OFA subnets' if space else ''}), {len(doc['models'])} whole models")
         print(f"fit: {pred.fit}")
+        cv = (pred.meta.get("cv") or {}).get(target) or cross_validate(doc, target)  # older builds: now
+        print(f"stated error (the build's whole models, cross-validated): {band_text(cv)}")
+        stability = [] if emulated else [probe_speed(dev, 20.0)]
         cases = []
         trained = {_sha(src.path) for src in learn}
         for group, name, path, feed in held_out(tmp, args.heldout_zoo, minilm, space, args.heldout_seed):
@@ -248,6 +253,10 @@ def main() -> None:
                 if value:
                     c["measured"].append(value)
         print(f"after measuring: {_load()}")
+        if not emulated:
+            stability.append(probe_speed(dev, 20.0))
+            for when, trace in zip(("before", "after"), stability):
+                print(f"speed of core 1 {when} measuring: {trace.summary()}")
     if probes:
         ratios = [float(np.median(c["measured"])) / c["build"] for c in probes if c["measured"]]
         print(f"drift: {len(ratios)} training models timed again with the held-out ones, bench / build-time p50: "
@@ -272,6 +281,9 @@ def main() -> None:
             [r for r in rows if r[0] == "space"], unit)
     summary("unseen (families no graph of the build comes from)", [r for r in rows if r[0] == "unseen"], unit)
     summary("all held-out graphs", rows, unit)
+    if cv and rows:
+        inside = sum(abs(p / m - 1) <= cv["p90_abs"] for _, _, p, m in rows)
+        print(f"within the stated error (±{100 * cv['p90_abs']:.1f}%): {inside} of {len(rows)} held-out graphs")
 
 
 if __name__ == "__main__":

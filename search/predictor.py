@@ -282,6 +282,12 @@ def build_predictor(device, out: Path, models: list, cfg: BuildConfig = BuildCon
     if left:
         log(f"  budget of {cfg.budget_minutes:g} min reached: {left} kernels or models left unmeasured "
             f"(run again to continue)")
+    from edgebench.search.predictor_cv import band_text, cross_validate
+
+    target = "instructions" if device.kind == "emulated" else "p50_ms"
+    cv = cross_validate(doc, target)
+    doc["meta"]["cv"] = {target: cv}
+    log(f"  {'instructions' if target == 'instructions' else 'latency'} of an unseen model: {band_text(cv)}")
     _save(doc, out)
     return doc
 
@@ -338,4 +344,12 @@ def predict_file(predictor_file: Path, model_path: Path, shapes=None, inputs=Non
     if any(v.get("instructions") for v in pred.doc["kernels"].values()):
         ins = load_predictor(predictor_file, "instructions").predict_model(kernels, terms)
         out["predicted_instructions"] = int(ins["value"])
+    # the stated error: cross-validated on the build's whole models (search/predictor_cv.py)
+    from edgebench.search.predictor_cv import band_text
+
+    target = "instructions" if "predicted_instructions" in out else "p50_ms"
+    cv = (pred.meta.get("cv") or {}).get(target)
+    out["error_band"] = {**{k: v for k, v in (cv or {}).items() if k != "errors"},
+                         "text": band_text(cv, computed=target in (pred.meta.get("cv") or {})),
+                         "of": "predicted_instructions" if target == "instructions" else "predicted_latency_ms"}
     return out

@@ -62,6 +62,9 @@ def test_predictor_build_resumes_and_predicts_an_unseen_graph(cli, cnn_onnx, tmp
     out = json.loads(p.stdout)
     assert out["provenance"] == "predicted" and out["kernels"] == 3 and out["predicted_latency_ms"] > 0
     assert sum(b["count"] for b in out["breakdown"]) == 3
+    # 4 whole models are too few to cross-validate: the prediction says it has no band, and why
+    band = out["error_band"]
+    assert band["of"] == "predicted_latency_ms" and band["text"].startswith("no error band: the build has too few")
     over = cli("predict", cnn_onnx, "--device", "local", "--predictor", pred,
                "--max-latency-ms", out["predicted_latency_ms"] / 2)
     assert over.returncode == 1 and "exceeds the budget" in over.stderr

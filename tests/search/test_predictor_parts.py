@@ -5,7 +5,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from edgebench.search.kernels import kernel_model, neighbours, run_shapes, split_kernels
+from edgebench.search.kernels import Kernel, kernel_model, neighbours, run_shapes, split_kernels
 from edgebench.search.predictor import PREDICTOR_FORMAT
 from edgebench.search.predictor_fit import KernelPredictor
 
@@ -76,11 +76,14 @@ def _doc(truth):
     """Kernels of one type timed alone, and whole models built from them by the rule `truth`."""
     rng = np.random.default_rng(0)
     kernels = {"_empty": {"type": "_empty", "features": {}, "p50_ms": 0.0038}}  # the prior on k_n agrees
+    names = []
     for i in range(40):
-        kernels[f"k{i}"] = {"type": "Add", "features": {"out_elems": 100 * (i + 1)}, "p50_ms": 0.005 + 0.001 * i}
+        k = Kernel("Add", [], [], [], {"out_elems": 100 * (i + 1)})
+        kernels[k.key] = {"type": k.type, "features": k.features, "p50_ms": 0.005 + 0.001 * i}
+        names.append(k.key)
     models = {}
     for j in range(24):
-        keys = list(rng.choice([f"k{i}" for i in range(40)], size=int(rng.integers(2, 30))))
+        keys = list(rng.choice(names, size=int(rng.integers(2, 30))))
         terms = {"n_kernels": len(keys), "node_excess": int(rng.integers(-50, 50)),
                  "streamed_mb_beyond_cache": float(rng.uniform(0, 5)), "conv_io_melems": float(rng.uniform(0, 0.2)),
                  "kernel_inputs": len(keys) + int(rng.integers(0, 10)), "kernel_out_melems": float(rng.uniform(0, 1)),
@@ -129,16 +132,17 @@ def test_instructions_are_fitted_outside_the_interpreter_and_the_runners_harness
     doc = _doc(lambda total, t: 0.0)
     rows = doc["kernels"]
     rows["_empty"].update(instructions=30_000, instructions_outside_interpreter=20_000)
+    keys = [k for k in rows if k != "_empty"]  # in the order _doc made them
     for i in range(40):  # the interpreter's share of a kernel alone varies with its position: noise
         out = 10_000 + 3_000 * i
-        rows[f"k{i}"].update(instructions_outside_interpreter=out, instructions=out + 9_000 + 1_500 * (i % 3))
+        rows[keys[i]].update(instructions_outside_interpreter=out, instructions=out + 9_000 + 1_500 * (i % 3))
     for m in doc["models"].values():
         m["instructions_outside_interpreter"] = sum(rows[k]["instructions_outside_interpreter"]
                                                     for k in m["kernels"]) - 9_000 * m["n_kernels"] + 9_000
         m["instructions"] = m["instructions_outside_interpreter"] + 9_000  # the batch runner's harness
     doc["meta"]["runner_harness_instructions"] = 11_800  # `bench`'s runner, measured by the build
     pred = KernelPredictor(doc, "instructions")
-    assert pred.ktarget == "instructions_outside_interpreter" and pred.measured["k3"] == 19_000
+    assert pred.ktarget == "instructions_outside_interpreter" and pred.measured[keys[3]] == 19_000
     assert pred.fit["train_median_abs_error"] < 1e-6
     assert abs(pred.fit["c"] - 9_000) < 1 and abs(pred.fit["n_kernels"] + 9_000) < 1
     m = doc["models"]["m0"]
@@ -332,3 +336,32 @@ def test_prior_samples_cover_the_common_operators_and_each_runs_alone():
         feed = {i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], np.float32)
                 for i in sess.get_inputs()}
         assert sess.run(None, feed)[0].size > 0
+
+
+def test_cross_validation_states_the_error_of_a_model_never_seen():
+    from edgebench.search.predictor_cv import band_text, cross_validate
+
+    def truth(total, t):
+        return total + 0.003 - 0.0038 * t["n_kernels"] + 0.0006 * t["node_excess"]
+
+    cv = cross_validate(_doc(truth), "p50_ms")
+    assert cv["n_models"] == 24 and cv["folds"] == 5 and set(cv["errors"]) == {f"m{j}" for j in range(24)}
+    assert cv["p90_abs"] < 1e-3 and cv["within_5"] == 1.0  # every kernel known and the overhead exact
+    assert band_text(cv).startswith("±0.0% (90% of the build's 24 whole models")
+
+    # a kernel taken from one model only leaves with it: the held-out model is predicted from the others
+    doc = _doc(truth)
+    odd = Kernel("Add", [], [], [], {"out_elems": 150})
+    doc["kernels"][odd.key] = {"type": "Add", "features": odd.features, "p50_ms": 5.0, "sampled": "exact"}
+    doc["models"]["m0"]["kernels"].append(odd.key)
+    doc["models"]["m0"]["n_kernels"] += 1
+    m0 = doc["models"]["m0"]
+    m0["p50_ms"] = truth(sum(doc["kernels"][k]["p50_ms"] for k in m0["kernels"]), m0)
+    cv = cross_validate(doc, "p50_ms")
+    assert cv["errors"]["m0"] < -0.5  # its 5 ms kernel regressed from the Adds around 0.006 ms
+    assert sorted(abs(e) for e in cv["errors"].values())[-2] < 1e-3  # the others stay exact
+
+    few = _doc(truth)
+    few["models"] = dict(list(few["models"].items())[:5])
+    assert cross_validate(few, "p50_ms") is None and "too few whole models" in band_text(None)
+    assert "predates" in band_text(None, computed=False)
