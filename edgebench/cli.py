@@ -324,24 +324,57 @@ def _fraction(text: str, unit: str) -> float:
 
 
 @app.command()
-def compare(base: str = typer.Argument(..., help="BASE: a run id (in --store), a report folder or a store file"),
-            current: str = typer.Argument(..., help="CURRENT: a run id, a report folder or a store file"),
+def compare(base: str = typer.Argument(..., help="BASE: a run id (in --store), a report folder, a store file, or "
+                                       "a model file (then both files are measured here, side by side)"),
+            current: str = typer.Argument(..., help="CURRENT: the same kinds as BASE"),
             max_slowdown: str = typer.Option("5%", help="Slowdown beyond which a pair regresses, e.g. 5%"),
             max_accuracy_drop: str = typer.Option("0.5pp", help="Accuracy drop (points) beyond which a pair regresses"),
-            store: Path = typer.Option(DEFAULT_STORE, help="SQLite store for run ids"),
+            store: Path = typer.Option(DEFAULT_STORE, help="SQLite store for run ids (and side-by-side records)"),
+            device: str = typer.Option("local", help="Side by side: the device both files run on"),
+            current_device: Optional[str] = typer.Option(None, help="Side by side: another device for CURRENT"),
+            rounds: int = typer.Option(16, min=2, help="Side by side: alternating rounds per file (more rounds, "
+                                       "a narrower interval)"),
+            runs: int = typer.Option(10, min=1, help="Side by side: measured inferences per round"),
+            warmup: int = typer.Option(2, min=0, help="Side by side: warm-up inferences per round"),
+            threads: int = typer.Option(1, min=1, help="Side by side: runtime threads"),
+            shape: List[str] = typer.Option([], "--shape", help="Side by side: NAME=1x3x640x640 for a free dimension"),
+            input_: List[str] = typer.Option([], "--input", help="Side by side: NAME=FILE.npy|VALUE|zeros|ones|random"),
+            devices_file: Optional[Path] = typer.Option(None, "--devices", help="devices.toml"),
             as_json: bool = typer.Option(False, "--json", help="Print JSON verdicts.")):
     """Regression gate: pair the records of two runs and exit 1 on a real slowdown or accuracy drop.
 
     Latency is judged on the raw samples (bootstrap 95% interval of the ratio of medians): a pair regresses
     only when the whole interval is beyond --max-slowdown, so noise does not fail a build. Instruction counts
-    (emulated devices) are compared exactly. Unpaired records are listed."""
-    from edgebench.reports.compare import compare_records, load_records
+    (emulated devices) are compared exactly. Unpaired records are listed.
+
+    Given two model files, both are measured here in alternating rounds and judged on the rounds' paired
+    ratios: on a machine that changes speed (devices doctor --stability), the way to tell the model from the
+    machine. Both records go to --store."""
+    from edgebench.reports.compare import compare_records, judge, load_records
 
     slow = _fraction(max_slowdown, "%") / 100.0
     drop = _fraction(max_accuracy_drop, "pp")
     if slow < 0 or drop < 0:
         raise EdgebenchError("--max-slowdown and --max-accuracy-drop must be >= 0")
-    verdicts = compare_records(load_records(base, store), load_records(current, store), slow, drop)
+    models = [Path(x) for x in (base, current)]
+    if all(p.suffix in (".onnx", ".tflite") for p in models):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from edgebench.deploy.inputs import parse_input_args, parse_shape_args
+        from edgebench.reports.side_by_side import side_by_side
+
+        for p in models:
+            if not p.is_file():
+                raise EdgebenchError(f"model file not found: {p}")
+        with Progress(TextColumn("side by side"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err, disable=as_json or not err.is_terminal) as bar:
+            task = bar.add_task("rounds", total=rounds)
+            b, c = side_by_side(models[0], models[1], device, current_device, rounds, runs, warmup, threads,
+                                parse_shape_args(shape), parse_input_args(input_), store, devices_file,
+                                progress=lambda done, _total: bar.update(task, completed=done))
+        verdicts = [judge(b, c, slow, drop)]
+    else:
+        verdicts = compare_records(load_records(base, store), load_records(current, store), slow, drop)
     regressed = [v for v in verdicts if v.verdict == "regression"]
     if as_json:
         print(json.dumps({"regressions": len(regressed), "verdicts": [v.to_dict() for v in verdicts]}))

@@ -3,8 +3,10 @@
 Pairs are matched by artifact (sha256, else name), device, runtime and threads. Latency is decided on the
 raw samples: a bootstrap 95% confidence interval of the ratio of medians (current / base). A pair regresses
 only when the whole interval lies above 1 + max_slowdown; a ratio whose interval straddles the threshold is
-"inconclusive", never a failure. Guest instruction counts (emulated devices) are exact and compared as such.
-Accuracy regresses when it drops by more than max_accuracy_drop (in points).
+"inconclusive", never a failure. Records measured side by side (reports/side_by_side.py: both model files
+timed here in alternating rounds) are judged on the rounds' paired ratios instead. Guest instruction counts
+(emulated devices) are exact and compared as such. Accuracy regresses when it drops by more than
+max_accuracy_drop (in points).
 """
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ from edgebench.reports.record import Record
 from edgebench.types import EdgebenchError
 
 BOOTSTRAP_ROUNDS = 2000
+# A latency verdict on runs with less sampled time than this names it: a shared host can run at two speeds
+# in stretches of seconds (devices/stability.py), so a short run may sit wholly in one of them.
+SHORT_RUN_S = 10.0
 MAX_SAMPLES = 5000  # per side, for the bootstrap only (statistics elsewhere use every sample)
 
 
@@ -92,10 +97,16 @@ def _verdict(b: Record, c: Record, max_slowdown: float, max_accuracy_drop_pp: fl
         acc = 100.0 * (c.accuracy - b.accuracy)
     bi, ci = b.extra.get("instructions_per_inference"), c.extra.get("instructions_per_inference")
     p50 = dict(base_p50_ms=(b.latency_ms or {}).get("p50"), current_p50_ms=(c.latency_ms or {}).get("p50"))
+    paired = _side_by_side_rounds(b, c)
     if bi and ci:
         ratio = ci / bi
         lo = hi = ratio
         basis = "instruction counts (exact)"
+    elif paired:
+        from edgebench.reports.side_by_side import paired_ratio_ci
+
+        ratio, lo, hi = paired_ratio_ci(*paired)
+        basis = f"side by side, {len(paired[0])} alternating rounds (bootstrap of the rounds' ratios)"
     elif b.samples_ns and c.samples_ns:
         ratio, lo, hi = median_ratio_ci(b.samples_ns, c.samples_ns)
         basis = f"raw samples (bootstrap of medians, {len(b.samples_ns)} vs {len(c.samples_ns)})"
@@ -113,11 +124,34 @@ def _verdict(b: Record, c: Record, max_slowdown: float, max_accuracy_drop_pp: fl
         reasons.append(f"interval {lo - 1:+.1%} .. {hi - 1:+.1%} straddles +{max_slowdown:.1%}")
     else:
         verdict = "ok"
+    if basis.startswith("raw samples") and verdict in ("regression", "inconclusive"):
+        span = min(sum(b.samples_ns), sum(c.samples_ns)) / 1e9
+        if span < SHORT_RUN_S:
+            reasons.append(f"the shorter run sampled {span:.1f} s: a shared machine can change speed for longer "
+                           f"(`edgebench devices doctor {c.device} --stability 20`); bench with --min-time "
+                           f"{SHORT_RUN_S:g} or more, or compare the two model files side by side")
     if acc is not None and -acc > max_accuracy_drop_pp:
         verdict = "regression"
         reasons.append(f"accuracy {acc:+.2f} pp beyond -{max_accuracy_drop_pp:g} pp")
     return Verdict(**common, **p50, verdict=verdict, ratio=ratio, ratio_ci=(lo, hi), basis=basis,
                    accuracy_delta_pp=acc, reason="; ".join(reasons))
+
+
+def _side_by_side_rounds(b: Record, c: Record) -> tuple | None:
+    """(base rounds, current rounds) when both records were measured side by side in one session."""
+    from edgebench.reports.side_by_side import rounds_of
+
+    sb, sc = (b.extra or {}).get("side_by_side"), (c.extra or {}).get("side_by_side")
+    if not sb or not sc or sb.get("session") != sc.get("session"):
+        return None
+    rb, rc = rounds_of(b), rounds_of(c)
+    return (rb, rc) if rb and rc and len(rb) == len(rc) else None
+
+
+def judge(b: Record, c: Record, max_slowdown: float = 0.05, max_accuracy_drop_pp: float = 0.5) -> Verdict:
+    """The verdict on one pair of records, whatever their keys (side by side: base and current devices may
+    differ)."""
+    return _verdict(b, c, max_slowdown, max_accuracy_drop_pp)
 
 
 def compare_records(base: list[Record], current: list[Record], max_slowdown: float = 0.05,

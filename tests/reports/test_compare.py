@@ -61,3 +61,13 @@ def test_unpaired_records_are_listed(cli, tmp_path):
     assert p.returncode == 1 and "1 regression(s): a@local" in p.stderr
     doc = json.loads(p.stdout)
     assert doc["regressions"] == 1 and {v["verdict"] for v in doc["verdicts"]} == {"regression", "missing in current"}
+
+
+def test_a_verdict_on_a_short_run_says_how_long_it_sampled():
+    short = compare_records([rec("a", noisy(2.0, seed=1))], [rec("a", noisy(2.2, seed=5))], 0.05)[0]
+    assert short.verdict == "regression" and "the shorter run sampled 1.0 s" in short.reason
+    assert "--stability 20" in short.reason and "--min-time 10" in short.reason
+    long = compare_records([rec("a", noisy(40.0, seed=1))], [rec("a", noisy(44.0, seed=5))], 0.05)[0]
+    assert long.verdict == "regression" and "sampled" not in long.reason  # 500 x 40 ms = 20 s
+    same = compare_records([rec("a", noisy(2.0, seed=1))], [rec("a", noisy(2.0, seed=3))], 0.05)[0]
+    assert same.verdict == "ok" and same.reason == ""
