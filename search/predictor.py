@@ -197,6 +197,7 @@ def build_predictor(device, out: Path, models: list, cfg: BuildConfig = BuildCon
 
     models = [m if isinstance(m, Source) else Source(*m) for m in models]
     doc = _load(out)
+    prior_cv = doc["meta"].get("cv")
     doc["meta"] = {"device": device.name, "device_kind": device.kind, "threads": cfg.threads,
                    "runner": "search/lut_runner.py (deployed session settings)", "provenance": "predicted",
                    "facts": doc["meta"].get("facts") or device.facts(),
@@ -285,8 +286,10 @@ def build_predictor(device, out: Path, models: list, cfg: BuildConfig = BuildCon
     from edgebench.search.predictor_cv import band_text, cross_validate
 
     target = "instructions" if device.kind == "emulated" else "p50_ms"
-    cv = cross_validate(doc, target)
-    doc["meta"]["cv"] = {target: cv}
+    measured = (len(doc["kernels"]), len(doc["models"]))
+    old = prior_cv if prior_cv and prior_cv.get("measured") == list(measured) else None
+    cv = old[target] if old and target in old else cross_validate(doc, target)  # nothing new: the same band
+    doc["meta"]["cv"] = {target: cv, "measured": list(measured)}
     log(f"  {'instructions' if target == 'instructions' else 'latency'} of an unseen model: {band_text(cv)}")
     _save(doc, out)
     return doc
