@@ -8,6 +8,7 @@ from edgebench.reports.record import Record, trust_warnings
 from edgebench.reports.recommend import call_unit, recommend
 
 MAX_ROWS = 60  # a pull-request comment holds 65,536 characters; report.html has every row
+MAX_WARNINGS = 20  # likewise for the spread warnings
 
 
 def _cell(v) -> str:
@@ -44,7 +45,9 @@ def render_markdown(records: list[Record], title: str, html_name: str = "report.
     warnings = trust_warnings(r for r in records if r.status == "ok")
     if warnings:
         out += ["", f"<details><summary>{len(warnings)} spread warning(s)</summary>", ""]
-        out += [f"- {_cell(w)}" for w in warnings]
+        out += [f"- {_cell(w)}" for w in warnings[:MAX_WARNINGS]]
+        if len(warnings) > MAX_WARNINGS:
+            out.append(f"- ... {len(warnings) - MAX_WARNINGS} more: `edgebench run` prints them all")
         out += ["", "</details>"]
     out += ["", "### Records", "",
             "| artifact | device | graph | format | precision | accuracy | p50 (ms) | p99 (ms) | CV | size (kB) "

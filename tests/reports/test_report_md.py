@@ -73,7 +73,7 @@ def test_cli_report_format_md_prints_report_md(main_job, tmp_path, cli):
 def test_many_records_fit_a_pull_request_comment(main_job):
     import copy
 
-    from edgebench.reports.markdown import MAX_ROWS
+    from edgebench.reports.markdown import MAX_ROWS, MAX_WARNINGS
 
     many = []
     for i in range(300):
@@ -84,6 +84,8 @@ def test_many_records_fit_a_pull_request_comment(main_job):
     rows = _table_rows(md, "| artifact |")[2:]
     assert len(md) < 65_536 and len(rows) == MAX_ROWS
     assert f"{300 - MAX_ROWS} more record(s), the slowest" in md
+    warned = sum(line.startswith("- ") and "too high to trust" in line for line in md.splitlines())
+    assert 0 < warned <= MAX_WARNINGS and "more: `edgebench run` prints them all" in md
     assert rows[0][0].startswith("**")  # the pick is kept, first
     kept = [float(r[6]) for r in rows[1:]]
     dropped = sorted(r.latency_ms["p50"] for r in many)[MAX_ROWS:]
