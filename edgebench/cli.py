@@ -357,7 +357,11 @@ def compare(base: str = typer.Argument(..., help="BASE: a run id (in --store), a
     if slow < 0 or drop < 0:
         raise EdgebenchError("--max-slowdown and --max-accuracy-drop must be >= 0")
     models = [Path(x) for x in (base, current)]
-    if all(p.suffix in (".onnx", ".tflite") for p in models):
+    is_model = [p.suffix in (".onnx", ".tflite") for p in models]
+    if any(is_model) and not all(is_model):
+        raise EdgebenchError("compare takes two model files (measured side by side here) or two runs (run ids, "
+                             f"report folders, store files), not one of each: {base} vs {current}")
+    if all(is_model):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         from edgebench.deploy.inputs import parse_input_args, parse_shape_args

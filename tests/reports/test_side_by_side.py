@@ -89,3 +89,5 @@ def test_compare_two_model_files_side_by_side(cli, tmp_path):
     assert all(len(r.samples_ns) == 15 for r in recs)
     p = cli("compare", tmp_path / "missing.onnx", small)
     assert p.returncode == 2 and "model file not found" in p.stderr
+    p = cli("compare", small, "some-run-id", "--store", store)
+    assert p.returncode == 2 and "not one of each" in p.stderr
