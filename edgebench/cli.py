@@ -490,6 +490,10 @@ def predict(model: Path = typer.Argument(..., help="An ONNX graph"),
     if doc.get("error_band"):
         out.print(f"error of {doc['error_band']['of']} on an unseen model: {doc['error_band']['text']}",
                   markup=False)
+    if doc.get("unmeasured_operators"):
+        err.print(f"edgebench: warning: the predictor never measured {', '.join(doc['unmeasured_operators'])}: "
+                  f"estimated from other operators, outside the stated error; run `edgebench predictor build "
+                  f"--device {device} --model {model}` to measure them (it resumes)", markup=False)
     _predict_budget(doc, model, max_latency_ms, max_instructions)
 
 

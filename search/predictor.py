@@ -355,4 +355,6 @@ def predict_file(predictor_file: Path, model_path: Path, shapes=None, inputs=Non
     out["error_band"] = {**{k: v for k, v in (cv or {}).items() if k != "errors"},
                          "text": band_text(cv, computed=target in (pred.meta.get("cv") or {})),
                          "of": "predicted_instructions" if target == "instructions" else "predicted_latency_ms"}
+    # operators the build never timed are estimated from others of their kind: outside what the band measured
+    out["unmeasured_operators"] = sorted({b["type"] for b in out["breakdown"] if b["fallback"]})
     return out

@@ -365,3 +365,19 @@ def test_cross_validation_states_the_error_of_a_model_never_seen():
     few["models"] = dict(list(few["models"].items())[:5])
     assert cross_validate(few, "p50_ms") is None and "too few whole models" in band_text(None)
     assert "predates" in band_text(None, computed=False)
+
+
+def test_predict_names_the_operators_its_build_never_measured(tmp_path):
+    import json
+
+    from edgebench.search.predictor import predict_file
+
+    doc = _doc(lambda total, t: total + 0.003 - 0.0038 * t["n_kernels"])  # Add kernels only
+    (tmp_path / "p.json").write_text(json.dumps(doc))
+    g = helper.make_graph([helper.make_node("Transpose", ["x"], ["y"], perm=[1, 0])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 32])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [32, 64])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "t.onnx"))
+    out = predict_file(tmp_path / "p.json", tmp_path / "t.onnx")
+    assert out["unmeasured_operators"] == ["Transpose"] and out["breakdown"][0]["fallback"] == 1
+    assert out["error_band"]["text"].startswith("no error band: this predictor file predates it")
