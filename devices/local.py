@@ -42,7 +42,10 @@ class LocalDevice(Device):
         return Provenance.EMULATED if self.config.cpu_quota > 0 else Provenance.MEASURED
 
     def _command(self, bundle: Bundle, extra: list[str]) -> list[str]:
-        cmd = [self.config.python, str(bundle.path / "runner.py"), str(bundle.path), *extra]
+        return self.pinned([self.config.python, str(bundle.path / "runner.py"), str(bundle.path), *extra])
+
+    def pinned(self, cmd: list[str]) -> list[str]:
+        """`cmd` run on the device's cores (taskset), as its runner is."""
         if self.config.cores:
             if shutil.which("taskset") is None:
                 raise EdgebenchError("core pinning needs 'taskset' (util-linux), which is not installed")

@@ -82,9 +82,7 @@ def probe_speed(device, seconds: float = 10.0) -> SpeedTrace:
         raise EdgebenchError(f"the speed probe runs on local devices; {device.name} is {device.kind}")
     if seconds < 4 * BIN_S:
         raise EdgebenchError(f"--stability needs at least {4 * BIN_S:g} s, got {seconds:g}")
-    cmd = [device.config.python, "-c", PROBE_SOURCE, str(seconds), str(BIN_S)]
-    if device.config.cores:
-        cmd = ["taskset", "-c", ",".join(str(c) for c in device.config.cores), *cmd]
+    cmd = device.pinned([device.config.python, "-c", PROBE_SOURCE, str(seconds), str(BIN_S)])
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60,
                               env={**device._env(), "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})

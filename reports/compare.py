@@ -86,7 +86,9 @@ def median_ratio_ci(base_ns, cur_ns, rounds: int = BOOTSTRAP_ROUNDS, seed: int =
     return float(np.median(c) / np.median(b)), float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
 
 
-def _verdict(b: Record, c: Record, max_slowdown: float, max_accuracy_drop_pp: float) -> Verdict:
+def judge(b: Record, c: Record, max_slowdown: float = 0.05, max_accuracy_drop_pp: float = 0.5) -> Verdict:
+    """The verdict on one pair of records, whatever their keys (side by side: base and current devices may
+    differ)."""
     common = dict(name=c.name, device=c.device, runtime=f"{c.runtime} {c.runtime_version}".strip(), threads=c.threads)
     if b.status != "ok" or c.status != "ok":
         which = "base" if b.status != "ok" else "current"
@@ -148,12 +150,6 @@ def _side_by_side_rounds(b: Record, c: Record) -> tuple | None:
     return (rb, rc) if rb and rc and len(rb) == len(rc) else None
 
 
-def judge(b: Record, c: Record, max_slowdown: float = 0.05, max_accuracy_drop_pp: float = 0.5) -> Verdict:
-    """The verdict on one pair of records, whatever their keys (side by side: base and current devices may
-    differ)."""
-    return _verdict(b, c, max_slowdown, max_accuracy_drop_pp)
-
-
 def compare_records(base: list[Record], current: list[Record], max_slowdown: float = 0.05,
                     max_accuracy_drop_pp: float = 0.5) -> list[Verdict]:
     """A verdict per pair; unpaired records are listed as missing, never dropped."""
@@ -172,7 +168,7 @@ def compare_records(base: list[Record], current: list[Record], max_slowdown: flo
             out.append(Verdict(c.name, c.device, f"{c.runtime} {c.runtime_version}".strip(), c.threads,
                                "missing in base"))
             continue
-        out.append(_verdict(b, c, max_slowdown, max_accuracy_drop_pp))
+        out.append(judge(b, c, max_slowdown, max_accuracy_drop_pp))
     paired = {(v.name, v.device) for v in out}
     for b in base:
         if (b.name, b.device) not in paired:

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgebench.reports.compare import BOOTSTRAP_ROUNDS
 from edgebench.types import EdgebenchError, RunSpec
-
-BOOTSTRAP_ROUNDS = 2000
 
 
 def paired_ratio_ci(base_rounds: list, current_rounds: list, seed: int = 0) -> tuple[float, float, float]:
