@@ -18,7 +18,7 @@ printed with the figures.
 The model is the OCR text detector shipped by rapidocr-onnxruntime at 640x640 (about 0.1-0.2 s per inference
 on this kind of machine). Prints the false-alarm count and the detection share as the last lines.
 
-    python benchmarks/compare_gate.py [--pairs 20] [--rounds 16] [--runs 6] [--stored --runs 25 --warmup 3]
+    python benchmarks/compare_gate.py [--pairs 20] [--rounds 48] [--runs N] [--stored --runs 25 --warmup 3]
 """
 from __future__ import annotations
 
@@ -38,8 +38,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=20)
     ap.add_argument("--stored", action="store_true", help="two separate bench runs per comparison")
-    ap.add_argument("--rounds", type=int, default=16, help="side by side: alternating rounds per file")
-    ap.add_argument("--runs", type=int, default=6, help="inferences per round (side by side) or per run (--stored)")
+    ap.add_argument("--rounds", type=int, default=48, help="side by side: alternating rounds per file")
+    ap.add_argument("--runs", type=int, default=None,
+                    help="inferences per round (side by side; default: compare's own, about 0.25 s) or per run "
+                         "(--stored; default 25)")
     ap.add_argument("--warmup", type=int, default=1, help="warm-up inferences per round or run")
     ap.add_argument("--side", type=int, default=640, help="detector input side")
     ap.add_argument("--quota", type=float, default=0.9, help="CPU quota (cores) of the slowed device")
@@ -59,7 +61,7 @@ def main() -> None:
                            f'[devices.board-slow]\nkind = "local"\ncores = [0]\ncpu_quota = {args.quota}\n')
 
         def run(device):
-            return bench(model, device=device, runs=args.runs, warmup=args.warmup, shapes=shapes, store=tmp / "s.sqlite",
+            return bench(model, device=device, runs=args.runs or 25, warmup=args.warmup, shapes=shapes, store=tmp / "s.sqlite",
                          devices_file=devices)
 
         def verdict(current_device):
@@ -84,8 +86,8 @@ def main() -> None:
     if before is not None:
         print(f"core 0 before: {before.summary()}")
         print(f"core 0 after:  {probe_speed(probe, args.stability).summary()}")
-    how = (f"two separate runs of {args.runs}" if args.stored
-           else f"side by side, {args.rounds} alternating rounds of {args.runs}")
+    how = (f"two separate runs of {args.runs or 25}" if args.stored
+           else f"side by side, {args.rounds} alternating rounds of {args.runs or 'about 0.25 s'}")
     print(f"protocol: {how} inferences; basis: {v_same.basis}")
     print(f"median ratio, same model: {sorted(ratios_same)[len(ratios_same) // 2]:.3f}x; "
           f"slowed device (quota {args.quota:g}): {sorted(ratios_slow)[len(ratios_slow) // 2]:.3f}x")

@@ -488,6 +488,30 @@ def measure(infer, runs, warmup, min_time_s, measured_infer=None, meter=None, en
     return samples
 
 
+ROUND_READY = "EDGEBENCH-ROUNDS-READY"
+ROUND_TAG = "EDGEBENCH-ROUND-SAMPLES"
+
+
+def serve_rounds(infer, measured_infer=None, stdin=None, stdout=None):
+    """Rounds on demand, for a side-by-side comparison (--rounds-from-stdin): the model stays loaded while
+    the host alternates it with another one. After ROUND_READY, each stdin line "RUNS WARMUP" runs one round
+    and answers "ROUND_TAG [samples]"; an empty line or the end of input ends. (all samples, round sizes)."""
+    stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
+    stdout.write("\n%s\n" % ROUND_READY)
+    stdout.flush()
+    samples, sizes = [], []
+    for line in iter(stdin.readline, ""):
+        if not line.strip():
+            break
+        runs, warmup = (int(v) for v in line.split())
+        got = measure(infer, runs, warmup, 0.0, measured_infer)
+        samples.extend(got)
+        sizes.append(len(got))
+        stdout.write("%s %s\n" % (ROUND_TAG, json.dumps(got)))
+        stdout.flush()
+    return samples, sizes
+
+
 # ---------------------------------------------------------------- energy counters
 # Read around exactly the measured runs. Counters (RAPL) are read twice; power meters (Raspberry Pi 5 PMIC,
 # Android battery) are sampled on a thread and integrated over the same window (trapezoid rule).
@@ -818,6 +842,8 @@ def main(argv=None):
     ap.add_argument("--power-supply-root", default=POWER_SUPPLY_ROOT, help="Android's power_supply (tests)")
     ap.add_argument("--insn-markers", action="store_true",
                     help="bracket each measured inference with instruction-count markers (emulated device)")
+    ap.add_argument("--rounds-from-stdin", action="store_true",
+                    help="time rounds on demand (see serve_rounds) instead of --runs; no energy counters")
     args = ap.parse_args(argv)
 
     result = {"protocol": PROTOCOL, "ok": False, "facts": device_facts()}
@@ -877,10 +903,15 @@ def main(argv=None):
             insn_marker(INSN_MARK_END)
             measured_infer = with_insn_markers(infer)
         meter, why = None, "no energy counters under emulation"
-        if not args.insn_markers:
+        if args.rounds_from_stdin:
+            meter, why = None, "not read in rounds on demand"
+        elif not args.insn_markers:
             meter, why = energy_meter(args.energy, args.powercap_root, args.vcgencmd, args.power_supply_root)
         energy = {}
-        result["samples_ns"] = measure(infer, args.runs, args.warmup, args.min_time, measured_infer, meter, energy)
+        if args.rounds_from_stdin:
+            result["samples_ns"], result["round_samples"] = serve_rounds(infer, measured_infer)
+        else:
+            result["samples_ns"] = measure(infer, args.runs, args.warmup, args.min_time, measured_infer, meter, energy)
         if energy:
             result["energy_counter"] = energy
         elif why:

@@ -96,13 +96,7 @@ class LocalDevice(Device):
         return None  # nothing to prepare on this computer
 
     def run(self, bundle: Bundle, spec: RunSpec) -> Measurement:
-        cmd = self._command(bundle, runner_args(spec))
-        quota = None
-        if self.config.cpu_quota > 0:
-            from edgebench.devices.throttle import CpuQuota
-
-            quota = CpuQuota(self.config.cpu_quota).__enter__()
-            cmd = quota.wrap(cmd)
+        cmd, quota = self._throttled(self._command(bundle, runner_args(spec)))
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=spec.timeout_s, env=self._env())
         except subprocess.TimeoutExpired:
@@ -112,12 +106,37 @@ class LocalDevice(Device):
                 quota.__exit__(None, None, None)
         m = measurement_from_output(self.name, self.provenance, proc.stdout, proc.stderr, proc.returncode,
                                     eval_labels=bundle.eval_labels if spec.eval else None)
-        if self.config.cores:
-            m.device_facts["pinned_cores"] = list(self.config.cores)
-        if quota is not None:
-            m.device_facts["cpu_quota_cores"] = self.config.cpu_quota
-            m.device_facts["cgroup"] = f"v{quota.version}"
+        m.device_facts.update(self._run_facts(quota))
         return m
+
+    def _throttled(self, cmd: list[str]) -> tuple:
+        """(cmd, None), or with a CPU quota: (cmd made to join a new quota group, the entered CpuQuota)."""
+        if self.config.cpu_quota <= 0:
+            return cmd, None
+        from edgebench.devices.throttle import CpuQuota
+
+        quota = CpuQuota(self.config.cpu_quota).__enter__()
+        return quota.wrap(cmd), quota
+
+    def _run_facts(self, quota) -> dict:
+        facts = {"pinned_cores": list(self.config.cores)} if self.config.cores else {}
+        if quota is not None:
+            facts.update(cpu_quota_cores=self.config.cpu_quota, cgroup=f"v{quota.version}")
+        return facts
+
+    def open_rounds(self, bundle: Bundle, spec: RunSpec):
+        """One runner process that times rounds on request (devices/rounds.py), pinned and throttled as run()."""
+        from edgebench.devices.rounds import ProcessRounds, rounds_args
+
+        cmd, quota = self._throttled(self._command(bundle, rounds_args(spec)))
+        release = quota and (lambda: quota.__exit__(None, None, None))
+        try:
+            return ProcessRounds(self.name, self.provenance, cmd, self._env(), spec.timeout_s,
+                                 facts=self._run_facts(quota), on_close=release)
+        except BaseException:
+            if release:
+                release()
+            raise
 
 
 

@@ -332,10 +332,11 @@ def compare(base: str = typer.Argument(..., help="BASE: a run id (in --store), a
             store: Path = typer.Option(DEFAULT_STORE, help="SQLite store for run ids (and side-by-side records)"),
             device: str = typer.Option("local", help="Side by side: the device both files run on"),
             current_device: Optional[str] = typer.Option(None, help="Side by side: another device for CURRENT"),
-            rounds: int = typer.Option(16, min=2, help="Side by side: alternating rounds per file (more rounds, "
+            rounds: int = typer.Option(48, min=2, help="Side by side: alternating rounds per file (more rounds, "
                                        "a narrower interval)"),
-            runs: int = typer.Option(10, min=1, help="Side by side: measured inferences per round"),
-            warmup: int = typer.Option(2, min=0, help="Side by side: warm-up inferences per round"),
+            runs: Optional[int] = typer.Option(None, min=1, help="Side by side: measured inferences per round "
+                                               "[default: as many as take about 0.25 s, at least 3]"),
+            warmup: int = typer.Option(1, min=0, help="Side by side: warm-up inferences per round"),
             threads: int = typer.Option(1, min=1, help="Side by side: runtime threads"),
             shape: List[str] = typer.Option([], "--shape", help="Side by side: NAME=1x3x640x640 for a free dimension"),
             input_: List[str] = typer.Option([], "--input", help="Side by side: NAME=FILE.npy|VALUE|zeros|ones|random"),
@@ -349,7 +350,8 @@ def compare(base: str = typer.Argument(..., help="BASE: a run id (in --store), a
 
     Given two model files, both are measured here in alternating rounds and judged on the rounds' paired
     ratios: on a machine that changes speed (devices doctor --stability), the way to tell the model from the
-    machine. Both records go to --store."""
+    machine. On a local device each file keeps one runner process for all rounds. Both records go to
+    --store."""
     from edgebench.reports.compare import compare_records, judge, load_records
 
     slow = _fraction(max_slowdown, "%") / 100.0

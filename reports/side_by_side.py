@@ -35,46 +35,74 @@ def paired_ratio_ci(base_rounds: list, current_rounds: list, seed: int = 0) -> t
     return float(np.median(ratios)), float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
 
 
+ROUND_S = 0.25  # measured time a round aims at when --runs is not given (at least MIN_RUNS inferences)
+MIN_RUNS = 3
+
+
 def side_by_side(base_model: Path, current_model: Path, device: str = "local", current_device: str | None = None,
-                 rounds: int = 16, runs: int = 10, warmup: int = 2, threads: int = 1, shapes: dict | None = None,
-                 inputs: dict | None = None, store: str | Path | None = None, devices_file: str | Path | None = None,
-                 timeout_s: float = 600.0, progress=None) -> tuple:
-    """Measure both files in `rounds` alternating rounds of `runs` inferences; (base Record, current Record),
-    each with every sample and its rounds' boundaries (extra["side_by_side"]), stored as two runs."""
+                 rounds: int = 48, runs: int | None = None, warmup: int = 1, threads: int = 1,
+                 shapes: dict | None = None, inputs: dict | None = None, store: str | Path | None = None,
+                 devices_file: str | Path | None = None, timeout_s: float = 600.0, progress=None) -> tuple:
+    """Measure both files in `rounds` alternating rounds of `runs` inferences (None: as many as take about
+    ROUND_S, sized on a first, discarded round of each); (base Record, current Record), each with every sample
+    and its rounds' boundaries (extra["side_by_side"]), stored as two runs. A local device keeps one runner
+    process per file for all rounds (devices/rounds.py)."""
     from edgebench.api import describe, record_of
     from edgebench.deploy.bundle import make_bundle
     from edgebench.devices.registry import get_device
+    from edgebench.devices.rounds import open_rounds
     from edgebench.reports.store import DEFAULT_STORE, Store
 
-    if rounds < 2 or runs < 1:
-        raise EdgebenchError(f"side by side needs --rounds >= 2 and --runs >= 1, got {rounds} and {runs}")
+    if rounds < 2 or (runs is not None and runs < 1) or warmup < 0:
+        raise EdgebenchError(f"side by side needs --rounds >= 2, --runs >= 1 and --warmup >= 0, got {rounds}, "
+                             f"{runs} and {warmup}")
     devices = [get_device(device, devices_file), get_device(current_device or device, devices_file)]
     artifacts = [describe(Path(base_model)), describe(Path(current_model))]
-    spec = RunSpec(runs=runs, warmup=warmup, threads=threads, eval=False, timeout_s=timeout_s)
+    spec = RunSpec(runs=MIN_RUNS, warmup=warmup, threads=threads, eval=False, timeout_s=timeout_s)
     session = uuid.uuid4().hex[:8]
     stamp = time.strftime("%Y%m%dT%H%M%S")
     run_ids = [f"side-by-side-{stamp}-{session}-base", f"side-by-side-{stamp}-{session}-current"]
     per_side: list = [[], []]
-    last = [None, None]
     with tempfile.TemporaryDirectory(prefix="edgebench-side-by-side-") as tmp:
         bundles = [make_bundle(a, Path(tmp) / f"b{i}", None, None, shapes=shapes, inputs=inputs)
                    for i, a in enumerate(artifacts)]
-        for r in range(rounds):
-            for side in ((0, 1) if r % 2 == 0 else (1, 0)):
-                m = devices[side].run(bundles[side], spec)
-                if not m.ok:
-                    which = "base" if side == 0 else "current"
-                    raise EdgebenchError(f"{which} ({artifacts[side].name} on {devices[side].name}) failed in "
-                                         f"round {r + 1}: {m.error}")
-                per_side[side].append(list(m.samples_ns))
-                last[side] = m
-            if progress:
-                progress(r + 1, rounds)
+        sessions, measured = [], []
+        try:
+            for side in (0, 1):
+                at = "starting"
+                sessions.append(open_rounds(devices[side], bundles[side], spec))
+            first = []
+            for side in (0, 1):  # not kept: warms both up and sizes the rounds
+                at = "the first round"
+                first.append(np.median(sessions[side].round(MIN_RUNS, warmup)))
+            if runs is None:
+                runs = int(min(1000, max(MIN_RUNS, ROUND_S * 1e9 // max(first))))
+            for r in range(rounds):
+                for side in ((0, 1) if r % 2 == 0 else (1, 0)):
+                    at = f"round {r + 1}"
+                    per_side[side].append(sessions[side].round(runs, warmup))
+                if progress:
+                    progress(r + 1, rounds)
+            for side in (0, 1):
+                at = "finishing"
+                measured.append(sessions[side].finish())
+                if not measured[-1].ok:
+                    raise EdgebenchError(measured[-1].error)
+        except EdgebenchError as exc:
+            which = "base" if side == 0 else "current"
+            raise EdgebenchError(f"{which} ({artifacts[side].name} on {devices[side].name}) failed in {at}: "
+                                 f"{exc}") from None
+        finally:
+            for s in sessions:
+                s.close()
         records = []
         for side in (0, 1):
-            merged = dataclasses.replace(last[side], samples_ns=[s for rnd in per_side[side] for s in rnd])
+            merged = dataclasses.replace(measured[side], samples_ns=[s for rnd in per_side[side] for s in rnd])
             rec = record_of(run_ids[side], artifacts[side], bundles[side], merged, devices[side])
             rec.extra["side_by_side"] = {"session": session, "rounds": rounds, "runs_per_round": runs,
+                                         "warmup_per_round": warmup,
+                                         "runner": "one process per file" if hasattr(devices[side], "open_rounds")
+                                         else "a fresh runner per round",
                                          "round_samples": [len(rnd) for rnd in per_side[side]],
                                          "role": "base" if side == 0 else "current"}
             records.append(rec)

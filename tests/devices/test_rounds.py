@@ -1,0 +1,91 @@
+"""Rounds on demand (side-by-side compare): one runner process per model on a local device, a fresh runner per
+round elsewhere; the same contract."""
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from edgebench.deploy.bundle import make_bundle
+from edgebench.deploy.runner import ROUND_READY, ROUND_TAG, serve_rounds
+from edgebench.devices.local import LocalConfig, LocalDevice
+from edgebench.devices.rounds import FreshRunnerRounds, open_rounds
+from edgebench.types import EdgebenchError, RunSpec
+
+SPEC = RunSpec(runs=3, warmup=1, eval=False, timeout_s=120)
+
+
+def test_serve_rounds_times_what_each_line_asks_and_stops_at_an_empty_line():
+    calls = []
+    stdout = io.StringIO()
+    samples, sizes = serve_rounds(lambda: calls.append(1), stdin=io.StringIO("3 1\n2 0\n\n5 5\n"), stdout=stdout)
+    assert sizes == [3, 2] and len(samples) == 5 and all(s >= 0 for s in samples)
+    assert len(calls) == 3 + 1 + 2  # measured and warm-up inferences; nothing after the empty line
+    lines = stdout.getvalue().split("\n")
+    assert ROUND_READY in lines
+    answers = [json.loads(x[len(ROUND_TAG):]) for x in lines if x.startswith(ROUND_TAG)]
+    assert [len(a) for a in answers] == [3, 2] and answers[0] + answers[1] == samples
+
+
+@pytest.fixture()
+def bundle(onnx_artifact, tmp_path):
+    return make_bundle(onnx_artifact, tmp_path / "b")
+
+
+def test_a_local_device_keeps_one_process_for_all_rounds(bundle):
+    session = open_rounds(LocalDevice(LocalConfig(cores=(0,))), bundle, SPEC)
+    try:
+        pid = session.proc.pid
+        got = [session.round(4, 1), session.round(2, 0), session.round(3, 2)]
+        assert session.proc.pid == pid and session.proc.poll() is None  # still the same, still alive
+        m = session.finish()
+    finally:
+        session.close()
+    assert [len(r) for r in got] == [4, 2, 3]
+    assert m.ok and m.samples_ns == [s for r in got for s in r]
+    assert m.runtime == "onnxruntime" and m.device_facts["pinned_cores"] == [0]
+
+
+def test_a_throttled_local_session_joins_its_quota_group_and_removes_it(bundle):
+    from edgebench.devices.throttle import find_cpu_cgroup
+
+    try:
+        _, root = find_cpu_cgroup()
+    except EdgebenchError as exc:
+        pytest.skip(str(exc))
+    before = set(Path(root).glob("edgebench-*"))
+    session = open_rounds(LocalDevice(LocalConfig(cores=(0,), cpu_quota=0.5)), bundle, SPEC)
+    try:
+        groups = set(Path(root).glob("edgebench-*")) - before
+        assert len(groups) == 1
+        assert str(session.proc.pid) in (groups.pop() / "cgroup.procs").read_text().split()
+        session.round(2, 0)
+        m = session.finish()
+    finally:
+        session.close()
+    assert m.ok and m.device_facts["cpu_quota_cores"] == 0.5
+    assert set(Path(root).glob("edgebench-*")) == before
+
+
+def test_a_model_the_runtime_rejects_is_one_clear_error_not_a_hang(bundle):
+    (bundle.path / bundle.manifest["model_file"]).write_bytes(b"not an onnx file")
+    with pytest.raises(EdgebenchError, match="runner error"):
+        open_rounds(LocalDevice(LocalConfig()), bundle, SPEC)
+
+
+def test_other_devices_run_a_fresh_runner_per_round_under_the_same_contract(bundle):
+    class NoSessions:  # a device without open_rounds (ssh, emulated, adb)
+        def __init__(self):
+            self.local = LocalDevice(LocalConfig())
+            self.runs = 0
+
+        def run(self, b, spec):
+            self.runs += 1
+            return self.local.run(b, spec)
+
+    device = NoSessions()
+    session = open_rounds(device, bundle, SPEC)
+    assert isinstance(session, FreshRunnerRounds)
+    got = [session.round(2, 0), session.round(3, 1)]
+    m = session.finish()
+    assert device.runs == 2 and [len(r) for r in got] == [2, 3] and m.samples_ns == got[0] + got[1]
