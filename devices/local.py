@@ -131,12 +131,14 @@ class LocalDevice(Device):
         cmd, quota = self._throttled(self._command(bundle, rounds_args(spec)))
         release = quota and (lambda: quota.__exit__(None, None, None))
         try:
-            return ProcessRounds(self.name, self.provenance, cmd, self._env(), spec.timeout_s,
-                                 facts=self._run_facts(quota), on_close=release)
-        except BaseException:
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, env=self._env())
+        except OSError as exc:
             if release:
                 release()
-            raise
+            raise EdgebenchError(f"cannot start the runner on {self.name}: {exc}") from None
+        return ProcessRounds(self.name, self.provenance, proc, spec.timeout_s, facts=self._run_facts(quota),
+                             on_close=release)
 
 
 

@@ -1,12 +1,13 @@
 """Timing rounds on demand, for `edgebench compare BASE.onnx CURRENT.onnx` (reports/side_by_side.py).
 
-A side-by-side comparison alternates two models in many short rounds. On a local device each model keeps
-ONE runner process for the whole comparison (deploy/runner.py --rounds-from-stdin): a round costs only its
+A side-by-side comparison alternates two models in many short rounds. On a local device and on an SSH board
+(devices/ssh_rounds.py) each model keeps ONE runner process for the whole comparison (deploy/runner.py
+--rounds-from-stdin): a round costs only its
 inferences, so rounds can be short and many, and the two halves of a round pair run within a fraction of a
 second of each other. Measured here (OCR detector at 640x640, core 0, 2026-11-28): a fresh runner per round
 gave 16 rounds of 6 in 47 s with round ratios of the same model spread 0.83-1.13x; one process per model gave
 48 rounds of 2 (plus one warm-up each) in 40 s, spread 0.88-1.12x, and a bootstrap interval of +-1.5% instead
-of +-4%. Other devices start a fresh runner per round (FreshRunnerRounds), which is slower but the same
+of +-4%. Other devices (emulated, adb) start a fresh runner per round (FreshRunnerRounds), slower but the same
 contract: round(runs, warmup) -> samples, then finish() -> the Measurement of all rounds.
 """
 from __future__ import annotations
@@ -48,14 +49,13 @@ class FreshRunnerRounds:
 
 
 class ProcessRounds:
-    """One runner process that times rounds on request (a local device; `cmd` is its full command line)."""
+    """One runner process that times rounds on request. `proc` is a started `runner.py ... --rounds-from-stdin`
+    shaped like subprocess.Popen in text mode (stdin, stdout, stderr, wait, kill, poll): a local process, or
+    a remote one on an SSH channel (devices/ssh.py). `on_close` releases what the device holds for it."""
 
-    def __init__(self, name, provenance, cmd: list[str], env: dict, timeout_s: float, facts: dict | None = None,
-                 on_close=None):
+    def __init__(self, name, provenance, proc, timeout_s: float, facts: dict | None = None, on_close=None):
         self.name, self.provenance, self.timeout_s = name, provenance, timeout_s
-        self.facts, self.on_close = facts or {}, on_close
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=env)
+        self.facts, self.on_close, self.proc = facts or {}, on_close, proc
         self.lines: queue.Queue = queue.Queue()
         self.stdout: list[str] = []
         self.stderr: list[str] = []
@@ -64,7 +64,11 @@ class ProcessRounds:
                       threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr.append), daemon=True)]
         for t in self.pumps:
             t.start()
-        self._expect(ROUND_READY)
+        try:
+            self._expect(ROUND_READY)
+        except BaseException:
+            self.close()
+            raise
 
     @staticmethod
     def _pump(stream, put) -> None:
@@ -91,7 +95,8 @@ class ProcessRounds:
             line = self._next_line()
             if line is None:  # the runner ended: its own result says why
                 m = self.finish()
-                raise EdgebenchError(m.error or f"runner on {self.name} ended before '{tag}'")
+                raise EdgebenchError(f"the runner on {self.name} stopped answering: "
+                                     f"{m.error or 'it ended without a result'}")
             if line.startswith(tag):
                 return line[len(tag):]
 
@@ -126,7 +131,10 @@ class ProcessRounds:
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
         if self.on_close:
             self.on_close()
             self.on_close = None

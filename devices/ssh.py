@@ -322,6 +322,12 @@ class SSHDevice(Device):
             m.extra["notes"] = list(self.notes)
         return m
 
+    def open_rounds(self, bundle: Bundle, spec: RunSpec):
+        """One runner process on the board for all rounds of a side-by-side comparison (devices/ssh_rounds.py)."""
+        from edgebench.devices.ssh_rounds import open_ssh_rounds
+
+        return open_ssh_rounds(self, bundle, spec)
+
     def _kill(self, client, stdout: str) -> None:
         first = stdout.strip().splitlines()[:1]
         if first and first[0].isdigit():

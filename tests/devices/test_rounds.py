@@ -89,3 +89,36 @@ def test_other_devices_run_a_fresh_runner_per_round_under_the_same_contract(bund
     got = [session.round(2, 0), session.round(3, 1)]
     m = session.finish()
     assert device.runs == 2 and [len(r) for r in got] == [2, 3] and m.samples_ns == got[0] + got[1]
+
+
+def test_an_ssh_board_keeps_one_remote_runner_for_all_rounds_and_cleans_up(ssh_config, digits_bundle,
+                                                                            remote_workdir):
+    from edgebench.devices.ssh import SSHDevice
+
+    device = SSHDevice(ssh_config())
+    session = open_rounds(device, digits_bundle, SPEC)
+    try:
+        pid = session.proc.pid
+        assert pid and (Path("/proc") / str(pid)).exists()  # the board is this machine, behind sshd
+        got = [session.round(3, 1), session.round(2, 0)]
+        assert (Path("/proc") / str(pid)).exists() and "runner.py" in (Path("/proc") / str(pid) / "cmdline").read_text()
+        assert len(list(remote_workdir.iterdir())) == 1  # the bundle, uploaded once
+        m = session.finish()
+    finally:
+        session.close()
+    assert m.ok and [len(r) for r in got] == [3, 2] and m.samples_ns == got[0] + got[1]
+    assert list(remote_workdir.iterdir()) == []
+
+
+def test_a_link_dropped_mid_session_is_one_clear_error(private_sshd, digits_bundle, remote_workdir):
+    from edgebench.devices.ssh import SSHDevice
+
+    device = SSHDevice(private_sshd.config(workdir=str(remote_workdir)))
+    session = open_rounds(device, digits_bundle, SPEC)
+    try:
+        session.round(2, 0)
+        private_sshd.kill_all()
+        with pytest.raises(EdgebenchError, match="runner"):
+            session.round(2, 0)
+    finally:
+        session.close()
