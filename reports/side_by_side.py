@@ -45,8 +45,8 @@ def side_by_side(base_model: Path, current_model: Path, device: str = "local", c
                  devices_file: str | Path | None = None, timeout_s: float = 600.0, progress=None) -> tuple:
     """Measure both files in `rounds` alternating rounds of `runs` inferences (None: as many as take about
     ROUND_S, sized on a first, discarded round of each); (base Record, current Record), each with every sample
-    and its rounds' boundaries (extra["side_by_side"]), stored as two runs. A local device keeps one runner
-    process per file for all rounds (devices/rounds.py)."""
+    and its rounds' boundaries (extra["side_by_side"]), stored as two runs. A local device or an SSH board keeps
+    one runner process per file for all rounds (devices/rounds.py)."""
     from edgebench.api import describe, record_of
     from edgebench.deploy.bundle import make_bundle
     from edgebench.devices.registry import get_device
