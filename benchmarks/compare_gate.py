@@ -87,7 +87,7 @@ def main() -> None:
         print(f"core 0 before: {before.summary()}")
         print(f"core 0 after:  {probe_speed(probe, args.stability).summary()}")
     how = (f"two separate runs of {args.runs or 25}" if args.stored
-           else f"side by side, {args.rounds} alternating rounds of {args.runs or 'about 0.25 s'}")
+           else f"side by side, {args.rounds} alternating rounds of {args.runs or 'about 0.25 s of'}")
     print(f"protocol: {how} inferences; basis: {v_same.basis}")
     print(f"median ratio, same model: {sorted(ratios_same)[len(ratios_same) // 2]:.3f}x; "
           f"slowed device (quota {args.quota:g}): {sorted(ratios_slow)[len(ratios_slow) // 2]:.3f}x")
