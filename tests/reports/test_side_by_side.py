@@ -87,6 +87,10 @@ def test_compare_two_model_files_side_by_side(cli, tmp_path):
         recs = s.query()
     assert len(recs) == 4 and all(len(r.extra["side_by_side"]["round_samples"]) == 3 for r in recs)
     assert all(r.extra["side_by_side"]["runner"] == "one process per file" for r in recs)
+    import os
+
+    # `local` names no cores: both files were pinned to one and the same core for the comparison
+    assert all(r.device_facts["pinned_cores"] == [max(os.sched_getaffinity(0))] for r in recs)
     assert all(len(r.samples_ns) == 15 for r in recs)
     p = cli("compare", tmp_path / "missing.onnx", small)
     assert p.returncode == 2 and "model file not found" in p.stderr
