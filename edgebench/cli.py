@@ -352,7 +352,7 @@ def compare(base: str = typer.Argument(..., help="BASE: a run id (in --store), a
     ratios: on a machine that changes speed (devices doctor --stability), the way to tell the model from the
     machine. On a local device each file keeps one runner process for all rounds. Both records go to
     --store."""
-    from edgebench.reports.compare import compare_records, judge, load_records
+    from edgebench.reports.compare import compare_records, judge, load_records, machine_moved
 
     slow = _fraction(max_slowdown, "%") / 100.0
     drop = _fraction(max_accuracy_drop, "pp")
@@ -382,8 +382,10 @@ def compare(base: str = typer.Argument(..., help="BASE: a run id (in --store), a
     else:
         verdicts = compare_records(load_records(base, store), load_records(current, store), slow, drop)
     regressed = [v for v in verdicts if v.verdict == "regression"]
+    moved = machine_moved(verdicts)
     if as_json:
-        print(json.dumps({"regressions": len(regressed), "verdicts": [v.to_dict() for v in verdicts]}))
+        print(json.dumps({"regressions": len(regressed), "verdicts": [v.to_dict() for v in verdicts],
+                          **({"warning": moved} if moved else {})}))
     else:
         t = Table(title=f"compare {base} -> {current} (max slowdown {slow:.1%}, max accuracy drop {drop:g} pp)")
         for col in ("artifact", "device", "runtime", "base p50 ms", "current p50 ms", "ratio", "95% interval",
@@ -394,6 +396,8 @@ def compare(base: str = typer.Argument(..., help="BASE: a run id (in --store), a
                       _fmt(v.ratio, "{:.3f}x"), "–" if not v.ratio_ci else f"{v.ratio_ci[0]:.3f}..{v.ratio_ci[1]:.3f}",
                       _fmt(v.accuracy_delta_pp, "{:+.2f}pp"), v.verdict, v.reason or v.basis)
         out.print(t)
+    if moved:
+        err.print(f"edgebench: warning: {moved}")
     if regressed:
         err.print(f"edgebench: {len(regressed)} regression(s): " + ", ".join(f"{v.name}@{v.device}" for v in regressed))
         raise typer.Exit(1)

@@ -40,6 +40,7 @@ class Verdict:
     basis: str = ""  # "raw samples (bootstrap)", "instruction counts (exact)"
     accuracy_delta_pp: float | None = None
     reason: str = ""
+    same_file: bool = False  # base and current are the same artifact (sha256)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -89,7 +90,8 @@ def median_ratio_ci(base_ns, cur_ns, rounds: int = BOOTSTRAP_ROUNDS, seed: int =
 def judge(b: Record, c: Record, max_slowdown: float = 0.05, max_accuracy_drop_pp: float = 0.5) -> Verdict:
     """The verdict on one pair of records, whatever their keys (side by side: base and current devices may
     differ)."""
-    common = dict(name=c.name, device=c.device, runtime=f"{c.runtime} {c.runtime_version}".strip(), threads=c.threads)
+    common = dict(name=c.name, device=c.device, runtime=f"{c.runtime} {c.runtime_version}".strip(), threads=c.threads,
+                  same_file=bool(b.sha256) and b.sha256 == c.sha256)
     if b.status != "ok" or c.status != "ok":
         which = "base" if b.status != "ok" else "current"
         return Verdict(**common, verdict="failed", reason=f"{which} measurement failed: "
@@ -137,6 +139,24 @@ def judge(b: Record, c: Record, max_slowdown: float = 0.05, max_accuracy_drop_pp
         reasons.append(f"accuracy {acc:+.2f} pp beyond -{max_accuracy_drop_pp:g} pp")
     return Verdict(**common, **p50, verdict=verdict, ratio=ratio, ratio_ci=(lo, hi), basis=basis,
                    accuracy_delta_pp=acc, reason="; ".join(reasons))
+
+
+def machine_moved(verdicts: list[Verdict]) -> str:
+    """A warning when identical files (same sha256) came out both slower and faster than their threshold in one
+    comparison: a file cannot be both, so the machine's speed moved between (or within) the runs. Two runs of
+    the main job here, nothing changed, gave 8 such `regression` rows and 14 `faster` (README). A slowed
+    device makes identical files slower, not some of them faster, and gets no warning. The verdicts stand."""
+    same = [v for v in verdicts if v.same_file and v.ratio is not None and not v.basis.startswith("instruction")]
+    slower = [v for v in same if v.verdict == "regression"]
+    faster = [v for v in same if v.verdict == "faster"]
+    if not slower or not faster:
+        return ""
+    lo = min(v.ratio for v in faster)
+    hi = max(v.ratio for v in slower)
+    return (f"{len(slower)} identical file(s) measured slower and {len(faster)} faster ({lo:.2f}x to {hi:.2f}x): "
+            "the machine's speed moved between the runs, not the files; compare the model files side by side "
+            "(`edgebench compare BASE.onnx CURRENT.onnx`) or check the device (`edgebench devices doctor NAME "
+            "--stability 20`)")
 
 
 def _side_by_side_rounds(b: Record, c: Record) -> tuple | None:

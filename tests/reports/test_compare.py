@@ -71,3 +71,27 @@ def test_a_verdict_on_a_short_run_says_how_long_it_sampled():
     assert long.verdict == "regression" and "sampled" not in long.reason  # 500 x 40 ms = 20 s
     same = compare_records([rec("a", noisy(2.0, seed=1))], [rec("a", noisy(2.0, seed=3))], 0.05)[0]
     assert same.verdict == "ok" and same.reason == ""
+
+
+def test_identical_files_both_slower_and_faster_warn_that_the_machine_moved(cli, tmp_path):
+    from edgebench.reports.compare import machine_moved
+
+    base = [rec("a", noisy(2.0, seed=1)), rec("b", noisy(5.0, seed=2)), rec("c", noisy(1.0, seed=3))]
+    # the same files (same sha256): one ran 1.5x slower, one 0.6x: the machine, not the files
+    moved = [rec("a", noisy(3.0, seed=4)), rec("b", noisy(3.0, seed=5)), rec("c", noisy(1.0, seed=6))]
+    verdicts = compare_records(base, moved)
+    assert [v.verdict for v in verdicts] == ["regression", "faster", "ok"] and all(v.same_file for v in verdicts)
+    assert machine_moved(verdicts).startswith("1 identical file(s) measured slower and 1 faster (0.60x to 1.50x)")
+    # a slowed device: identical files slower, none faster: no warning, the regression stands
+    slowed = [rec("a", noisy(2.4, seed=4)), rec("b", noisy(6.0, seed=5)), rec("c", noisy(1.0, seed=6))]
+    assert machine_moved(compare_records(base, slowed)) == ""
+    # rebuilt files (new sha256) moving both ways may be the files: no warning
+    rebuilt = [rec("a", noisy(3.0, seed=4), sha="t"), rec("b", noisy(3.0, seed=5), sha="t")]
+    assert machine_moved(compare_records(base, rebuilt)) == ""
+    for name, recs in (("base", base), ("cur", moved)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "records.json").write_text(json.dumps([r.to_dict() for r in recs]))
+    p = cli("compare", tmp_path / "base", tmp_path / "cur")
+    assert p.returncode == 1 and "the machine's speed moved" in p.stderr and "1 regression(s): a@local" in p.stderr
+    p = cli("compare", tmp_path / "base", tmp_path / "cur", "--json")
+    assert p.returncode == 1 and "machine's speed moved" in json.loads(p.stdout)["warning"]
