@@ -335,7 +335,7 @@ def compare(base: str = typer.Argument(..., help="BASE: a run id (in --store), a
             rounds: int = typer.Option(48, min=2, help="Side by side: alternating rounds per file (more rounds, "
                                        "a narrower interval)"),
             runs: Optional[int] = typer.Option(None, min=1, help="Side by side: measured inferences per round "
-                                               "[default: as many as take about 0.25 s, at least 3]"),
+                                               "(default: as many as take about 0.25 s, at least 3)"),
             warmup: int = typer.Option(1, min=0, help="Side by side: warm-up inferences per round"),
             threads: int = typer.Option(1, min=1, help="Side by side: runtime threads"),
             shape: List[str] = typer.Option([], "--shape", help="Side by side: NAME=1x3x640x640 for a free dimension"),
@@ -350,8 +350,11 @@ def compare(base: str = typer.Argument(..., help="BASE: a run id (in --store), a
 
     Given two model files, both are measured here in alternating rounds and judged on the rounds' paired
     ratios: on a machine that changes speed (devices doctor --stability), the way to tell the model from the
-    machine. On a local device each file keeps one runner process for all rounds. Both records go to
-    --store."""
+    machine. On a local device or an SSH board each file keeps one runner process for all rounds; a local
+    device that names no cores is pinned to one, both files on the same. Both records go to --store.
+
+    When identical files (same sha256) of two stored runs come out both slower and faster, compare warns that
+    the machine's speed moved, not the files."""
     from edgebench.reports.compare import compare_records, judge, load_records, machine_moved
 
     slow = _fraction(max_slowdown, "%") / 100.0
