@@ -68,10 +68,10 @@ def summarize(times: list, seconds: float) -> SpeedTrace:
     if len(times) < 4:
         raise EdgebenchError(f"speed probe returned {len(times)} bins; needs at least 4 (probe for longer)")
     fastest = min(times)
-    rel = [t / fastest for t in times]
+    rel = [round(t / fastest, 3) for t in times]  # rounded once: bins and slowest agree in the JSON
     slow = [r >= SLOW for r in rel]
     ordered = sorted(rel)
-    return SpeedTrace(seconds=seconds, bins=[round(r, 3) for r in rel],
+    return SpeedTrace(seconds=seconds, bins=rel,
                       slowest=ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))],
                       slow_share=sum(slow) / len(slow), switches=sum(a != b for a, b in zip(slow, slow[1:])))
 
