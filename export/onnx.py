@@ -145,13 +145,12 @@ def count_macs(path: Path, arrays: dict) -> tuple[int, dict]:
     per operator type, read from the graph by onnx-tool."""
     import onnx_tool
 
-    model = onnx_tool.Model(str(path), {"verbose": False})
-    g = model.graph
     with redirect_stdout(io.StringIO()), warnings.catch_warnings():
         # onnx-tool warns once per operator type it has no MAC formula for and counts 0 for it: in edgebench's
         # exports that is DynamicQuantizeLinear, which has none (MatMulInteger, ConvInteger, QLinear*, GRU and
         # LSTM are all known to it); the raw warning only cluttered `predictor build` and `run`
         warnings.filterwarnings("ignore", message="node .* is not registed for profiling")
+        g = onnx_tool.Model(str(path), {"verbose": False}).graph
         g.shape_infer({k: np.asarray(v) for k, v in arrays.items()})
         g.profile()
     by_op: dict = {}
