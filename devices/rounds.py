@@ -2,9 +2,8 @@
 
 A side-by-side comparison alternates two models in many short rounds. On a local device and on an SSH board
 (devices/ssh_rounds.py) each model keeps ONE runner process for the whole comparison (deploy/runner.py
---rounds-from-stdin): a round costs only its
-inferences, so rounds can be short and many, and the two halves of a round pair run within a fraction of a
-second of each other. Measured here (OCR detector at 640x640, core 0, 2026-11-28): a fresh runner per round
+--rounds-from-stdin): a round costs only its inferences, so rounds can be short and many, and the two halves
+of a round pair run within a fraction of a second of each other. Measured here (OCR detector at 640x640, core 0, 2026-11-28): a fresh runner per round
 gave 16 rounds of 6 in 47 s with round ratios of the same model spread 0.83-1.13x; one process per model gave
 48 rounds of 2 (plus one warm-up each) in 40 s, spread 0.88-1.12x, and a bootstrap interval of +-1.5% instead
 of +-4%. Other devices (emulated, adb) start a fresh runner per round (FreshRunnerRounds), slower but the same
@@ -25,6 +24,8 @@ from edgebench.types import EdgebenchError, Measurement, RunSpec
 
 class FreshRunnerRounds:
     """Any device: each round is one ordinary run of the runner."""
+
+    RUNNER = "a fresh runner per round"
 
     def __init__(self, device, bundle, spec: RunSpec):
         self.device, self.bundle, self.spec = device, bundle, spec
@@ -51,7 +52,9 @@ class FreshRunnerRounds:
 class ProcessRounds:
     """One runner process that times rounds on request. `proc` is a started `runner.py ... --rounds-from-stdin`
     shaped like subprocess.Popen in text mode (stdin, stdout, stderr, wait, kill, poll): a local process, or
-    a remote one on an SSH channel (devices/ssh.py). `on_close` releases what the device holds for it."""
+    a remote one on an SSH channel (devices/ssh_rounds.py). `on_close` releases what the device holds for it."""
+
+    RUNNER = "one process per file"
 
     def __init__(self, name, provenance, proc, timeout_s: float, facts: dict | None = None, on_close=None):
         self.name, self.provenance, self.timeout_s = name, provenance, timeout_s
@@ -141,7 +144,7 @@ class ProcessRounds:
 
 
 def open_rounds(device, bundle, spec: RunSpec):
-    """The device's own rounds session when it has one (a local device), else a fresh runner per round."""
+    """The device's own rounds session when it has one (local, SSH), else a fresh runner per round."""
     opener = getattr(device, "open_rounds", None)
     return opener(bundle, spec) if opener else FreshRunnerRounds(device, bundle, spec)
 

@@ -144,7 +144,7 @@ def judge(b: Record, c: Record, max_slowdown: float = 0.05, max_accuracy_drop_pp
 def machine_moved(verdicts: list[Verdict]) -> str:
     """A warning when identical files (same sha256) came out both slower and faster than their threshold in one
     comparison: a file cannot be both, so the machine's speed moved between (or within) the runs. Two runs of
-    the main job here, nothing changed, gave 8 such `regression` rows and 14 `faster` (README). A slowed
+    the main job here, nothing changed, gave 8 such `regression` rows and 13 `faster` (README). A slowed
     device makes identical files slower, not some of them faster, and gets no warning. The verdicts stand."""
     same = [v for v in verdicts if v.same_file and v.ratio is not None and not v.basis.startswith("instruction")]
     slower = [v for v in same if v.verdict == "regression"]

@@ -103,8 +103,7 @@ def side_by_side(base_model: Path, current_model: Path, device: str = "local", c
             rec = record_of(run_ids[side], artifacts[side], bundles[side], merged, devices[side])
             rec.extra["side_by_side"] = {"session": session, "rounds": rounds, "runs_per_round": runs,
                                          "warmup_per_round": warmup,
-                                         "runner": "one process per file" if hasattr(devices[side], "open_rounds")
-                                         else "a fresh runner per round",
+                                         "runner": sessions[side].RUNNER,
                                          "round_samples": [len(rnd) for rnd in per_side[side]],
                                          "role": "base" if side == 0 else "current"}
             records.append(rec)

@@ -193,6 +193,19 @@ def ssh_config(sshd, remote_workdir):
     return make
 
 
+@pytest.fixture
+def cpu_cgroup():
+    """(cgroup version, the folder where a CPU quota's child groups appear), or skip where none can be made."""
+    from edgebench.devices.throttle import find_cpu_cgroup
+    from edgebench.types import EdgebenchError
+
+    try:
+        version, root = find_cpu_cgroup()
+    except EdgebenchError as exc:
+        pytest.skip(str(exc))
+    return version, Path(root)
+
+
 @pytest.fixture(scope="session")
 def digits_bundle(tmp_path_factory):
     """A real bundle: the digits CNN trained for 3 epochs, exported to ONNX, with its eval split."""

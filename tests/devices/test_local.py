@@ -91,16 +91,9 @@ def heavy_bundle(tmp_path_factory):
     return make_bundle(a, d / "bundle")
 
 
-def test_cpu_quota_throttles_and_is_labelled_emulated(heavy_bundle):
-    from pathlib import Path
-
-    from edgebench.devices.throttle import find_cpu_cgroup
-
-    try:
-        version, root = find_cpu_cgroup()
-    except EdgebenchError as exc:
-        pytest.skip(str(exc))
-    before = set(Path(root).glob("edgebench-*"))
+def test_cpu_quota_throttles_and_is_labelled_emulated(heavy_bundle, cpu_cgroup):
+    version, root = cpu_cgroup
+    before = set(root.glob("edgebench-*"))
     spec = RunSpec(runs=500, warmup=5, eval=False)
     free = LocalDevice(LocalConfig(cores=(0,))).run(heavy_bundle, spec)
     slow = LocalDevice(LocalConfig(cores=(0,), cpu_quota=0.2)).run(heavy_bundle, spec)
@@ -111,7 +104,7 @@ def test_cpu_quota_throttles_and_is_labelled_emulated(heavy_bundle):
     free_median = sorted(free.samples_ns)[len(free.samples_ns) // 2]
     assert sum(slow.samples_ns) > 3 * free_median * len(free.samples_ns)
     assert slow.device_facts["cpu_quota_cores"] == 0.2 and slow.device_facts["cgroup"] == f"v{version}"
-    assert set(Path(root).glob("edgebench-*")) == before  # the temporary group is removed
+    assert set(root.glob("edgebench-*")) == before  # the temporary group is removed
 
 
 def test_cpu_quota_without_permission_is_one_clear_error(heavy_bundle, monkeypatch):

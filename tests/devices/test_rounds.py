@@ -46,17 +46,12 @@ def test_a_local_device_keeps_one_process_for_all_rounds(bundle):
     assert m.runtime == "onnxruntime" and m.device_facts["pinned_cores"] == [0]
 
 
-def test_a_throttled_local_session_joins_its_quota_group_and_removes_it(bundle):
-    from edgebench.devices.throttle import find_cpu_cgroup
-
-    try:
-        _, root = find_cpu_cgroup()
-    except EdgebenchError as exc:
-        pytest.skip(str(exc))
-    before = set(Path(root).glob("edgebench-*"))
+def test_a_throttled_local_session_joins_its_quota_group_and_removes_it(bundle, cpu_cgroup):
+    _, root = cpu_cgroup
+    before = set(root.glob("edgebench-*"))
     session = open_rounds(LocalDevice(LocalConfig(cores=(0,), cpu_quota=0.5)), bundle, SPEC)
     try:
-        groups = set(Path(root).glob("edgebench-*")) - before
+        groups = set(root.glob("edgebench-*")) - before
         assert len(groups) == 1
         assert str(session.proc.pid) in (groups.pop() / "cgroup.procs").read_text().split()
         session.round(2, 0)
@@ -64,7 +59,7 @@ def test_a_throttled_local_session_joins_its_quota_group_and_removes_it(bundle):
     finally:
         session.close()
     assert m.ok and m.device_facts["cpu_quota_cores"] == 0.5
-    assert set(Path(root).glob("edgebench-*")) == before
+    assert set(root.glob("edgebench-*")) == before
 
 
 def test_a_model_the_runtime_rejects_is_one_clear_error_not_a_hang(bundle):
