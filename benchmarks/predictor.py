@@ -171,8 +171,10 @@ def summary(label: str, rows: list, unit: str) -> None:
 def main() -> None:
     from edgebench.api import bench
     from edgebench.devices.registry import get_device
-    from edgebench.search.predictor import (BuildConfig, Source, build_predictor, load_predictor, model_feed,
-                                            model_kernels, model_terms)
+    import onnx
+
+    from edgebench.search.predictor import (BuildConfig, Source, _empty_kernel_model, _measure, _timed_whole,
+                                            build_predictor, load_predictor, model_feed, model_kernels, model_terms)
     from edgebench.devices.stability import probe_speed
     from edgebench.search.predictor_cv import band_text, cross_validate
     from edgebench.search.predictor_sources import ofa_sources, zoo_sources
@@ -223,6 +225,9 @@ def main() -> None:
         cv = (pred.meta.get("cv") or {}).get(target) or cross_validate(doc, target)  # older builds: now
         print(f"stated error (the build's whole models, cross-validated): {band_text(cv)}")
         stability = [] if emulated else [probe_speed(dev, 20.0)]
+        empty, reference = tmp / "empty.onnx", pred.doc["meta"].get("reference_empty_ms")
+        onnx.save(_empty_kernel_model(), str(empty))
+        scale = not emulated and bool(reference)  # an older build has no speed reference: as timed only
         cases = []
         trained = {_sha(src.path) for src in learn}
         for group, name, path, feed in held_out(tmp, args.heldout_zoo, minilm, space, args.heldout_seed):
@@ -234,7 +239,8 @@ def main() -> None:
             got = pred.predict_model(kernels, model_terms(model, kernels, shapes, pred.node_cache()))
             how = {h: sum(b[h] for b in got["breakdown"]) for h in ("measured", "regressed", "fallback")}
             cases.append({"group": group, "name": name, "path": path, "arrays": arrays, "predicted": got["value"],
-                          "kernels": len(kernels), "how": how, "measured": []})
+                          "kernels": len(kernels), "how": how, "measured": [], "scaled": [],
+                          "timed": _timed_whole(path, model, arrays, tmp / "timed")[0]})
         # drift probes: training models timed again with the held-out ones. Their ratio to the build's own
         # figures is how far the machine moved between build and evaluation (on a shared machine, load)
         probes = [] if emulated else [
@@ -252,6 +258,10 @@ def main() -> None:
                 value = rec.extra.get("instructions_per_inference") if emulated else rec.latency_ms["p50"]
                 if value:
                     c["measured"].append(value)
+                if scale and "timed" in c:  # again, beside an empty model in one process: at the build's speed
+                    got = _measure(dev, [(c["name"], c["timed"])], BuildConfig(runs=args.runs, rounds=1, warmup=20),
+                                   tmp / "speed", empty)[c["name"]]
+                    c["scaled"].append(got["p50_ms"] * reference / got["empty_ms"])
         print(f"after measuring: {_load()}")
         if not emulated:
             stability.append(probe_speed(dev, 20.0))
@@ -284,6 +294,14 @@ def main() -> None:
     if cv and rows:
         inside = sum(abs(p / m - 1) <= cv["p90_abs"] for _, _, p, m in rows)
         print(f"within the stated error (±{100 * cv['p90_abs']:.1f}%): {inside} of {len(rows)} held-out graphs")
+    scaled = [(c["group"], c["name"], c["predicted"], float(np.median(c["scaled"]))) for c in cases if c["scaled"]]
+    if scaled:  # the predictor's figures are at the build's median speed; so are these
+        print("the same graphs timed beside an empty model in one runner process (as the build times whole models), "
+              f"scaled to the build's speed (empty model {1000 * reference:.2f} us): the predictor's error without the "
+              "machine's drift")
+        for g, n, p, m in scaled:
+            print(f"  {g:7s} {n:22s} predicted {p:10.5g}  scaled {m:10.5g}  {100 * (p / m - 1):+7.1f}%")
+        summary("all held-out graphs, speed-scaled", scaled, unit)
 
 
 if __name__ == "__main__":

@@ -492,6 +492,8 @@ def predict(model: Path = typer.Argument(..., help="An ONNX graph"),
     if "predicted_latency_ms" in doc:
         how = (f"overhead fitted on {doc['fit']['n_models']} whole models" if "c" in doc["fit"] else doc["fit"]["method"])
         out.print(f"predicted latency: {doc['predicted_latency_ms']:.4g} ms ({doc['kernels']} kernels; {how})")
+        if doc.get("machine_speed"):
+            out.print(f"  {doc['machine_speed']['text']}", markup=False)
     if "predicted_emulated_wall_ms" in doc:
         out.print(f"predicted emulated wall time: {doc['predicted_emulated_wall_ms']:.4g} ms (not a device latency)")
     if "predicted_instructions" in doc:

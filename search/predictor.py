@@ -142,17 +142,31 @@ def _save(doc: dict, path: Path) -> None:
     tmp.replace(path)
 
 
-def _measure(device, items: list[tuple[str, Path]], cfg: BuildConfig, workdir: Path) -> dict:
+SPEED_KEY = "_speed_reference"  # the empty model, timed in every timing process beside what it measures
+
+
+def _measure(device, items: list[tuple[str, Path]], cfg: BuildConfig, workdir: Path, empty: Path | None = None) -> dict:
+    """{key: {"p50_ms", "n", "instructions"[, "instructions_outside_interpreter"][, "empty_ms"]}}. `empty`: an
+    empty model's file, timed in the same runner process and rounds as the items (not on an emulated device,
+    whose counts are exact): its p50 is each item's `empty_ms`, the machine's speed while they were timed
+    (predictor_fit.at_reference_speed)."""
     from edgebench.devices.batch import BatchConfig, measure_models
 
-    res = measure_models(device, items, BatchConfig(runs=cfg.runs, rounds=cfg.rounds, warmup=cfg.warmup,
-                                                    threads=cfg.threads), workdir)
+    speed = empty is not None and device.kind != "emulated"
+    res = measure_models(device, [*items, *([(SPEED_KEY, empty)] if speed else [])],
+                         BatchConfig(runs=cfg.runs, rounds=cfg.rounds, warmup=cfg.warmup, threads=cfg.threads),
+                         workdir)
+
+    def p50(key):
+        return float(np.median(np.asarray(res[key]["samples_ns"], dtype=np.float64) / 1e6))
+
     out = {}
     for key, _ in items:
-        s = np.asarray(res[key]["samples_ns"], dtype=np.float64) / 1e6
-        out[key] = {"p50_ms": float(np.median(s)), "n": int(s.size), "instructions": res[key]["instructions"]}
+        out[key] = {"p50_ms": p50(key), "n": len(res[key]["samples_ns"]), "instructions": res[key]["instructions"]}
         if res[key].get("instructions_outside_interpreter") is not None:
             out[key]["instructions_outside_interpreter"] = res[key]["instructions_outside_interpreter"]
+        if speed:
+            out[key]["empty_ms"] = p50(SPEED_KEY)
     return out
 
 
@@ -239,8 +253,9 @@ def build_predictor(device, out: Path, models: list, cfg: BuildConfig = BuildCon
                       disable=not progress) as bar:
             task = bar.add_task(f"kernels on {device.name}",
                                 total=len(exact) + len(whole) + len(prior) + len(around) + 1)
+            empty = tmp / "empty.onnx"
+            onnx.save(_empty_kernel_model(), str(empty))
             if "_empty" not in doc["kernels"]:
-                onnx.save(_empty_kernel_model(), str(tmp / "empty.onnx"))
                 got = _measure(device, [("_empty", tmp / "empty.onnx")], cfg, tmp / "e")["_empty"]
                 doc["kernels"]["_empty"] = {"type": "_empty", "features": {}, **got}
             if device.kind == "emulated" and "runner_harness_instructions" not in doc["meta"]:
@@ -259,7 +274,8 @@ def build_predictor(device, out: Path, models: list, cfg: BuildConfig = BuildCon
                             break
                         part = whole[start:start + step]
                         got = _measure(device, [(n, p) for n, p, _ in part],
-                                       dataclasses.replace(cfg, runs=cfg.whole_runs, rounds=5), tmp / f"w{start}")
+                                       dataclasses.replace(cfg, runs=cfg.whole_runs, rounds=5), tmp / f"w{start}",
+                                       empty)
                         for n, _, entry in part:
                             doc["models"][n] = {**entry, **got[n], "source": "measured"}
                         _save(doc, out)
@@ -273,7 +289,7 @@ def build_predictor(device, out: Path, models: list, cfg: BuildConfig = BuildCon
                     chunk = keys[start:start + cfg.chunk]
                     files = [(key, kernel_file(pending[key][0], pending[key][1], tmp / "k", pending[key][2]))
                              for key in chunk]
-                    got = _measure(device, files, cfg, tmp / f"{phase}{start}")
+                    got = _measure(device, files, cfg, tmp / f"{phase}{start}", empty)
                     for key in chunk:
                         k = pending[key][0]
                         doc["kernels"][key] = {"type": k.type, "features": k.features, "sampled": phase,
@@ -344,6 +360,11 @@ def predict_file(predictor_file: Path, model_path: Path, shapes=None, inputs=Non
     # under emulation the timed figure is emulated wall time, never a device latency: it keeps its name
     name = "predicted_emulated_wall_ms" if pred.meta.get("device_kind") == "emulated" else "predicted_latency_ms"
     out.update({name: lat["value"], "kernels": lat["kernels"], "breakdown": lat["breakdown"], "fit": lat["fit"]})
+    ref = pred.doc["meta"].get("reference_empty_ms")
+    if ref:  # predictor_fit.at_reference_speed: what "this machine's speed" means for the figure
+        out["machine_speed"] = {"reference_empty_ms": ref, "text": (
+            f"at the build's median speed of this machine (an empty model ran in {1000 * ref:.2f} us); a shared "
+            "machine that runs slower or faster now moves a measurement by as much")}
     if any(v.get("instructions") for v in pred.doc["kernels"].values()):
         ins = load_predictor(predictor_file, "instructions").predict_model(kernels, terms)
         out["predicted_instructions"] = int(ins["value"])

@@ -1,6 +1,7 @@
 """The kernel-level latency predictor: graphs split into the kernels the runtime runs, kernels timed alone
 on a real device (the local CPU), a resumable build, and `edgebench predict` on a graph it never saw."""
 import json
+import statistics
 
 import numpy as np
 import onnx
@@ -51,6 +52,8 @@ def test_predictor_build_resumes_and_predicts_an_unseen_graph(cli, cnn_onnx, tmp
     kernels = {k: v for k, v in doc["kernels"].items() if k != "_empty"}
     assert len(kernels) >= 10 and all(v["p50_ms"] > 0 and v["n"] >= 60 for v in kernels.values())
     assert {v["sampled"] for v in kernels.values()} == {"exact", "prior"}
+    # every timing process also timed an empty model: the machine's speed beside each kernel and whole model
+    assert all(0 < v["empty_ms"] < 1 for v in [*kernels.values(), *doc["models"].values()])
     assert 8 <= sum(v["sampled"] == "prior" for v in kernels.values()) <= 12  # random configurations of common ops
     before = pred.stat().st_mtime_ns
     again = cli(*args)  # everything measured already: nothing is timed again
@@ -62,6 +65,8 @@ def test_predictor_build_resumes_and_predicts_an_unseen_graph(cli, cnn_onnx, tmp
     out = json.loads(p.stdout)
     assert out["provenance"] == "predicted" and out["kernels"] == 3 and out["predicted_latency_ms"] > 0
     assert sum(b["count"] for b in out["breakdown"]) == 3
+    assert out["machine_speed"]["reference_empty_ms"] == pytest.approx(statistics.median(
+        v["empty_ms"] for v in [*kernels.values(), *doc["models"].values()]))
     # 4 whole models are too few to cross-validate: the prediction says it has no band, and why
     band = out["error_band"]
     assert band["of"] == "predicted_latency_ms" and band["text"].startswith("no error band: the build has too few")
