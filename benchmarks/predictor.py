@@ -259,7 +259,7 @@ def main() -> None:
                 if value:
                     c["measured"].append(value)
                 if scale and "timed" in c:  # again, beside an empty model in one process: at the build's speed
-                    got = _measure(dev, [(c["name"], c["timed"])], BuildConfig(runs=args.runs, rounds=1, warmup=20),
+                    got = _measure(dev, [(c["name"], c["timed"])], BuildConfig(runs=args.runs, rounds=5, warmup=20),
                                    tmp / "speed", empty)[c["name"]]
                     c["scaled"].append(got["p50_ms"] * reference / got["empty_ms"])
         print(f"after measuring: {_load()}")

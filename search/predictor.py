@@ -8,7 +8,9 @@ device, many per runner process (devices/batch.py, with the deployed session set
 kernels around them: each dimension of each kernel scaled by 0.5 ... 2 (kernels.neighbours), so that a graph
 near the ones learned from is interpolated. Whole models are timed too (and the store's records of this device
 are taken as they are). The file keeps the raw measurements (and, on an emulated device, guest instructions),
-so fitting is repeatable and an interrupted build resumes where it stopped.
+so fitting is repeatable and an interrupted build resumes where it stopped. Every timing process also times an
+empty model beside its kernels or whole model (`empty_ms`): a shared machine changes speed between processes, and
+the fit scales every timing to the build's median speed first (predictor_fit.at_reference_speed).
 
 Predict: each kernel of a graph gets its measured p50 when that exact kernel was timed ("measured" in the
 breakdown), else its type's (or convolution class's) regressor, else its kind's ("fallback"): see
