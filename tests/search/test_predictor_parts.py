@@ -7,7 +7,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgebench.search.kernels import Kernel, kernel_model, neighbours, run_shapes, split_kernels
 from edgebench.search.predictor import PREDICTOR_FORMAT
-from edgebench.search.predictor_fit import KernelPredictor, at_reference_speed
+from edgebench.search.predictor_fit import KernelPredictor
 
 
 def _expand_model() -> onnx.ModelProto:
@@ -104,34 +104,6 @@ def test_overhead_fit_recovers_the_per_kernel_and_per_node_costs():
     got = [f["c"], *(f[t] for t in KernelPredictor.TERMS)]
     np.testing.assert_allclose(got, [0.003, -0.0038, 0.0006, 0.01, -0.05, -0.0004, 0.02, 0.0008], atol=1e-7)
     assert f["train_median_abs_error"] < 1e-6
-
-
-def test_timings_are_scaled_to_the_builds_median_speed_before_fitting():
-    """Kernels timed while the machine ran at half speed (their process's empty model took twice as long) count
-    as if timed at the build's median speed; the fit then recovers the costs as for a steady machine."""
-    def truth(total, t):
-        return (total + 0.003 - 0.0038 * t["n_kernels"] + 0.0006 * t["node_excess"] + 0.01 * t["streamed_mb_beyond_cache"]
-                - 0.05 * t["conv_io_melems"] - 0.0004 * t["kernel_inputs"] + 0.02 * t["kernel_out_melems"] + 0.0008 * t["model_io"])
-
-    steady = _doc(truth)
-    moved = _doc(truth)
-    timed = [v for k, v in moved["kernels"].items() if k != "_empty"] + list(moved["models"].values())
-    for i, v in enumerate(timed):
-        slow = 2.0 if i % 3 == 0 else 1.0  # a third of the processes ran at half speed
-        v["p50_ms"] *= slow
-        v["empty_ms"] = 0.0038 * slow
-    scaled = at_reference_speed(moved)
-    assert scaled["meta"]["reference_empty_ms"] == 0.0038 and at_reference_speed(scaled) is scaled  # once only
-    for key, v in steady["kernels"].items():
-        assert abs(scaled["kernels"][key]["p50_ms"] - v["p50_ms"]) < 1e-12
-    assert scaled["kernels"]["_empty"]["p50_ms"] == 0.0038
-    got, want = KernelPredictor(moved).fit, KernelPredictor(steady).fit
-    np.testing.assert_allclose([got[t] for t in ("c", *KernelPredictor.TERMS)],
-                               [want[t] for t in ("c", *KernelPredictor.TERMS)], atol=1e-7)
-    unscaled = KernelPredictor({**moved, "kernels": {k: {x: y for x, y in v.items() if x != "empty_ms"}
-                                                     for k, v in moved["kernels"].items()}})
-    assert unscaled.fit["train_median_abs_error"] > 0.05  # the same figures taken as timed do not fit
-    assert at_reference_speed(steady) is steady  # a build without empty_ms (older edgebench): as timed
 
 
 def test_a_term_without_spread_over_the_models_is_not_fitted():
