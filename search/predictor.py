@@ -34,7 +34,7 @@ import onnx
 
 from edgebench.search.kernels import (Kernel, kernel_file, kernel_model, neighbours, run_shapes, split_kernels,
                                       with_fixed_inputs)
-from edgebench.search.predictor_fit import KernelPredictor
+from edgebench.search.predictor_fit import KernelPredictor, speed_mix
 from edgebench.types import EdgebenchError
 
 PREDICTOR_FORMAT = "edgebench-kernel-predictor-5"
@@ -309,6 +309,9 @@ def build_predictor(device, out: Path, models: list, cfg: BuildConfig = BuildCon
     cv = old[target] if old and target in old else cross_validate(doc, target)  # nothing new: the same band
     doc["meta"]["cv"] = {target: cv, "measured": list(measured)}
     log(f"  {'instructions' if target == 'instructions' else 'latency'} of an unseen model: {band_text(cv)}")
+    mixed = speed_mix(doc)
+    if mixed:
+        log(f"edgebench: warning: {mixed}")
     _save(doc, out)
     return doc
 

@@ -168,6 +168,25 @@ def at_reference_speed(doc: dict) -> dict:
             "meta": {**doc.get("meta", {}), "reference_empty_ms": ref}}
 
 
+SLOW = 1.25  # a runner process whose empty model ran this much over the build's fastest ran in a slow stretch
+
+
+def speed_mix(doc: dict) -> str | None:
+    """A warning when the build's runner processes ran at two speeds (between 10% and 90% of them in a slow
+    stretch): the timings are scaled to one speed (predictor_fit.at_reference_speed), but a slow stretch slows
+    the runtime's per-call work more than arithmetic (1.6x and 1.4x here), so such a build states a wider error."""
+    speeds = [v["empty_ms"] for v in [*doc["kernels"].values(), *doc["models"].values()] if v.get("empty_ms")]
+    if not speeds:
+        return None
+    slow = sum(s > SLOW * min(speeds) for s in speeds)
+    if not 0.1 <= slow / len(speeds) <= 0.9:
+        return None
+    return (f"{slow} of {len(speeds)} timings were taken while this machine ran {SLOW:g}x slower or more (an empty "
+            f"model {1000 * min(speeds):.2f} to {1000 * max(speeds):.2f} us); they are scaled to one speed, roughly: "
+            f"check `edgebench devices doctor {doc['meta'].get('device', 'NAME')} --stability 20` and build again "
+            f"into another --out when it is steady")
+
+
 class KernelPredictor:
     """Fitted from a predictor file; deterministic (fixed seeds), refitted on load."""
 

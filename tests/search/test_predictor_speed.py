@@ -2,7 +2,7 @@
 one speed (the build's median empty-model time) before fitting."""
 import numpy as np
 
-from edgebench.search.predictor_fit import KernelPredictor, at_reference_speed
+from edgebench.search.predictor_fit import KernelPredictor, at_reference_speed, speed_mix
 from tests.search.test_predictor_parts import _doc
 
 
@@ -32,3 +32,18 @@ def test_timings_are_scaled_to_the_builds_median_speed_before_fitting():
                                                      for k, v in moved["kernels"].items()}})
     assert unscaled.fit["train_median_abs_error"] > 0.05  # the same figures taken as timed do not fit
     assert at_reference_speed(steady) is steady  # a build without empty_ms (older edgebench): as timed
+
+
+def test_a_build_timed_at_two_speeds_says_so():
+    doc = _doc(lambda total, t: total)
+    doc["meta"]["device"] = "local"
+    assert speed_mix(doc) is None  # no empty_ms: an older build, nothing to say
+    timed = [v for k, v in doc["kernels"].items() if k != "_empty"] + list(doc["models"].values())
+    for i, v in enumerate(timed):
+        v["empty_ms"] = 0.0058 if i % 4 else 0.0093  # a quarter in the slow stretch
+    said = speed_mix(doc)
+    assert said.startswith(f"{len(timed[::4])} of {len(timed)} timings were taken while this machine ran 1.25x slower")
+    assert "5.80 to 9.30 us" in said and "devices doctor local --stability 20" in said
+    for i, v in enumerate(timed):
+        v["empty_ms"] = 0.0058 * (1 + 0.01 * (i % 10))  # one speed, a little noise: nothing to say
+    assert speed_mix(doc) is None
