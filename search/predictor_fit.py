@@ -141,6 +141,12 @@ def _x(features: dict) -> np.ndarray:
 OUTSIDE = "instructions_outside_interpreter"
 
 
+def _empty_times(doc: dict) -> list:
+    """The empty model's p50 of every runner process that timed a kernel or whole model of the build."""
+    return [v["empty_ms"] for v in [*doc.get("kernels", {}).values(), *doc.get("models", {}).values()]
+            if v.get("empty_ms") and v.get("p50_ms") is not None]
+
+
 def at_reference_speed(doc: dict) -> dict:
     """The build's timings as if the machine had kept one speed. A shared machine changes speed by up to 2x
     between runner processes (the floor of tiny kernels' p50 moved from 5.7 to 12.2 us between chunks of one
@@ -150,15 +156,14 @@ def at_reference_speed(doc: dict) -> dict:
     edgebench, the store's records) are left as they are."""
     if "reference_empty_ms" in doc.get("meta", {}):  # scaled already
         return doc
-    entries = [*doc.get("kernels", {}).values(), *doc.get("models", {}).values()]
-    speeds = [v["empty_ms"] for v in entries if v.get("empty_ms") and v.get("p50_ms") is not None]
+    speeds = _empty_times(doc)
     if not speeds:
         return doc
     ref = float(np.median(speeds))
 
     def scaled(v: dict) -> dict:
         if v.get("empty_ms") and v.get("p50_ms") is not None:
-            return {**v, "p50_ms": v["p50_ms"] * ref / v["empty_ms"], "p50_ms_as_timed": v["p50_ms"]}
+            return {**v, "p50_ms": v["p50_ms"] * ref / v["empty_ms"]}
         return v
 
     kernels = {k: scaled(v) for k, v in doc["kernels"].items()}
@@ -175,7 +180,7 @@ def speed_mix(doc: dict) -> str | None:
     """A warning when the build's runner processes ran at two speeds (between 10% and 90% of them in a slow
     stretch): the timings are scaled to one speed (predictor_fit.at_reference_speed), but a slow stretch slows
     the runtime's per-call work more than arithmetic (1.6x and 1.4x here), so such a build states a wider error."""
-    speeds = [v["empty_ms"] for v in [*doc["kernels"].values(), *doc["models"].values()] if v.get("empty_ms")]
+    speeds = _empty_times(doc)
     if not speeds:
         return None
     slow = sum(s > SLOW * min(speeds) for s in speeds)

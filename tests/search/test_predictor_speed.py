@@ -28,8 +28,10 @@ def test_timings_are_scaled_to_the_builds_median_speed_before_fitting():
     got, want = KernelPredictor(moved).fit, KernelPredictor(steady).fit
     np.testing.assert_allclose([got[t] for t in ("c", *KernelPredictor.TERMS)],
                                [want[t] for t in ("c", *KernelPredictor.TERMS)], atol=1e-7)
-    unscaled = KernelPredictor({**moved, "kernels": {k: {x: y for x, y in v.items() if x != "empty_ms"}
-                                                     for k, v in moved["kernels"].items()}})
+    def as_timed(entries):
+        return {k: {x: y for x, y in v.items() if x != "empty_ms"} for k, v in entries.items()}
+
+    unscaled = KernelPredictor({**moved, "kernels": as_timed(moved["kernels"]), "models": as_timed(moved["models"])})
     assert unscaled.fit["train_median_abs_error"] > 0.05  # the same figures taken as timed do not fit
     assert at_reference_speed(steady) is steady  # a build without empty_ms (older edgebench): as timed
 
