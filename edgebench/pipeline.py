@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,62 +105,86 @@ def _failed_rows(store, run_id: str, name: str, model: str, dataset: str, device
                      f"{name}@{device.name}")
 
 
-def _train_in_workers(cfg: RunConfig, out: Path, resumed: bool, log, progress: bool = False) -> dict:
-    """Train the run's built-in models side by side, one worker process per core (edgebench/train_worker.py),
-    before exports and measurements start (nothing is timed while they train). The main job's three models
-    train in about the time of the slowest instead of the sum. {name: checkpoint} of those trained; a model
-    whose worker failed is left out and trained again in this process, which then reports its error as usual."""
-    import json
+def _train_in_workers(cfg: RunConfig, out: Path, resumed: bool, log, progress: bool = False):
+    """Train the run's built-in models side by side, one worker process per core (edgebench/train_worker.py).
+    A generator: yields (name, checkpoint) as each worker finishes, so the run exports a trained model while the
+    others still train (nothing is timed until every model is trained). The main job's three models train in
+    about the time of the slowest instead of the sum. A model whose worker failed is yielded with checkpoint None
+    and trained again in this process, which then reports its error as usual. Nothing is yielded when workers
+    do not pay (one model, one core, every checkpoint of a resumed run already there)."""
     import os
-    import subprocess
-    import sys
+    import queue
+    import threading
 
     ckpts = {m.name: out / "checkpoints" / f"{m.name}.pt" for m in cfg.models}
     todo = [m for m in cfg.models if m.kind not in ("python", "hf") and not (resumed and ckpts[m.name].exists())]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     workers, threads = min(len(todo), cores), max(1, cores // max(1, min(len(todo), cores)))
     if workers < 2:
-        return {}
+        return
     log(f"training {len(todo)} models in {workers} worker processes ({threads} thread(s) each)")
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    done, running, pending = {}, {}, list(todo)
+    finished, stop = queue.Queue(), threading.Event()
     with tempfile.TemporaryDirectory(prefix="edgebench-train-") as tmp, \
             Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True,
                      disable=not progress) as bar:
+        # a thread keeps both cores busy (starts the next worker as one ends) while the caller exports
+        manager = threading.Thread(target=_manage_workers, daemon=True,
+                                   args=(todo, ckpts, workers, threads, Path(tmp), bar, finished, stop))
+        manager.start()
         try:
-            while pending or running:
-                while pending and len(running) < workers:
-                    m = pending.pop(0)
-                    spec = Path(tmp) / f"{m.name}.json"
-                    spec.write_text(json.dumps({"name": m.name, "kind": m.kind, "dataset": m.dataset, "model": m.model,
-                                                "train": m.train, "data": m.data, "threads": threads,
-                                                "checkpoint": str(ckpts[m.name])}))
-                    err = open(Path(tmp) / f"{m.name}.err", "w+")
-                    proc = subprocess.Popen([sys.executable, "-m", "edgebench.train_worker", str(spec)],
-                                            stdout=subprocess.DEVNULL, stderr=err)
-                    running[m.name] = (proc, err, time.perf_counter(), bar.add_task(f"train {m.name}", total=None))
-                time.sleep(0.1)
-                for name, (proc, err, t0, task) in list(running.items()):
-                    if proc.poll() is None:
-                        continue
-                    del running[name]
-                    bar.remove_task(task)
-                    err.seek(0)
-                    lines = [line for line in err.read().splitlines() if line.strip()]
-                    err.close()
-                    if proc.returncode == 0 and ckpts[name].exists():
-                        log(f"{name}: trained in a worker process in {time.perf_counter() - t0:.1f} s")
-                        done[name] = ckpts[name]
-                    else:
-                        why = lines[-1] if lines else f"exit status {proc.returncode}"
-                        log(f"{name}: training in a worker process failed ({why}); training it here")
-        finally:  # interrupted: no worker outlives the run
-            for proc, err, _t0, _task in running.values():
-                proc.kill()
-                proc.wait()
+            while (item := finished.get()) is not None:
+                name, ckpt, message = item
+                log(message)
+                yield name, ckpt
+        finally:  # the caller stopped or failed: no worker outlives the run
+            stop.set()
+            manager.join()
+
+
+def _manage_workers(todo: list, ckpts: dict, workers: int, threads: int, tmp: Path, bar, finished, stop) -> None:
+    """The worker pool behind _train_in_workers: puts (name, checkpoint or None, log line) on `finished` as each
+    worker ends, then None."""
+    import json
+    import subprocess
+    import sys
+
+    running, pending = {}, list(todo)
+    try:
+        while (pending or running) and not stop.is_set():
+            while pending and len(running) < workers:
+                m = pending.pop(0)
+                spec = tmp / f"{m.name}.json"
+                spec.write_text(json.dumps({"name": m.name, "kind": m.kind, "dataset": m.dataset, "model": m.model,
+                                            "train": m.train, "data": m.data, "threads": threads,
+                                            "checkpoint": str(ckpts[m.name])}))
+                err = open(tmp / f"{m.name}.err", "w+")
+                proc = subprocess.Popen([sys.executable, "-m", "edgebench.train_worker", str(spec)],
+                                        stdout=subprocess.DEVNULL, stderr=err)
+                running[m.name] = (proc, err, time.perf_counter(), bar.add_task(f"train {m.name}", total=None))
+            time.sleep(0.1)
+            for name, (proc, err, t0, task) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[name]
+                bar.remove_task(task)
+                err.seek(0)
+                lines = [line for line in err.read().splitlines() if line.strip()]
                 err.close()
-    return done
+                if proc.returncode == 0 and ckpts[name].exists():
+                    finished.put((name, ckpts[name],
+                                  f"{name}: trained in a worker process in {time.perf_counter() - t0:.1f} s"))
+                else:
+                    why = lines[-1] if lines else f"exit status {proc.returncode}"
+                    finished.put((name, None, f"{name}: training in a worker process failed ({why}); "
+                                              "training it here"))
+    finally:
+        for proc, err, _t0, _task in running.values():
+            proc.kill()
+            proc.wait()
+            err.close()
+        finished.put(None)
 
 
 def _train_step(cfg: RunConfig, m, out: Path, resumed: bool, log, progress: bool,
@@ -333,16 +358,25 @@ def run_pipeline(cfg: RunConfig, fresh: bool = False, progress: bool = True, log
         store.begin_run(run_id, cfg.name, cfg.to_dict())
         done = store.done_keys(run_id)
         log(f"run {run_id}" + (f" (resuming: {len(done)} measurements already done)" if resumed else ""))
-        jobs, train_metrics = [], {}
-        pretrained = _train_in_workers(cfg, out, resumed, log, progress)
-        for m in cfg.models:
+        train_metrics, model_jobs = {}, {}
+
+        def model_step(m, pretrained: dict, bars: bool) -> list:
             if m.kind == "hf":
-                jobs += _hf_step(cfg, m, out, store, run_id, devices, log)
-                continue
-            variants = _train_step(cfg, m, out, resumed, log, progress, pretrained)
+                return _hf_step(cfg, m, out, store, run_id, devices, log)
+            variants = _train_step(cfg, m, out, resumed, log, bars, pretrained)
             train_metrics.update({v.name: v.metrics for v, _, _ in variants})
-            jobs += _export_step(cfg, m, variants, out, store, run_id, devices, log, t_start)
-            jobs += _stream_step(cfg, m, variants[0][0], out, store, run_id, devices, log)
+            return (_export_step(cfg, m, variants, out, store, run_id, devices, log, t_start)
+                    + _stream_step(cfg, m, variants[0][0], out, store, run_id, devices, log))
+
+        by_name = {m.name: m for m in cfg.models}
+        with closing(_train_in_workers(cfg, out, resumed, log, progress)) as trained:
+            for name, ckpt in trained:  # exported as each worker ends, beside the others still training
+                if ckpt is not None:  # (no bar of its own for pruning: the workers' spinners are live)
+                    model_jobs[name] = model_step(by_name[name], {name: ckpt}, bars=False)
+        for m in cfg.models:  # the rest here, in the config's order: failed workers, python/hf, resumed
+            if m.name not in model_jobs:
+                model_jobs[m.name] = model_step(m, {}, progress)
+        jobs = [job for m in cfg.models for job in model_jobs[m.name]]  # measured in the config's order
         if cfg.farm.engine == "ray":
             from edgebench.farm import measure_step
 

@@ -1,7 +1,10 @@
-"""The run's built-in models train side by side in worker processes (one per core) before exports and
-measurements; the weights are the ones training in the run's own process gives, and a model whose worker
-fails is trained again in the run's process, which reports the error as usual. Real training, real processes."""
+"""The run's built-in models train side by side in worker processes (one per core), each handed to the run as
+its worker ends (so it is exported while the others train); the weights are the ones training in the run's own
+process gives, and a model whose worker fails is trained again in the run's process, which reports the error as
+usual. Real training, real processes."""
 import os
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +22,10 @@ def _cfg(tmp_path, models):
                          "models": models, "export": {"formats": ["onnx"], "precisions": ["fp32"]}})
 
 
+def _trained(cfg, lines):
+    return {name: ckpt for name, ckpt in pipeline._train_in_workers(cfg, cfg.out_path, False, lines.append) if ckpt}
+
+
 def _cnn(name, width, epochs=1):
     return {"name": name, "kind": "cnn", "dataset": "digits", "model": {"width": width},
             "train": {"epochs": epochs, "seed": 3}}
@@ -27,7 +34,7 @@ def _cnn(name, width, epochs=1):
 def test_models_train_in_workers_with_the_weights_of_in_process_training(tmp_path):
     cfg = _cfg(tmp_path, [_cnn("a", 4), _cnn("b", 6)])
     lines = []
-    done = pipeline._train_in_workers(cfg, cfg.out_path, resumed=False, log=lines.append)
+    done = _trained(cfg, lines)
     assert set(done) == {"a", "b"} and all(p.exists() for p in done.values())
     assert lines[0] == "training 2 models in 2 worker processes (1 thread(s) each)"
     assert sorted(line.split(":")[0] for line in lines[1:]) == ["a", "b"]
@@ -43,9 +50,36 @@ def test_a_failed_worker_leaves_the_model_to_the_run_process(tmp_path):
     cfg = _cfg(tmp_path, [_cnn("good", 4), _cnn("bad", 4)])
     cfg.models[1].train["lr"] = -1.0  # past the config check: the worker's training raises
     lines = []
-    done = pipeline._train_in_workers(cfg, cfg.out_path, resumed=False, log=lines.append)
+    done = _trained(cfg, lines)
     assert set(done) == {"good"}
     assert any(line.startswith("bad: training in a worker process failed (") and line.endswith("training it here")
                for line in lines)
     # nothing to gain from workers for one model, or when a resumed run has every checkpoint already
-    assert pipeline._train_in_workers(_cfg(tmp_path, [_cnn("solo", 4)]), cfg.out_path, False, lines.append) == {}
+    assert _trained(_cfg(tmp_path / "solo", [_cnn("solo", 4)]), lines) == {}
+
+
+def test_each_model_is_handed_over_as_its_worker_ends_while_the_others_train(tmp_path):
+    cfg = _cfg(tmp_path, [_cnn("slow", 16, epochs=40), _cnn("quick", 4)])
+    lines = []
+    workers = pipeline._train_in_workers(cfg, cfg.out_path, False, lines.append)
+    name, ckpt = next(workers)
+    assert name == "quick" and ckpt.exists()
+    slow = cfg.out_path / "checkpoints" / "slow.pt"
+    assert not slow.exists() and _worker_children()  # still training in its worker while the caller has "quick"
+    workers.close()  # the caller stops early (an error, Ctrl-C): the slow worker is killed, not left running
+    assert not slow.exists()
+    assert not _worker_children()
+
+
+def _worker_children() -> list:
+    """This process's children that run edgebench.train_worker (read from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue  # ended while being read
+        if ppid == os.getpid() and b"edgebench.train_worker" in cmd:
+            found.append(stat.parent.name)
+    return found
