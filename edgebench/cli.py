@@ -11,23 +11,20 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from edgebench.console import err, fmt as _fmt, out
+from edgebench.devices.devices_cli import app as devices_app
+from edgebench.reports.compare_cli import compare
+from edgebench.reports.store import DEFAULT_STORE
+from edgebench.search.instatune_cli import app as instatune_app
+from edgebench.search.ofa_cli import app as ofa_app
+from edgebench.search.predictor_cli import app as predictor_app, predict
 from edgebench.types import EdgebenchError, Format, Precision
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Export PyTorch models to ONNX/TFLite, run them on edge devices, report what they measure.")
-devices_app = typer.Typer(no_args_is_help=True, help="List, check and prepare the devices in devices.toml.")
 dataset_app = typer.Typer(no_args_is_help=True, help="Every measured artifact as an ONNX-Bench-style dataset.")
-predictor_app = typer.Typer(no_args_is_help=True, help="Kernel-level latency predictors, one per device.")
-app.add_typer(predictor_app, name="predictor")
-app.add_typer(dataset_app, name="dataset")
-app.add_typer(devices_app, name="devices")
-from edgebench.search.instatune_cli import app as instatune_app  # noqa: E402
-app.add_typer(instatune_app, name="instatune")
-from edgebench.search.ofa_cli import app as ofa_app  # noqa: E402
-app.add_typer(ofa_app, name="ofa")
 
 
 def _version(value: bool):
@@ -43,19 +40,10 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
                                        help="Print the version and exit.")):
     """Export PyTorch models to ONNX/TFLite, run them on edge devices, report what they measure."""
 
-# Wide when not a terminal (pipes, CI logs): a summary table should not be cut to 80 columns.
-out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
-from edgebench.reports.store import DEFAULT_STORE  # noqa: E402
-
 
 @contextlib.contextmanager
 def _nothing():
     yield
-
-
-def _fmt(v, spec="{:.4g}"):
-    return "–" if v is None else spec.format(v)
 
 
 def _records_table(records, title: str) -> Table:
@@ -315,213 +303,6 @@ def report(store: Path = typer.Option(DEFAULT_STORE, help="SQLite result store")
         out.print(f"report: {path}/report.html")
 
 
-def _fraction(text: str, unit: str) -> float:
-    t = text.strip().lower().removesuffix(unit)
-    try:
-        return float(t)
-    except ValueError:
-        raise EdgebenchError(f"'{text}' is not a number with {unit} (e.g. 5{unit})") from None
-
-
-@app.command()
-def compare(base: str = typer.Argument(..., help="BASE: a run id (in --store), a report folder, a store file, or "
-                                       "a model file (then both files are measured here, side by side)"),
-            current: str = typer.Argument(..., help="CURRENT: the same kinds as BASE"),
-            max_slowdown: str = typer.Option("5%", help="Slowdown beyond which a pair regresses, e.g. 5%"),
-            max_accuracy_drop: str = typer.Option("0.5pp", help="Accuracy drop (points) beyond which a pair regresses"),
-            store: Path = typer.Option(DEFAULT_STORE, help="SQLite store for run ids (and side-by-side records)"),
-            device: str = typer.Option("local", help="Side by side: the device both files run on"),
-            current_device: Optional[str] = typer.Option(None, help="Side by side: another device for CURRENT"),
-            rounds: int = typer.Option(48, min=2, help="Side by side: alternating rounds per file (more rounds, "
-                                       "a narrower interval)"),
-            runs: Optional[int] = typer.Option(None, min=1, help="Side by side: measured inferences per round "
-                                               "(default: as many as take about 0.25 s, at least 3)"),
-            warmup: int = typer.Option(1, min=0, help="Side by side: warm-up inferences per round"),
-            threads: int = typer.Option(1, min=1, help="Side by side: runtime threads"),
-            shape: List[str] = typer.Option([], "--shape", help="Side by side: NAME=1x3x640x640 for a free dimension"),
-            input_: List[str] = typer.Option([], "--input", help="Side by side: NAME=FILE.npy|VALUE|zeros|ones|random"),
-            devices_file: Optional[Path] = typer.Option(None, "--devices", help="devices.toml"),
-            as_json: bool = typer.Option(False, "--json", help="Print JSON verdicts.")):
-    """Regression gate: pair the records of two runs and exit 1 on a real slowdown or accuracy drop.
-
-    Latency is judged on the raw samples (bootstrap 95% interval of the ratio of medians): a pair regresses
-    only when the whole interval is beyond --max-slowdown, so noise does not fail a build. Instruction counts
-    (emulated devices) are compared exactly. Unpaired records are listed.
-
-    Given two model files, both are measured here in alternating rounds and judged on the rounds' paired
-    ratios: on a machine that changes speed (devices doctor --stability), the way to tell the model from the
-    machine. On a local device or an SSH board each file keeps one runner process for all rounds; a local
-    device that names no cores is pinned to one, both files on the same. Both records go to --store.
-
-    When identical files (same sha256) of two stored runs come out both slower and faster, compare warns that
-    the machine's speed moved, not the files."""
-    from edgebench.reports.compare import compare_records, judge, load_records, machine_moved
-
-    slow = _fraction(max_slowdown, "%") / 100.0
-    drop = _fraction(max_accuracy_drop, "pp")
-    if slow < 0 or drop < 0:
-        raise EdgebenchError("--max-slowdown and --max-accuracy-drop must be >= 0")
-    models = [Path(x) for x in (base, current)]
-    is_model = [p.suffix in (".onnx", ".tflite") for p in models]
-    if any(is_model) and not all(is_model):
-        raise EdgebenchError("compare takes two model files (measured side by side here) or two runs (run ids, "
-                             f"report folders, store files), not one of each: {base} vs {current}")
-    if all(is_model):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        from edgebench.deploy.inputs import parse_input_args, parse_shape_args
-        from edgebench.reports.side_by_side import side_by_side
-
-        for p in models:
-            if not p.is_file():
-                raise EdgebenchError(f"model file not found: {p}")
-        with Progress(TextColumn("side by side"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=err, disable=as_json or not err.is_terminal) as bar:
-            task = bar.add_task("rounds", total=rounds)
-            b, c = side_by_side(models[0], models[1], device, current_device, rounds, runs, warmup, threads,
-                                parse_shape_args(shape), parse_input_args(input_), store, devices_file,
-                                progress=lambda done, _total: bar.update(task, completed=done))
-        verdicts = [judge(b, c, slow, drop)]
-    else:
-        verdicts = compare_records(load_records(base, store), load_records(current, store), slow, drop)
-    regressed = [v for v in verdicts if v.verdict == "regression"]
-    moved = machine_moved(verdicts)
-    if as_json:
-        print(json.dumps({"regressions": len(regressed), "verdicts": [v.to_dict() for v in verdicts],
-                          **({"warning": moved} if moved else {})}))
-    else:
-        t = Table(title=f"compare {base} -> {current} (max slowdown {slow:.1%}, max accuracy drop {drop:g} pp)")
-        for col in ("artifact", "device", "runtime", "base p50 ms", "current p50 ms", "ratio", "95% interval",
-                    "Δ acc", "verdict", "why"):
-            t.add_column(col, justify="right" if "ms" in col or col in ("ratio", "Δ acc") else "left")
-        for v in verdicts:
-            t.add_row(v.name, v.device, v.runtime, _fmt(v.base_p50_ms), _fmt(v.current_p50_ms),
-                      _fmt(v.ratio, "{:.3f}x"), "–" if not v.ratio_ci else f"{v.ratio_ci[0]:.3f}..{v.ratio_ci[1]:.3f}",
-                      _fmt(v.accuracy_delta_pp, "{:+.2f}pp"), v.verdict, v.reason or v.basis)
-        out.print(t)
-    if moved:
-        err.print(f"edgebench: warning: {moved}")
-    if regressed:
-        err.print(f"edgebench: {len(regressed)} regression(s): " + ", ".join(f"{v.name}@{v.device}" for v in regressed))
-        raise typer.Exit(1)
-
-
-@predictor_app.command("build")
-def predictor_build(device: str = typer.Option(..., help="Device name (its kernels are measured there)"),
-                    budget_minutes: float = typer.Option(10.0, min=0.1, help="Stop measuring new kernels after this"),
-                    models: List[Path] = typer.Option([], "--model", help="ONNX models to learn from, with kernels "
-                                                      "sampled around theirs (repeatable); the store's ONNX "
-                                                      "artifacts are added, and its whole-model records"),
-                    zoo: int = typer.Option(24, min=0, help="Generated CNNs, MLPs and transformers to learn from"),
-                    around: bool = typer.Option(True, help="Also time kernels around every learned kernel (each "
-                                                "dimension x0.5 ... x2), so the regressors interpolate"),
-                    prior: int = typer.Option(520, min=0, help="Kernels of the common operators (convolutions, "
-                                              "matmuls, GRU/LSTM, elementwise, data movement) at random "
-                                              "configurations, for graphs unlike any learned from"),
-                    space: List[str] = typer.Option([], "--space", help="A search space to learn from: 'ofa' "
-                                                    "(subnets of the default OFA space; repeatable)"),
-                    threads: int = typer.Option(1, min=1, help="Runtime threads (as the predicted models will run)"),
-                    store: Path = typer.Option(DEFAULT_STORE, help="SQLite store whose ONNX artifacts are added"),
-                    out_file: Optional[Path] = typer.Option(None, "--out", help="Predictor file "
-                                                            "(default out/predictors/DEVICE.json)"),
-                    devices_file: Optional[Path] = typer.Option(None, "--devices", help="devices.toml"),
-                    quiet: bool = typer.Option(False, help="No progress bar.")):
-    """Measure the kernels of many models on a device and fit a latency predictor (nn-Meter style).
-
-    Resumable: run it again to continue an interrupted or budget-limited build."""
-    from edgebench.devices.registry import get_device
-    from edgebench.search.predictor import BuildConfig, build_predictor, predictor_path
-    from edgebench.search.predictor_sources import ofa_sources, store_sources, zoo_sources
-
-    dev = get_device(device, str(devices_file) if devices_file else None)
-    path = out_file or predictor_path(dev.name)
-    for p in models:
-        if not p.exists():
-            raise EdgebenchError(f"model file not found: {p}")
-    unknown = sorted(set(space) - {"ofa"})
-    if unknown:
-        raise EdgebenchError(f"--space: unknown search space {', '.join(unknown)} (known: ofa)")
-    # the user's models (given and in the store), the zoo and the search spaces; kernels sampled around them all
-    say = lambda m: err.print(m, markup=False, highlight=False)  # noqa: E731
-    learn = [*store_sources([(p.stem, p) for p in models], store, dev.name, threads, log=say),
-             *zoo_sources(zoo, path.parent / f"{dev.name}-zoo"),
-             *(ofa_sources(path.parent / f"{dev.name}-ofa") if "ofa" in space else [])]
-    for src in learn:
-        src.around = src.around and around
-    cfg = BuildConfig(budget_minutes=budget_minutes, threads=threads, zoo=zoo, prior=prior)
-    doc = build_predictor(dev, path, learn, cfg, progress=not quiet, log=lambda m: err.print(m, markup=False))
-    out.print(f"predictor for {dev.name}: {len(doc['kernels'])} kernels, {len(doc['models'])} whole models -> {path}")
-
-
-@app.command()
-def predict(model: Path = typer.Argument(..., help="An ONNX graph"),
-            device: str = typer.Option(..., help="The device whose predictor to use"),
-            predictor_file: Optional[Path] = typer.Option(None, "--predictor", help="Predictor file "
-                                                          "(default out/predictors/DEVICE.json)"),
-            shape: List[str] = typer.Option([], "--shape", help="NAME=1x3x224x224 for a free dimension"),
-            input_: List[str] = typer.Option([], "--input", help="NAME=FILE.npy|VALUE|zeros|ones|random"),
-            max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", min=0.0,
-                                                           help="Exit 1 when the predicted latency exceeds this"),
-            max_instructions: Optional[int] = typer.Option(None, "--max-instructions", min=0,
-                                                           help="Exit 1 when the predicted guest instructions "
-                                                                "exceed this (emulated devices)"),
-            as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")):
-    """Predicted latency of any ONNX graph on a device, with the per-kernel breakdown (provenance
-    `predicted`). For an emulated device: predicted guest instructions (and emulated wall time, named so).
-    With a budget (--max-latency-ms, --max-instructions) it exits 1 when the prediction exceeds it: a CI gate
-    that needs no device."""
-    from edgebench.deploy.inputs import parse_input_args, parse_shape_args
-    from edgebench.search.predictor import predict_file, predictor_path
-
-    if not model.exists():
-        raise EdgebenchError(f"model file not found: {model}")
-    doc = predict_file(predictor_file or predictor_path(device), model, parse_shape_args(shape),
-                       parse_input_args(input_))
-    if as_json:
-        print(json.dumps(doc))
-        _predict_budget(doc, model, max_latency_ms, max_instructions)
-        return
-    t = Table(title=f"{model.name} on {device}: predicted (provenance: predicted)")
-    key = "p50_ms" if "predicted_latency_ms" in doc or "predicted_emulated_wall_ms" in doc else "instructions"
-    for col in ("kernel type", "count", "ms", "measured", "regressed", "fallback"):
-        t.add_column(col, justify="left" if col == "kernel type" else "right")
-    for b in doc["breakdown"]:
-        t.add_row(b["type"], str(b["count"]), _fmt(b.get(key)), str(b["measured"]), str(b["regressed"]),
-                  str(b["fallback"]))
-    out.print(t)
-    if "predicted_latency_ms" in doc:
-        how = (f"overhead fitted on {doc['fit']['n_models']} whole models" if "c" in doc["fit"] else doc["fit"]["method"])
-        out.print(f"predicted latency: {doc['predicted_latency_ms']:.4g} ms ({doc['kernels']} kernels; {how})")
-        if doc.get("machine_speed"):
-            out.print(f"  {doc['machine_speed']['text']}", markup=False)
-    if "predicted_emulated_wall_ms" in doc:
-        out.print(f"predicted emulated wall time: {doc['predicted_emulated_wall_ms']:.4g} ms (not a device latency)")
-    if "predicted_instructions" in doc:
-        out.print(f"predicted guest instructions per inference: {doc['predicted_instructions']:,}")
-    if doc.get("error_band"):
-        out.print(f"error of {doc['error_band']['of']} on an unseen model: {doc['error_band']['text']}",
-                  markup=False)
-    if doc.get("unmeasured_operators"):
-        err.print(f"edgebench: warning: the predictor never measured {', '.join(doc['unmeasured_operators'])}: "
-                  f"estimated from other operators, outside the stated error; run `edgebench predictor build "
-                  f"--device {device} --model {model}` to measure them (it resumes)", markup=False)
-    _predict_budget(doc, model, max_latency_ms, max_instructions)
-
-
-def _predict_budget(doc: dict, model: Path, max_latency_ms, max_instructions) -> None:
-    checks = [("predicted_latency_ms", max_latency_ms, "ms"), ("predicted_instructions", max_instructions, "instructions")]
-    for key, limit, unit in checks:
-        if limit is None:
-            continue
-        if key not in doc:
-            raise EdgebenchError(f"--max-{'latency-ms' if unit == 'ms' else 'instructions'}: this predictor gives "
-                                 f"no {key} (device {doc.get('device')})")
-        if doc[key] > limit:
-            err.print(f"edgebench: {model.name}: {key} {doc[key]:,.4g} exceeds the budget {limit:,.4g} {unit}",
-                      markup=False, highlight=False)
-            raise typer.Exit(1)
-
-
 @dataset_app.command("export")
 def dataset_export(store: Path = typer.Option(DEFAULT_STORE, help="SQLite result store (every run in it)"),
                    out_dir: Path = typer.Option(Path("out/dataset"), "--out", help="Dataset folder"),
@@ -544,79 +325,14 @@ def dataset_export(store: Path = typer.Option(DEFAULT_STORE, help="SQLite result
         out.print(f"dataset: {path} (from {len(records)} records in {store})")
 
 
-@devices_app.command("list")
-def devices_list(devices_file: Optional[Path] = typer.Option(None, "--devices", help="devices.toml"),
-                 as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
-    """The configured devices (built-ins plus devices.toml)."""
-    from edgebench.devices.registry import device_table
-
-    table = device_table(devices_file)
-    if as_json:
-        print(json.dumps(table))
-        return
-    t = Table(title="devices")
-    t.add_column("name")
-    t.add_column("kind")
-    t.add_column("settings")
-    for name, raw in sorted(table.items()):
-        t.add_row(name, raw["kind"], ", ".join(f"{k}={v}" for k, v in raw.items() if k != "kind"))
-    out.print(t)
-
-
-@devices_app.command("doctor")
-def devices_doctor(names: List[str] = typer.Argument(None, help="Device names (default: all configured)"),
-                   devices_file: Optional[Path] = typer.Option(None, "--devices", help="devices.toml"),
-                   stability: float = typer.Option(0.0, min=0.0, help="Also time a fixed workload for this many "
-                                                   "seconds on each local device's cores and say whether the "
-                                                   "machine keeps its speed (a shared host may not); 0: skip"),
-                   as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
-    """Is each device reachable and ready? Prints its Python, runtimes, CPU, cores, memory.
-
-    With --stability S (e.g. 20), a local device's cores are probed for S seconds: if the same work runs
-    at two speeds (another tenant or an SMT sibling on the core), latency figures move between runs by as
-    much, and the line says so (a warning, not a failure)."""
-    from edgebench.devices.registry import device_table, get_device
-    from edgebench.devices.stability import probe_speed
-
-    names = names or sorted(device_table(devices_file))
-    results = {}
-    for name in names:
-        dev = get_device(name, devices_file)
-        results[name] = dev.doctor()
-        if stability and dev.kind == "local":
-            results[name]["stability"] = probe_speed(dev, stability).to_dict()
-    if as_json:
-        print(json.dumps(results, default=str))
-    else:
-        for name, res in results.items():
-            out.print(f"[bold]{name}[/bold]: {'ready' if res['ok'] else 'NOT READY'}")
-            for what, ok, detail in res["checks"]:
-                out.print(f"  {'✓' if ok else '✗'} {what}: {detail}")
-            if "stability" in res:
-                from edgebench.devices.stability import SpeedTrace
-
-                trace = SpeedTrace(**{k: v for k, v in res["stability"].items() if k != "stable"})
-                out.print(f"  {'✓' if trace.stable else '!'} speed: {trace.summary()}", markup=False)
-            facts = res.get("facts", {})
-            if facts:
-                out.print(f"  cpu {facts.get('cpu')}, {facts.get('cores')} cores, {facts.get('machine')}, "
-                          f"memory {_fmt(facts.get('mem_total_mb'), '{:.0f}')} MB, {facts.get('os')}")
-    if not all(r["ok"] for r in results.values()):
-        raise typer.Exit(1)
-
-
-@devices_app.command("setup")
-def devices_setup(name: str = typer.Argument(..., help="Device name"),
-                  devices_file: Optional[Path] = typer.Option(None, "--devices", help="devices.toml")):
-    """Prepare what a device needs (e.g. build the emulated aarch64 root). Safe to repeat."""
-    from edgebench.devices.registry import get_device
-
-    dev = get_device(name, devices_file)
-    dev.setup()
-    out.print(f"{name}: ready")
-
-
-devices_app.command("calibrate")(__import__("edgebench.devices.calibrate_cli", fromlist=["calibrate"]).calibrate)
+# the commands that live beside their subsystems, listed after the flow's own
+app.command()(compare)
+app.command()(predict)
+app.add_typer(predictor_app, name="predictor")
+app.add_typer(dataset_app, name="dataset")
+app.add_typer(devices_app, name="devices")
+app.add_typer(instatune_app, name="instatune")
+app.add_typer(ofa_app, name="ofa")
 
 
 def main() -> None:
