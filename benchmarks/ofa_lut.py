@@ -70,7 +70,8 @@ def main() -> None:
     from edgebench.devices.local import LocalConfig, LocalDevice
     from edgebench.devices.registry import get_device
     from edgebench.search.lut import LUTConfig, measure_archs, summary_line
-    from edgebench.train.ofa import OFASpec, load_supernet
+    from edgebench.train.ofa import OFASpec
+    from edgebench.train.ofa_train import load_supernet
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--supernet", help="checkpoint whose space to use (default: the default OFASpec)")

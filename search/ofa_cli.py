@@ -34,7 +34,8 @@ def train_cmd(out: Path = typer.Option(..., "--out", help="Supernet checkpoint t
     from edgebench.search.accuracy import PredictorConfig, train_predictor
     from edgebench.search.ofa_job import load_data, store_predictor
     from edgebench.search.ofa_space import OFASpace
-    from edgebench.train.ofa import OFASpec, OFASupernet, ShrinkConfig, save_supernet, subnet_accuracy, train_supernet
+    from edgebench.train.ofa import OFASpec, OFASupernet, subnet_accuracy
+    from edgebench.train.ofa_train import ShrinkConfig, save_supernet, train_supernet
 
     data = {"root": data_root, "train_limit": train_limit}
     ds, x_val, y_val = load_data(data)
@@ -67,7 +68,7 @@ def lut_cmd(supernet: Path = typer.Option(..., help="Supernet checkpoint (its sp
     """Measure every block configuration of the space on DEVICE (one runner process per chunk)."""
     from edgebench.devices.registry import get_device
     from edgebench.search.lut import LUTConfig, build_lut, summary_line
-    from edgebench.train.ofa import load_supernet
+    from edgebench.train.ofa_train import load_supernet
     from edgebench.types import EdgebenchError
 
     net, _ = load_supernet(supernet)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from edgebench.search.accuracy import PredictorConfig
 from edgebench.search.lut import LUTConfig
-from edgebench.train.ofa import OFASpec, ShrinkConfig
+from edgebench.train.ofa import OFASpec
+from edgebench.train.ofa_train import ShrinkConfig
 from edgebench.types import INT8_ACTIVATIONS, TFLITE_KERNELS, EdgebenchError, Format, Precision
 
 TOP_LEVEL = {"job", "name", "out_dir", "store", "data", "model", "train", "predictor", "lut", "search", "export",

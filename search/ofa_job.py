@@ -35,7 +35,7 @@ def load_data(data_cfg: dict):
 def load_ofa(ckpt_path: Path):
     """(supernet, checkpoint info, space, predictor or None) from a supernet checkpoint."""
     from edgebench.search.ofa_space import OFASpace
-    from edgebench.train.ofa import load_supernet
+    from edgebench.train.ofa_train import load_supernet
 
     net, info = load_supernet(ckpt_path)
     pred = info.get("accuracy_predictor")
@@ -150,8 +150,8 @@ def export_subnet(supernet, arch: dict, dataset, fmt: Format, precision: Precisi
 def _supernet(job: OFAJob, ds, x_val, y_val, fresh: bool, progress: bool, log):
     from edgebench.search.accuracy import train_predictor
     from edgebench.search.ofa_space import OFASpace
-    from edgebench.train.ofa import (OFASupernet, load_supernet, save_supernet, subnet_accuracy,
-                                     train_supernet)
+    from edgebench.train.ofa import OFASupernet, subnet_accuracy
+    from edgebench.train.ofa_train import load_supernet, save_supernet, train_supernet
 
     path = job.out / "supernet.pt"
     if path.exists() and not fresh:

@@ -160,7 +160,7 @@ def test_a_subnet_deployed_on_several_devices_is_exported_once(done, monkeypatch
     failed export fails the same way on the next device without a second try."""
     from edgebench.export.errors import ExportError
     from edgebench.search import ofa_job
-    from edgebench.train.ofa import load_supernet
+    from edgebench.train.ofa_train import load_supernet
 
     root, _ = done
     job = ofa_job.parse(dict(TINY, out_dir=str(root / "out_exports"), export={"calib_images": 64}),

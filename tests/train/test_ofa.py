@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from edgebench.train.fashion import load_fashion_splits, read_idx
-from edgebench.train.ofa import (OFASpec, OFASupernet, ShrinkConfig, evaluate, extract_subnet, load_supernet,
-                                 resize, save_supernet, train_supernet)
+from edgebench.train.ofa import OFASpec, OFASupernet, evaluate, extract_subnet, resize
+from edgebench.train.ofa_train import ShrinkConfig, load_supernet, save_supernet, train_supernet
 from edgebench.types import EdgebenchError
 
 TINY = OFASpec(stem_width=8, widths=(8, 16), strides=(2, 2), se=(False, True), hswish=(False, True),
