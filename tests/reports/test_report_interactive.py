@@ -4,8 +4,9 @@ import re
 
 import pytest
 
-from edgebench.reports.interactive import (MAX_PLOTTED_SAMPLES, accuracy_latency_figure, distribution_figure,
-                                           instructions_figure, pareto_front, profile_figure, render_page, thin)
+from edgebench.reports.interactive import render_page
+from edgebench.reports.interactive_plots import (MAX_PLOTTED_SAMPLES, accuracy_latency_figure, distribution_figure,
+                                                 instructions_figure, pareto_front, profile_figure, thin)
 from edgebench.reports.recommend import recommend
 from edgebench.reports.record import LatencyStats
 from edgebench.reports.render import compare_to_float, latest_per_key, write_report
