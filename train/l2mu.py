@@ -406,7 +406,6 @@ def build_l2mu(cfg: dict, dataset) -> L2MU:
     return L2MU(in_channels=dataset.input_shape[0], num_classes=len(dataset.labels), **kwargs)
 
 
-
 # Configs for BasicMotions (6 x 100, 40 train / 40 test), tuned to train in seconds on 2 CPU cores.
 # theta = 100 steps: the Legendre memory spans the whole 10 s series; order 8 per u dimension.
 _SIZES = {"hidden_size": 64, "memory_size": 4, "order": 8, "theta": 100.0}
@@ -420,21 +419,3 @@ BASICMOTIONS_CONFIG = {
     "cuba": {"kind": "l2mu", "model": {**_SIZES, "input_size": 32, "neuron": "cuba"}, "train": dict(_TRAIN)},
     "lmu": {"kind": "lmu", "model": dict(_SIZES), "train": dict(_TRAIN)},
 }
-
-
-def train_basicmotions(which=("lif", "cuba", "lmu"), progress: bool = True) -> dict:
-    """Train the L2MU (LIF, CuBa) and the LMU baseline on BasicMotions; {name: Trained}, with the wall time of
-    each training in metrics['train_seconds']."""
-    import time
-
-    from edgebench.train.registry import train_model
-
-    out = {}
-    for key in which:
-        cfg = BASICMOTIONS_CONFIG[key]
-        name = f"basicmotions_{'l2mu_' + key if cfg['kind'] == 'l2mu' else key}"
-        t0 = time.perf_counter()
-        trained = train_model(name, cfg["kind"], "basicmotions", cfg["model"], cfg["train"], progress=progress)
-        trained.metrics["train_seconds"] = time.perf_counter() - t0
-        out[key] = trained
-    return out
