@@ -38,6 +38,7 @@ from pathlib import Path
 
 from edgebench.devices import attribution as attr
 from edgebench.devices import calibration as cal
+from edgebench.devices import calibration_cv as calcv
 from edgebench.devices.emulated import estimate_latency_ms
 from edgebench.devices.registry import get_device
 
@@ -126,9 +127,9 @@ def report_attribution(rows: list[dict], attribution: dict, reference: dict) -> 
           "shipped calibration) "
           "vs kernel-scalar, on the same rows:")
     for g in ("kernel-scalar", *cal.ATTRIBUTION_GROUPINGS):
-        line = f"  {g:30s} leave-one-model-out {fmt(cal.cross_validate(merged, g, CLOCK_GHZ, 'key')[1])}"
+        line = f"  {g:30s} leave-one-model-out {fmt(calcv.cross_validate(merged, g, CLOCK_GHZ, 'key')[1])}"
         if len(sources) >= 2:
-            line += f"\n  {'':30s} leave-one-source-out {fmt(cal.cross_validate(merged, g, CLOCK_GHZ, 'source')[1])}"
+            line += f"\n  {'':30s} leave-one-source-out {fmt(calcv.cross_validate(merged, g, CLOCK_GHZ, 'source')[1])}"
         print(line)
 
 
@@ -177,15 +178,15 @@ def main() -> int:
         kernel = (r["by_class"].get("simd", 0) + r["by_class"].get("simd_ldst", 0)) / max(r["instructions"], 1)
         print(f"{r['key']:58s} {r['latency_ms']:10.2f} {b:9.2f} {r['instructions']:13,} {kernel:8.1%}")
 
-    results = {"ipc=1.0 (placeholder, nothing fitted)": {"all": cal.error_stats(base, published)}}
+    results = {"ipc=1.0 (placeholder, nothing fitted)": {"all": calcv.error_stats(base, published)}}
     for grouping in cal.GROUPINGS:
-        res = {"leave-one-model-out": cal.cross_validate(rows, grouping, CLOCK_GHZ, "key")[1]}
+        res = {"leave-one-model-out": calcv.cross_validate(rows, grouping, CLOCK_GHZ, "key")[1]}
         if len(sources) >= 2:
-            res["leave-one-source-out"] = cal.cross_validate(rows, grouping, CLOCK_GHZ, "source")[1]
+            res["leave-one-source-out"] = calcv.cross_validate(rows, grouping, CLOCK_GHZ, "source")[1]
         for s in sources:  # within one source: leave one model out among that source's entries only
             sub = [r for r in rows if r["source"] == s]
             if len(sub) >= 3:
-                res[f"within {s}, leave-one-model-out"] = cal.cross_validate(sub, grouping, CLOCK_GHZ, "key")[1]
+                res[f"within {s}, leave-one-model-out"] = calcv.cross_validate(sub, grouping, CLOCK_GHZ, "key")[1]
         results[grouping] = res
         fitted = cal.fit_cpi([(r["by_class"], r["latency_ms"]) for r in rows], grouping, CLOCK_GHZ)
         print(f"\n{grouping}: cycles per instruction fitted on all {len(rows)} (for reading only, not an "
@@ -197,12 +198,12 @@ def main() -> int:
     for by, how in (("key", "leave-one-model-out"), ("source", "leave-one-source-out")):
         if by == "source" and len(sources) < 2:
             continue
-        preds, stats, picks = cal.nested_cross_validate(rows, cal.CANDIDATES, CLOCK_GHZ, by)
+        preds, stats, picks = calcv.nested_cross_validate(rows, cal.CANDIDATES, CLOCK_GHZ, by)
         nested[how], chosen[how] = (preds, stats), picks
     results["selected in each fold (nested)"] = {how: st for how, (_, st) in nested.items()}
     if len(sources) >= 2:
         how = "within each source, leave-one-model-out, pooled"
-        results["selected in each fold (nested)"][how] = cal.within_source_cross_validate(
+        results["selected in each fold (nested)"][how] = calcv.within_source_cross_validate(
             rows, cal.CANDIDATES, CLOCK_GHZ)[1]
 
     if "leave-one-source-out" in nested:
@@ -210,7 +211,7 @@ def main() -> int:
         print("\nleave-one-source-out, grouping selected inside each training fold: per held-out source")
         for s in sources:
             idx = [i for i, r in enumerate(rows) if r["source"] == s]
-            st = cal.error_stats([preds[i] for i in idx], [published[i] for i in idx])
+            st = calcv.error_stats([preds[i] for i in idx], [published[i] for i in idx])
             print(f"  held out {s:40s} fitted on the other {len(rows) - len(idx):2d} with "
                   f"{chosen['leave-one-source-out'][s]:20s} {fmt(st)}")
         print(f"\n{'entry':58s} {'published':>10s} {'LOSO est':>9s} {'error':>7s} {'LOMO est':>9s} {'error':>7s}")
@@ -222,7 +223,7 @@ def main() -> int:
     if attribution:
         report_attribution(rows, attribution, reference)
 
-    pairs = cal.same_architecture_pairs(rows, reference)
+    pairs = calcv.same_architecture_pairs(rows, reference)
     if pairs:
         print("\nthe same architecture (rebuilt identically) published by two sources: a gap between the "
               "sources that no estimate from counts can close")

@@ -10,6 +10,7 @@ import pytest
 
 from edgebench.devices import attribution
 from edgebench.devices import calibration as cal
+from edgebench.devices import calibration_cv as calcv
 from edgebench.devices.emulated import EmulatedConfig, EmulatedDevice
 from edgebench.devices.registry import get_device
 from edgebench.reports.record import Record, format_estimate
@@ -90,7 +91,7 @@ def test_cross_validation_never_predicts_a_figure_with_constants_fitted_on_it():
     # split the difference; held out, "b" is predicted from "a" alone and is off by exactly half
     rows = [{"key": f"{s}{i}", "source": s, "by_class": _by_class(n, 0), "latency_ms": k * n / 1.5e6}
             for s, k in (("a", 1.0), ("b", 2.0)) for i, n in enumerate((1e6, 2e6, 4e6))]
-    preds, stats = cal.cross_validate(rows, "kernel-scalar", 1.5, "source")
+    preds, stats = calcv.cross_validate(rows, "kernel-scalar", 1.5, "source")
     for r, p in zip(rows, preds):
         expected = r["latency_ms"] * (2.0 if r["source"] == "a" else 0.5)
         assert p == pytest.approx(expected, rel=1e-6)
@@ -107,14 +108,14 @@ def _two_cost_rows(noise=(1.0, 1.04, 0.97, 1.02, 0.99, 1.03, 0.98, 1.01)):
 
 
 def test_selection_by_leave_one_model_out_prefers_the_grouping_the_data_were_made_with():
-    g, scores = cal.select_grouping(_two_cost_rows(), tuple(cal.GROUPINGS), 1.5)
+    g, scores = calcv.select_grouping(_two_cost_rows(), tuple(cal.GROUPINGS), 1.5)
     assert g == "kernel-scalar"
     assert scores["one-ipc"]["p90_abs_error"] > 3 * scores["kernel-scalar"]["p90_abs_error"]
 
 
 def test_selection_never_considers_a_grouping_with_as_many_constants_as_rows_minus_one():
     rows = _two_cost_rows()[:4]  # five-class has 5 constants; kernel-scalar-fixed 3 > 4 - 2
-    _, scores = cal.select_grouping(rows, tuple(cal.GROUPINGS), 1.5)
+    _, scores = calcv.select_grouping(rows, tuple(cal.GROUPINGS), 1.5)
     assert set(scores) == {"one-ipc", "kernel-scalar"}
 
 
@@ -122,10 +123,10 @@ def test_nested_cross_validation_chooses_the_grouping_without_the_held_out_rows(
     # a held-out figure multiplied by 10 cannot change its own prediction: neither the constants nor the
     # grouping that predicts it saw it
     rows = _two_cost_rows()
-    preds, _, _ = cal.nested_cross_validate(rows, tuple(cal.GROUPINGS), 1.5, "key")
+    preds, _, _ = calcv.nested_cross_validate(rows, tuple(cal.GROUPINGS), 1.5, "key")
     for i in range(len(rows)):
         bent = [dict(r, latency_ms=r["latency_ms"] * (10 if j == i else 1)) for j, r in enumerate(rows)]
-        assert cal.nested_cross_validate(bent, tuple(cal.GROUPINGS), 1.5, "key")[0][i] == pytest.approx(preds[i])
+        assert calcv.nested_cross_validate(bent, tuple(cal.GROUPINGS), 1.5, "key")[0][i] == pytest.approx(preds[i])
 
 
 def test_auto_calibration_selects_its_grouping_and_states_nested_cv_errors():
@@ -143,7 +144,7 @@ def test_same_architecture_pairs_bound_what_counts_can_do_across_sources():
     rows = [{"key": "a/v3", "source": "a", "instructions": 100, "latency_ms": 20.0},
             {"key": "b/v3", "source": "b", "instructions": 100, "latency_ms": 10.0},
             {"key": "b/r18", "source": "b", "instructions": 100, "latency_ms": 10.0}]
-    (pair,) = cal.same_architecture_pairs(rows, ref)
+    (pair,) = calcv.same_architecture_pairs(rows, ref)
     # any common figure x leaves max(|x - 20| / 20, |x - 10| / 10) >= 1/3 (at x = 13.3)
     assert pair["a"] == "a/v3" and pair["b"] == "b/v3" and pair["floor"] == pytest.approx(1 / 3)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edgebench.devices import calibration as cal
+from edgebench.devices import calibration_cv as calcv
 
 
 def test_shipped_calibration_was_fitted_on_the_shipped_reference_and_states_its_cv_errors():
@@ -19,10 +20,10 @@ def test_shipped_calibration_was_fitted_on_the_shipped_reference_and_states_its_
     # the shipped constants are the fit of the shipped counts on the shipped reference
     assert cal.fit_cpi([(r["by_class"], r["latency_ms"]) for r in rows], c.grouping, c.clock_ghz) == pytest.approx(c.cpi)
     # the grouping is the one the a-priori rule selects on these rows, and the band covers that selection
-    assert c.grouping == cal.select_grouping(rows, cal.CANDIDATES, c.clock_ghz)[0]
-    preds, stats, _ = cal.nested_cross_validate(rows, cal.CANDIDATES, c.clock_ghz, "source")
+    assert c.grouping == calcv.select_grouping(rows, cal.CANDIDATES, c.clock_ghz)[0]
+    preds, stats, _ = calcv.nested_cross_validate(rows, cal.CANDIDATES, c.clock_ghz, "source")
     assert c.band == pytest.approx(stats["p90_abs_error"])
-    lomo = cal.nested_cross_validate(rows, cal.CANDIDATES, c.clock_ghz, "key")[1]
+    lomo = calcv.nested_cross_validate(rows, cal.CANDIDATES, c.clock_ghz, "key")[1]
     assert c.cv["leave_one_model_out"]["p90_abs_error"] == pytest.approx(lomo["p90_abs_error"])
 
 
