@@ -187,6 +187,32 @@ def _manage_workers(todo: list, ckpts: dict, workers: int, threads: int, tmp: Pa
         finished.put(None)
 
 
+def _warm_imports(cfg: RunConfig):
+    """A thread that imports what the exports need (torch, onnx, onnxruntime, litert-torch: about 6 s here)
+    while the workers train, so the first export does not wait for it. Join it before exporting: the TFLite
+    stack's import silences fd 2 for a moment, which must not overlap an export's own silencing."""
+    import importlib
+    import threading
+
+    tflite = "tflite" in cfg.export.formats or any("tflite" in (*m.step_formats, *m.prune_formats)
+                                                   for m in cfg.models)
+
+    def warm():
+        try:
+            for name in ("torch", "onnx", "onnxruntime"):
+                importlib.import_module(name)
+            if tflite:
+                from edgebench.export.tflite import _import_litert_torch
+
+                _import_litert_torch()
+        except Exception:  # noqa: BLE001 - only a head start: the export's own import reports any error
+            pass
+
+    thread = threading.Thread(target=warm, daemon=True, name="edgebench-warm-imports")
+    thread.start()
+    return thread
+
+
 def _train_step(cfg: RunConfig, m, out: Path, resumed: bool, log, progress: bool,
                 pretrained: dict | None = None) -> list:
     """The trained model and its pruned variants, each with the formats and precisions it exports to."""
@@ -369,10 +395,13 @@ def run_pipeline(cfg: RunConfig, fresh: bool = False, progress: bool = True, log
                     + _stream_step(cfg, m, variants[0][0], out, store, run_id, devices, log))
 
         by_name = {m.name: m for m in cfg.models}
+        warm = _warm_imports(cfg)
         with closing(_train_in_workers(cfg, out, resumed, log, progress)) as trained:
             for name, ckpt in trained:  # exported as each worker ends, beside the others still training
                 if ckpt is not None:  # (no bar of its own for pruning: the workers' spinners are live)
+                    warm.join()
                     model_jobs[name] = model_step(by_name[name], {name: ckpt}, bars=False)
+        warm.join()
         for m in cfg.models:  # the rest here, in the config's order: failed workers, python/hf, resumed
             if m.name not in model_jobs:
                 model_jobs[m.name] = model_step(m, {}, progress)

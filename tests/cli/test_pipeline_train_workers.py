@@ -83,3 +83,28 @@ def _worker_children() -> list:
         if ppid == os.getpid() and b"edgebench.train_worker" in cmd:
             found.append(stat.parent.name)
     return found
+
+
+@pytest.mark.parametrize("formats,litert", [(["onnx", "tflite"], True), (["onnx"], False)])
+def test_the_export_stack_is_imported_while_the_workers_train(tmp_path, formats, litert):
+    """_warm_imports gives the first export a head start: torch, onnx and onnxruntime, and litert-torch only
+    when a model exports TFLite. In a fresh interpreter, so that nothing is imported already."""
+    import json
+    import subprocess
+    import sys
+
+    code = f"""
+import json, sys
+from edgebench import pipeline
+before = {{m: m in sys.modules for m in ("torch", "onnxruntime", "litert_torch")}}
+from edgebench.config import parse_config
+cfg = parse_config({{"name": "w", "models": [{{"name": "a", "kind": "cnn", "dataset": "digits"}}],
+                    "export": {{"formats": {formats!r}, "precisions": ["fp32"]}}}})
+pipeline._warm_imports(cfg).join()
+print(json.dumps([before, {{m: m in sys.modules for m in ("torch", "onnxruntime", "litert_torch")}}]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    before, after = json.loads(out.stdout.strip().splitlines()[-1])
+    assert not any(before.values())  # nothing of it before (the config may import torch, not the rest)
+    assert after == {"torch": True, "onnxruntime": True, "litert_torch": litert}
