@@ -188,18 +188,22 @@ def _manage_workers(todo: list, ckpts: dict, workers: int, threads: int, tmp: Pa
 
 
 def _warm_imports(cfg: RunConfig):
-    """A thread that imports what the exports need (torch, onnx, onnxruntime, litert-torch: about 6 s here)
-    while the workers train, so the first export does not wait for it. Join it before exporting: the TFLite
-    stack's import silences fd 2 for a moment, which must not overlap an export's own silencing."""
+    """A thread that imports what loading a checkpoint and exporting need (torch, onnx, onnxruntime,
+    litert-torch, a dataset's loader: about 8 s here) while the workers train, so the first export does not
+    wait for it. Join it before exporting: the TFLite stack's import silences fd 2 for a moment, which must not
+    overlap an export's own silencing."""
     import importlib
     import threading
 
     tflite = "tflite" in cfg.export.formats or any("tflite" in (*m.step_formats, *m.prune_formats)
                                                    for m in cfg.models)
+    # loading a checkpoint rebuilds its dataset: BasicMotions comes through sktime (2 s to import here)
+    modules = ["torch", "onnx", "onnxruntime"] + (["sktime.datasets"] if any(
+        m.dataset == "basicmotions" for m in cfg.models) else [])
 
     def warm():
         try:
-            for name in ("torch", "onnx", "onnxruntime"):
+            for name in modules:
                 importlib.import_module(name)
             if tflite:
                 from edgebench.export.tflite import _import_litert_torch
