@@ -1,4 +1,4 @@
-"""A worker process of `edgebench run` (edgebench/pipeline.py, _train_in_workers): trains one built-in model
+"""A worker process of `edgebench run` (edgebench/train_pool.py, train_in_workers): trains one built-in model
 and writes its checkpoint. `python -m edgebench.train_worker SPEC.json`; exit 0 once the checkpoint is written.
 
 A process of its own, started by path (not multiprocessing): nothing of the caller's script is imported again.

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from edgebench import pipeline
+from edgebench import train_pool
 from edgebench.config import parse_config
 from edgebench.train.base import load_checkpoint
 from edgebench.train.registry import train_model
@@ -23,7 +23,7 @@ def _cfg(tmp_path, models):
 
 
 def _trained(cfg, lines):
-    return {name: ckpt for name, ckpt in pipeline._train_in_workers(cfg, cfg.out_path, False, lines.append) if ckpt}
+    return {name: ckpt for name, ckpt in train_pool.train_in_workers(cfg, cfg.out_path, False, lines.append) if ckpt}
 
 
 def _cnn(name, width, epochs=1):
@@ -61,7 +61,7 @@ def test_a_failed_worker_leaves_the_model_to_the_run_process(tmp_path):
 def test_each_model_is_handed_over_as_its_worker_ends_while_the_others_train(tmp_path):
     cfg = _cfg(tmp_path, [_cnn("slow", 16, epochs=40), _cnn("quick", 4)])
     lines = []
-    workers = pipeline._train_in_workers(cfg, cfg.out_path, False, lines.append)
+    workers = train_pool.train_in_workers(cfg, cfg.out_path, False, lines.append)
     name, ckpt = next(workers)
     assert name == "quick" and ckpt.exists()
     slow = cfg.out_path / "checkpoints" / "slow.pt"
@@ -87,7 +87,7 @@ def _worker_children() -> list:
 
 @pytest.mark.parametrize("formats,litert", [(["onnx", "tflite"], True), (["onnx"], False)])
 def test_the_export_stack_is_imported_while_the_workers_train(tmp_path, formats, litert):
-    """_warm_imports gives the first export a head start: torch, onnx and onnxruntime, and litert-torch only
+    """warm_imports gives the first export a head start: torch, onnx and onnxruntime, and litert-torch only
     when a model exports TFLite. In a fresh interpreter, so that nothing is imported already."""
     import json
     import subprocess
@@ -95,12 +95,12 @@ def test_the_export_stack_is_imported_while_the_workers_train(tmp_path, formats,
 
     code = f"""
 import json, sys
-from edgebench import pipeline
+from edgebench import train_pool
 before = {{m: m in sys.modules for m in ("torch", "onnxruntime", "litert_torch")}}
 from edgebench.config import parse_config
 cfg = parse_config({{"name": "w", "models": [{{"name": "a", "kind": "cnn", "dataset": "digits"}}],
                     "export": {{"formats": {formats!r}, "precisions": ["fp32"]}}}})
-pipeline._warm_imports(cfg).join()
+train_pool.warm_imports(cfg).join()
 print(json.dumps([before, {{m: m in sys.modules for m in ("torch", "onnxruntime", "litert_torch")}}]))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
