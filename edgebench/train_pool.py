@@ -100,8 +100,8 @@ def warm_imports(cfg: RunConfig):
     import importlib
     import threading
 
-    tflite = "tflite" in cfg.export.formats or any("tflite" in (*m.step_formats, *m.prune_formats)
-                                                   for m in cfg.models)
+    tflite = "tflite" in cfg.export.formats or any(
+        "tflite" in (*m.step_formats, *(m.prune_formats if m.prune else ())) for m in cfg.models)
     # loading a checkpoint rebuilds its dataset: BasicMotions comes through sktime (2 s to import here)
     modules = ["torch", "onnx", "onnxruntime"] + (["sktime.datasets"] if any(
         m.dataset == "basicmotions" for m in cfg.models) else [])
