@@ -1,0 +1,65 @@
+"""The training forward of the L2MU and the LMU (fewer autograd nodes) against the model as written: the same
+class scores and the same gradients. The LMU runs in float64; the L2MU in float32 (snntorch's surrogate returns
+float32 spikes), where the two summation orders differ by ~1e-7 and no spike of these inputs flips."""
+
+import pytest
+import torch
+
+from edgebench.train.l2mu import L2MU
+from edgebench.train.lmu import LMU
+
+
+def _models():
+    torch.manual_seed(0)
+    return {
+        "lif": L2MU(6, 4, hidden_size=12, memory_size=2, order=4, theta=20, input_size=8, neuron="lif",
+                    memory_gain=0.5),
+        "cuba": L2MU(6, 4, hidden_size=12, memory_size=2, order=4, theta=20, input_size=8, neuron="cuba"),
+        "lif-count": L2MU(6, 4, hidden_size=12, memory_size=2, order=4, theta=20, input_size=8, neuron="lif",
+                          readout="count"),
+        "lmu": LMU(6, 4, hidden_size=12, memory_size=2, order=4, theta=20),
+    }
+
+
+def _scores_and_grads(model, x, y, train: bool):
+    model.train(train)
+    model.zero_grad()
+    scores = model(x)
+    torch.nn.functional.cross_entropy(scores, y).backward()
+    return scores.detach().clone(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("name", ["lif", "cuba", "lif-count", "lmu"])
+def test_training_forward_matches_the_model_as_written(name):
+    model = _models()[name]
+    dtype = torch.float32 if isinstance(model, L2MU) else torch.float64
+    model = model.to(dtype)
+    torch.manual_seed(1)
+    x = 3 * torch.randn(5, 6, 40, dtype=dtype)
+    y = torch.randint(0, 4, (5,))
+    if isinstance(model, L2MU):  # a comparison of silent nets would prove little
+        spikes = model.run(x, record=True)[1]
+        assert all(spikes[p].sum() > 0 for p in ("input", "u", "memory", "hidden")), \
+            {p: float(s.sum()) for p, s in spikes.items()}
+    ref_scores, ref_grads = _scores_and_grads(model, x, y, train=False)  # eval mode: the loop as written
+    scores, grads = _scores_and_grads(model, x, y, train=True)  # train mode: the training forward
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(scores, ref_scores, **tol)
+    assert set(grads) == set(ref_grads) and len(grads) > 0
+    for n in ref_grads:
+        torch.testing.assert_close(grads[n], ref_grads[n], **tol, msg=lambda m: f"{n}: {m}")
+
+
+def test_evaluation_and_no_grad_use_the_model_as_written():
+    model = _models()["lif"]
+    x = torch.randn(3, 6, 30)
+    model.train()
+    calls = []
+    model._train_scores = lambda x: calls.append(x) or torch.zeros(3, 4)
+    with torch.no_grad():
+        out = model(x)
+    assert not calls
+    torch.testing.assert_close(out, model.run(x)[0], rtol=0, atol=0)
+    model.eval()
+    model(x)
+    assert not calls
