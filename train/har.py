@@ -39,12 +39,50 @@ def _fmt(v: np.ndarray) -> str:
     return "[" + ", ".join(f"{float(a):.4g}" for a in v.ravel()) + "]"
 
 
-def load_basic_motions() -> Dataset:
-    """sktime's BasicMotions: 40 train / 40 test series, 6 x 100 samples (10 s at 10 Hz), 4 classes."""
-    from sktime.datasets import load_basic_motions as _load
+def read_ts(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(x float64 N x dims x length, labels as written) of an equal-length, labelled .ts file (the UEA/UCR
+    archive's format: '@' header lines, then per series `dim1 values : dim2 values : ... : label`)."""
+    rows, labels = [], []
+    with open(path) as f:
+        data = False
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if not data:
+                data = line.lower() == "@data"
+                continue
+            *dims, label = line.split(":")
+            rows.append([[float(v) for v in d.split(",")] for d in dims])
+            labels.append(label.strip())
+    return np.asarray(rows, dtype=np.float64), np.asarray(labels)
 
-    x_tr, y_tr = _load(split="train", return_type="numpy3D")
-    x_te, y_te = _load(split="test", return_type="numpy3D")
+
+def _basic_motions_files() -> tuple[Path, Path] | None:
+    """BasicMotions' .ts files inside the installed sktime package, found without importing it (sktime.datasets
+    takes 2 s to import here, in every training worker)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sktime")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "BasicMotions"
+    files = folder / "BasicMotions_TRAIN.ts", folder / "BasicMotions_TEST.ts"
+    return files if all(f.is_file() for f in files) else None
+
+
+def load_basic_motions() -> Dataset:
+    """sktime's BasicMotions: 40 train / 40 test series, 6 x 100 samples (10 s at 10 Hz), 4 classes. Read from the
+    .ts files sktime ships (read_ts; tests/train/test_har_data.py checks it against sktime's own loader), or
+    through sktime's loader where the files are not found."""
+    files = _basic_motions_files()
+    if files is not None:
+        (x_tr, y_tr), (x_te, y_te) = read_ts(files[0]), read_ts(files[1])
+    else:
+        from sktime.datasets import load_basic_motions as _load
+
+        x_tr, y_tr = _load(split="train", return_type="numpy3D")
+        x_te, y_te = _load(split="test", return_type="numpy3D")
     index = {name: i for i, name in enumerate(BASICMOTIONS_LABELS)}
     y_tr = np.array([index[str(v).lower()] for v in y_tr], dtype=np.int64)
     y_te = np.array([index[str(v).lower()] for v in y_te], dtype=np.int64)

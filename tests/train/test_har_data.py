@@ -4,7 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgebench.train.har import WISDM_SUBSET2, load_basic_motions, load_wisdm, wisdm_windows
+from edgebench.train import har
+from edgebench.train.har import WISDM_SUBSET2, load_basic_motions, load_wisdm, read_ts, wisdm_windows
 from edgebench.types import EdgebenchError
 
 
@@ -32,6 +33,36 @@ def test_basic_motions_shapes_and_standardisation():
     np.testing.assert_allclose(ds.x_train.mean(axis=(0, 2)), 0.0, atol=1e-5)
     np.testing.assert_allclose(ds.x_train.std(axis=(0, 2)), 1.0, atol=1e-4)
     assert "fitted on the train split" in ds.preprocessing
+
+
+def test_basic_motions_read_from_the_ts_files_equals_sktimes_loader(monkeypatch):
+    """load_basic_motions reads sktime's .ts files itself (no 2 s import of sktime.datasets); the arrays and
+    labels are exactly what sktime's own loader gives, and so is the dataset built either way."""
+    from sktime.datasets import load_basic_motions as sktime_load
+
+    files = har._basic_motions_files()
+    assert files is not None, "BasicMotions' .ts files not found in the installed sktime"
+    for path, split in zip(files, ("train", "test")):
+        x, y = read_ts(path)
+        x_ref, y_ref = sktime_load(split=split, return_type="numpy3D")
+        assert x.shape == (40, 6, 100)
+        np.testing.assert_array_equal(x, x_ref)
+        assert [str(v).lower() for v in y] == [str(v) for v in y_ref]  # sktime lowercases; the loader does too
+    ours = load_basic_motions()
+    monkeypatch.setattr(har, "_basic_motions_files", lambda: None)  # sktime's loader, as where files are missing
+    theirs = load_basic_motions()
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(ours, name), getattr(theirs, name))
+    assert ours.preprocessing == theirs.preprocessing
+
+
+def test_read_ts_parses_the_archive_format(tmp_path):
+    path = tmp_path / "t.ts"
+    path.write_text("# a comment\n@problemName T\n@dimensions 2\n@classLabel true a b\n@data\n"
+                    "1.5,2,3:4,5,6e-1:a\n\n-1,0,1:0.25,0.5,0.75:b\n")
+    x, y = read_ts(path)
+    np.testing.assert_array_equal(x, [[[1.5, 2, 3], [4, 5, 0.6]], [[-1, 0, 1], [0.25, 0.5, 0.75]]])
+    assert y.tolist() == ["a", "b"]
 
 
 def test_wisdm_windows_align_accel_and_gyro(tmp_path):
