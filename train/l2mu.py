@@ -207,9 +207,16 @@ class L2MU(nn.Module):
         return torch.matmul(s_m, self.memory.A_block) + torch.matmul(s_u, self.memory.B_block * self.memory_gain)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # training: the same equations with fewer autograd nodes (_train_scores); evaluation and every exporter's
-        # reference: run(), the model as written
-        return self._train_scores(x) if self.training and torch.is_grad_enabled() else self.run(x)[0]
+        # training: the same equations with fewer autograd nodes (_train_scores); evaluation, every exporter's
+        # reference, and layers with hooks (torch's pruning computes a masked weight in one): run(), which calls them
+        if self.training and torch.is_grad_enabled() and not self._hooked():
+            return self._train_scores(x)
+        return self.run(x)[0]
+
+    def _hooked(self) -> bool:
+        """True when a layer has hooks: _train_scores reads weights without calling the layers, so a weight that
+        a forward pre-hook computes (torch.nn.utils.prune: weight_orig x mask) would be stale there."""
+        return any(m._forward_pre_hooks or m._forward_hooks for m in self.modules() if isinstance(m, nn.Linear))
 
     def _train_scores(self, x: torch.Tensor) -> torch.Tensor:
         """run(x)[0] with about 1.5x fewer operations per time step, for training, where the graph is walked

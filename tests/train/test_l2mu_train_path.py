@@ -63,3 +63,32 @@ def test_evaluation_and_no_grad_use_the_model_as_written():
     model.eval()
     model(x)
     assert not calls
+
+
+def test_pruned_fine_tuning_trains_the_masked_synapses():
+    """torch's pruning computes weight = weight_orig x mask in a forward pre-hook: with hooks on its layers the
+    L2MU trains through run(), so fine-tuning moves the synapses and keeps them pruned."""
+    import numpy as np
+    from torch.nn.utils import prune
+
+    from edgebench.train.base import Dataset
+    from edgebench.train.trainer import TrainConfig, fit
+
+    model = _models()["lif"]
+    assert not model._hooked()
+    layers = [(m, "weight") for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    prune.global_unstructured(layers, pruning_method=prune.L1Unstructured, amount=0.5)
+    assert model._hooked()
+    before = model.W_h.weight_orig.detach().clone()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20, 6, 30)).astype(np.float32)
+    y = rng.integers(0, 4, 20)
+    ds = Dataset(name="t", x_train=x, y_train=y, x_test=x, y_test=y, labels=("a", "b", "c", "d"), preprocessing="random")
+    calls = []
+    model._train_scores = lambda x: calls.append(1)  # must not be used
+    fit(model, ds, TrainConfig(epochs=2, batch_size=10, lr=1e-2), progress=False)
+    assert not calls
+    mask = model.W_h.weight_mask.bool()
+    moved = (model.W_h.weight_orig.detach() - before).abs()
+    assert moved[mask].max() > 0  # kept synapses trained
+    assert (model.W_h.weight.detach()[~mask] == 0).all()  # pruned ones stay zero
