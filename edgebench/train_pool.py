@@ -102,17 +102,18 @@ def warm_imports(cfg: RunConfig):
 
     tflite = "tflite" in cfg.export.formats or any(
         "tflite" in (*m.step_formats, *(m.prune_formats if m.prune else ())) for m in cfg.models)
-    # loading a checkpoint rebuilds its dataset: BasicMotions is read from sktime's files without importing it,
-    # unless they are not where train/har.py looks (then sktime's loader: 2 s to import here)
-    from edgebench.train.har import _basic_motions_files
-
-    modules = ["torch", "onnx", "onnxruntime"] + (["sktime.datasets"] if any(
-        m.dataset == "basicmotions" for m in cfg.models) and _basic_motions_files() is None else [])
+    basicmotions = any(m.dataset == "basicmotions" for m in cfg.models)
 
     def warm():
         try:
-            for name in modules:
+            for name in ("torch", "onnx", "onnxruntime"):
                 importlib.import_module(name)
+            # loading a checkpoint rebuilds its dataset: BasicMotions is read from sktime's files without importing
+            # sktime, unless they are not where train/har.py looks (then sktime's loader: 2 s to import here)
+            from edgebench.train.har import basic_motions_files
+
+            if basicmotions and basic_motions_files() is None:
+                importlib.import_module("sktime.datasets")
             if tflite:
                 from edgebench.export.tflite import _import_litert_torch
 

@@ -58,7 +58,7 @@ def read_ts(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(rows, dtype=np.float64), np.asarray(labels)
 
 
-def _basic_motions_files() -> tuple[Path, Path] | None:
+def basic_motions_files() -> tuple[Path, Path] | None:
     """BasicMotions' .ts files inside the installed sktime package, found without importing it (sktime.datasets
     takes 2 s to import here, in every training worker)."""
     import importlib.util
@@ -75,7 +75,7 @@ def load_basic_motions() -> Dataset:
     """sktime's BasicMotions: 40 train / 40 test series, 6 x 100 samples (10 s at 10 Hz), 4 classes. Read from the
     .ts files sktime ships (read_ts; tests/train/test_har_data.py checks it against sktime's own loader), or
     through sktime's loader where the files are not found."""
-    files = _basic_motions_files()
+    files = basic_motions_files()
     if files is not None:
         (x_tr, y_tr), (x_te, y_te) = read_ts(files[0]), read_ts(files[1])
     else:

@@ -43,16 +43,27 @@ def _lean_neuron_classes():
 
     class LeakyStep(snntorch.Leaky):
         def step(self, current, mem, spk):
-            mem = self.beta.clamp(0, 1) * mem + current - spk.detach() * self.threshold
-            return self.spike_grad(mem - self.threshold), mem
+            return leaky_update(self.beta.clamp(0, 1), self.threshold, self.spike_grad, current, mem, spk)
 
     class SynapticStep(snntorch.Synaptic):
         def step(self, current, syn, mem, spk):
-            syn = self.alpha.clamp(0, 1) * syn + current
-            mem = self.beta.clamp(0, 1) * mem + syn - spk.detach() * self.threshold
-            return self.spike_grad(mem - self.threshold), syn, mem
+            return synaptic_update(self.alpha.clamp(0, 1), self.beta.clamp(0, 1), self.threshold, self.spike_grad,
+                                   current, syn, mem, spk)
 
     return LeakyStep, SynapticStep
+
+
+def leaky_update(beta, thr, surrogate, current, mem, spk) -> tuple:
+    """snntorch.Leaky's step (reset by subtraction, previous spike explicit): (spike, mem); beta clamped."""
+    mem = beta * mem + current - spk.detach() * thr
+    return surrogate(mem - thr), mem
+
+
+def synaptic_update(alpha, beta, thr, surrogate, current, syn, mem, spk) -> tuple:
+    """snntorch.Synaptic's step, as leaky_update: (spike, syn, mem); alpha and beta clamped."""
+    syn = alpha * syn + current
+    mem = beta * mem + syn - spk.detach() * thr
+    return surrogate(mem - thr), syn, mem
 
 
 class _Population(nn.Module):
@@ -101,18 +112,14 @@ class _Population(nn.Module):
 
     @staticmethod
     def fast_step(constants: tuple, current: torch.Tensor, states: dict, name: str) -> torch.Tensor:
-        """The cell's step (LeakyStep / SynapticStep) on train_constants(); updates states[name], returns spikes."""
+        """The cell's update (leaky_update / synaptic_update) on train_constants(); updates states[name], returns
+        spikes."""
         beta, alpha, thr, surrogate = constants
         if alpha is None:
-            mem, spk = states[name]
-            mem = beta * mem + current - spk.detach() * thr
-            spk = surrogate(mem - thr)
+            spk, mem = leaky_update(beta, thr, surrogate, current, *states[name])
             states[name] = (mem, spk)
             return spk
-        syn, mem, spk = states[name]
-        syn = alpha * syn + current
-        mem = beta * mem + syn - spk.detach() * thr
-        spk = surrogate(mem - thr)
+        spk, syn, mem = synaptic_update(alpha, beta, thr, surrogate, current, *states[name])
         states[name] = (syn, mem, spk)
         return spk
 

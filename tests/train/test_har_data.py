@@ -40,7 +40,7 @@ def test_basic_motions_read_from_the_ts_files_equals_sktimes_loader(monkeypatch)
     labels are exactly what sktime's own loader gives, and so is the dataset built either way."""
     from sktime.datasets import load_basic_motions as sktime_load
 
-    files = har._basic_motions_files()
+    files = har.basic_motions_files()
     assert files is not None, "BasicMotions' .ts files not found in the installed sktime"
     for path, split in zip(files, ("train", "test")):
         x, y = read_ts(path)
@@ -49,7 +49,7 @@ def test_basic_motions_read_from_the_ts_files_equals_sktimes_loader(monkeypatch)
         np.testing.assert_array_equal(x, x_ref)
         assert [str(v).lower() for v in y] == [str(v) for v in y_ref]  # sktime lowercases; the loader does too
     ours = load_basic_motions()
-    monkeypatch.setattr(har, "_basic_motions_files", lambda: None)  # sktime's loader, as where files are missing
+    monkeypatch.setattr(har, "basic_motions_files", lambda: None)  # sktime's loader, as where files are missing
     theirs = load_basic_motions()
     for name in ("x_train", "y_train", "x_test", "y_test"):
         np.testing.assert_array_equal(getattr(ours, name), getattr(theirs, name))
