@@ -75,9 +75,13 @@ class ProcessRounds:
 
     @staticmethod
     def _pump(stream, put) -> None:
-        for line in iter(stream.readline, ""):
-            put(line)
-        put(None)
+        try:
+            for line in iter(stream.readline, ""):
+                put(line)
+        except Exception:  # noqa: BLE001 - a read error on a dropped link (paramiko) is the stream's end
+            pass
+        finally:
+            put(None)
 
     def _next_line(self) -> str | None:
         if self.ended:

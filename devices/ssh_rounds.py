@@ -14,6 +14,29 @@ import paramiko
 from edgebench.types import EdgebenchError, RunSpec
 
 
+class _ChannelStdin:
+    """The channel's stdin, raising BrokenPipeError as a pipe would when the link is gone (paramiko raises
+    EOFError or SSHException from a write on a dropped transport)."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def _guard(self, op, *args):
+        try:
+            return op(*args)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise BrokenPipeError(f"the SSH link dropped: {exc!r}") from None
+
+    def write(self, data: str) -> None:
+        self._guard(self.f.write, data)
+
+    def flush(self) -> None:
+        self._guard(self.f.flush)
+
+    def close(self) -> None:
+        self._guard(self.f.close)
+
+
 class ChannelProcess:
     """A remote command on a paramiko channel, shaped like subprocess.Popen in text mode. The command prints
     its shell's pid first (`echo $$; exec ...`), so kill() can end it."""
@@ -22,7 +45,7 @@ class ChannelProcess:
         self.client = client
         self.chan = client.get_transport().open_session(timeout=connect_timeout_s)
         self.chan.exec_command(command)
-        self.stdin = self.chan.makefile_stdin("w")
+        self.stdin = _ChannelStdin(self.chan.makefile_stdin("w"))
         self.stdout = self.chan.makefile("r")
         self.stderr = self.chan.makefile_stderr("r")
         first = self.stdout.readline().strip()

@@ -4,6 +4,7 @@ import io
 import json
 from pathlib import Path
 
+import paramiko
 import pytest
 
 from edgebench.deploy.bundle import make_bundle
@@ -117,3 +118,25 @@ def test_a_link_dropped_mid_session_is_one_clear_error(private_sshd, digits_bund
             session.round(2, 0)
     finally:
         session.close()
+
+
+
+@pytest.mark.parametrize("error", [EOFError(), OSError("Socket is closed"), paramiko.SSHException("closed")])
+def test_a_write_on_a_dropped_ssh_link_reads_as_a_broken_pipe(error):
+    """paramiko raises EOFError from a write when the socket died before the transport noticed (a race the
+    test above only sometimes hits); rounds.py handles a broken pipe by reading why the runner ended."""
+    from edgebench.devices.ssh_rounds import _ChannelStdin
+
+    class Dead:
+        def write(self, data):
+            raise error
+
+        def flush(self):
+            raise error
+
+        close = flush
+
+    stdin = _ChannelStdin(Dead())
+    for op in (lambda: stdin.write("2 0\n"), stdin.flush, stdin.close):
+        with pytest.raises(BrokenPipeError, match="SSH link dropped"):
+            op()
