@@ -187,7 +187,8 @@ class EmulatedDevice(Device):
             raise EdgebenchError(f"device '{self.name}': the arm64 root is not built yet "
                                  f"(run `edgebench devices setup {self.name}`)")
         proc = subprocess.run([*self._qemu_cmd(root), str(RUNNER_SOURCE), ".", "--facts-only"],
-                              capture_output=True, text=True, timeout=300, env=aarch64_root.guest_env())
+                              capture_output=True, text=True, timeout=300,
+                              env=aarch64_root.guest_env(root=root.path))
         doc = parse_result(proc.stdout) or {}
         facts = self._emulation_facts(doc.get("facts", {}))
         facts.update({k: v for k, v in root.versions.items() if k not in ("machine",)})
@@ -257,7 +258,7 @@ class EmulatedDevice(Device):
             cmd = [*self._qemu_cmd(root, counts_file, spec.threads), str(bundle_dir / "runner.py"), str(bundle_dir), *args]
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=spec.timeout_s,
-                                      env=aarch64_root.guest_env())
+                                      env=aarch64_root.guest_env(root=root.path))
             except subprocess.TimeoutExpired:
                 return Measurement.failed(self.name, self.provenance,
                                           f"runner under qemu-aarch64 timed out after {spec.timeout_s:g} s"), None

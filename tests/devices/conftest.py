@@ -234,11 +234,11 @@ def aarch64_python(tmp_path_factory) -> Path:
         root = aarch64_root.ensure_root()
     except EdgebenchError as exc:
         pytest.skip(f"no emulated aarch64 root: {exc}")
-    env = aarch64_root.guest_env()
+    env = aarch64_root.guest_env(root=root.path)
     keep = ("PYTHONPATH", "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-            "LC_ALL")
+            "LC_ALL", "PYTHONPYCACHEPREFIX")
     wrapper = tmp_path_factory.mktemp("arm") / "python3-aarch64"
-    wrapper.write_text("#!/bin/sh\n" + "exec env " + " ".join(shlex.quote(f"{k}={env[k]}") for k in keep)
+    wrapper.write_text("#!/bin/sh\n" + "exec env " + " ".join(shlex.quote(f"{k}={env[k]}") for k in keep if k in env)
                        + f" {shlex.quote(qemu)} -L {shlex.quote(str(root.path))} -cpu cortex-a72 "
                        + f"{shlex.quote(str(root.python))} \"$@\"\n")
     wrapper.chmod(0o755)

@@ -270,3 +270,26 @@ def test_a_batch_of_models_gets_one_instruction_count_each(emulated, tmp_path):
     assert 5_000 < first["instructions"] - first["instructions_outside_interpreter"] < first["instructions"]
     assert abs(again["instructions_outside_interpreter"] - first["instructions_outside_interpreter"]) \
         <= 0.01 * first["instructions_outside_interpreter"], (first, again)
+
+
+def test_the_guest_reads_bytecode_compiled_once_and_writes_none(emulated):
+    """ensure_root compiled the guest's standard library and wheels (aarch64_root.ensure_bytecode); a guest
+    started with guest_env(root=...) imports numpy and onnxruntime from that bytecode and writes nothing."""
+    import json
+    import subprocess
+    from pathlib import Path
+
+    root = emulated._root
+    cache = Path(root.path) / aarch64_root.PYCACHE
+    assert (cache / aarch64_root.PYCACHE_DONE).exists()
+    before = sorted(p.stat().st_mtime_ns for p in cache.rglob("*.pyc"))
+    probe = ("import json, sys, numpy, onnxruntime, json.decoder as d\n"
+             "print(json.dumps({'prefix': sys.pycache_prefix, 'cached': [numpy.__cached__, onnxruntime.__cached__, d.__cached__]}))")
+    cmd = ["qemu-aarch64", "-L", str(root.path), "-cpu", "cortex-a72", str(root.python), "-c", probe]
+    out = json.loads(subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True,
+                                    env=aarch64_root.guest_env(root=root.path)).stdout)
+    assert out["prefix"] == str(cache.resolve())
+    for cached in out["cached"]:  # numpy's, onnxruntime's and a standard-library module's bytecode: all there
+        assert cached.startswith(out["prefix"]) and Path(cached).is_file(), cached
+    assert sorted(p.stat().st_mtime_ns for p in cache.rglob("*.pyc")) == before  # nothing written by the guest
+    assert "PYTHONPYCACHEPREFIX" not in aarch64_root.guest_env()  # without a root: no prefix
