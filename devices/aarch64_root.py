@@ -173,7 +173,8 @@ def ensure_bytecode(root: Root, qemu: str, progress: Callable[[str], None] = _pr
     """Compile the guest's standard library and wheels once, with the guest's own Python, into ROOT/PYCACHE
     (the bytecode holds the source paths as the guest sees them, so it is compiled where the root now lies;
     a moved root compiles again). Done once: a marker file says so. Bytecode only spares the guest's start
-    (2 s of compiling per process under emulation); a failure here is reported and the root used without it."""
+    (2 s of compiling per process under emulation): a failure is reported, marked as done (not retried at every
+    start; whatever was compiled is used, the rest compiles in each guest as before) and never fatal."""
     target = Path(root.path).resolve() / PYCACHE
     if (target / PYCACHE_DONE).exists():
         return
@@ -185,15 +186,18 @@ def ensure_bytecode(root: Root, qemu: str, progress: Callable[[str], None] = _pr
         progress(f"compiling the guest's Python bytecode into {target} (once)")
         env = {k: v for k, v in guest_env().items() if k != "PYTHONDONTWRITEBYTECODE"}
         env["PYTHONPYCACHEPREFIX"] = str(target)
+        error = None
         try:
             _run([qemu, "-L", root.path, "-cpu", cpu, root.python, "-c", _COMPILE, GUEST_SITE],
                  "compiling the guest's bytecode", timeout=900, env=env)
         except (EdgebenchError, subprocess.TimeoutExpired, OSError) as exc:
-            progress(f"bytecode not compiled ({str(exc)[:200]}); guests compile their imports at every start")
-            return
+            error = str(exc)[:300]
+            progress(f"bytecode not (fully) compiled ({error}); guests compile the rest at every start")
+        target.mkdir(parents=True, exist_ok=True)
         (target / PYCACHE_DONE).write_text(json.dumps({"compiled_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                                       "root": str(Path(root.path).resolve())}))
-        progress(f"bytecode compiled in {time.monotonic() - t0:.0f} s")
+                                                       "root": str(Path(root.path).resolve()), "error": error}))
+        if error is None:
+            progress(f"bytecode compiled in {time.monotonic() - t0:.0f} s")
 
 
 _PROBE = (

@@ -293,3 +293,19 @@ def test_the_guest_reads_bytecode_compiled_once_and_writes_none(emulated):
         assert cached.startswith(out["prefix"]) and Path(cached).is_file(), cached
     assert sorted(p.stat().st_mtime_ns for p in cache.rglob("*.pyc")) == before  # nothing written by the guest
     assert "PYTHONPYCACHEPREFIX" not in aarch64_root.guest_env()  # without a root: no prefix
+
+
+def test_a_failed_bytecode_compile_is_reported_once_and_never_fatal(tmp_path):
+    """A root whose guest Python cannot run: ensure_bytecode says so, marks it done (not retried at every
+    start) and returns; guest_env then points at what there is (nothing: the guest compiles as before)."""
+    import json
+
+    root = aarch64_root.Root(tmp_path, tmp_path / "usr/bin/python3.11", {})
+    said: list = []
+    aarch64_root.ensure_bytecode(root, "qemu-aarch64", said.append)
+    assert any("not (fully) compiled" in s for s in said)
+    done = json.loads((tmp_path / aarch64_root.PYCACHE / aarch64_root.PYCACHE_DONE).read_text())
+    assert done["error"]
+    said.clear()
+    aarch64_root.ensure_bytecode(root, "qemu-aarch64", said.append)
+    assert said == []
