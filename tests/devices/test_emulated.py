@@ -1,7 +1,7 @@
 """The emulated aarch64 device against a real arm64 root under qemu-aarch64.
 
-The root is built once per machine (about 40 s, cached in ~/.cache/edgebench); each emulated run of the
-digits CNN takes about 10-15 s, most of it the guest importing numpy and the runtime under TCG.
+The root is built once per machine (about 1-1.5 min with its bytecode, cached in ~/.cache/edgebench); each
+emulated run of the digits CNN takes about 5-7 s, most of it the guest starting numpy and the runtime under TCG.
 """
 from __future__ import annotations
 
