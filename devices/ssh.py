@@ -57,6 +57,11 @@ class SSHConfig:
     power_profile: str = field(default="", metadata={"help": "where the power figures come from"})
 
 
+# what paramiko raises when the link is down or drops mid-call (EOFError: the socket died before the transport
+# noticed); devices/ssh_rounds.py uses the same
+LINK_ERRORS = (OSError, EOFError, paramiko.SSHException)
+
+
 class LinkError(Exception):
     """The SSH link failed or dropped: worth a retry."""
 
@@ -126,7 +131,7 @@ class SSHDevice(Device):
         except FileNotFoundError as exc:
             client.close()
             raise EdgebenchError(f"device '{c.name}': key file not found: {exc.filename}") from None
-        except (OSError, EOFError, paramiko.SSHException) as exc:
+        except LINK_ERRORS as exc:
             client.close()
             raise LinkError(f"cannot connect to {c.host}:{c.port}: {_describe(exc)}") from None
         if policy.added:
@@ -142,7 +147,7 @@ class SSHDevice(Device):
         try:
             chan = transport.open_session(timeout=self.config.connect_timeout_s)
             chan.exec_command(command)
-        except (OSError, EOFError, paramiko.SSHException) as exc:
+        except LINK_ERRORS as exc:
             raise LinkError(f"cannot start a remote command: {_describe(exc)}") from None
         out, err = bytearray(), bytearray()
         deadline = time.monotonic() + timeout_s
@@ -164,7 +169,7 @@ class SSHDevice(Device):
                 out += chan.recv(1 << 16)
             while chan.recv_stderr_ready():
                 err += chan.recv_stderr(1 << 16)
-        except (OSError, EOFError, paramiko.SSHException):
+        except LINK_ERRORS:
             pass  # judged below from the link state
         status = chan.exit_status if chan.exit_status_ready() and chan.exit_status != -1 else None
         dropped = False
@@ -209,7 +214,7 @@ class SSHDevice(Device):
                         sftp.mkdir(str(target / d))
                     for f in files:
                         sftp.put(str(Path(root) / f), str(target / f))
-        except (OSError, EOFError, paramiko.SSHException) as exc:
+        except LINK_ERRORS as exc:
             raise LinkError(f"upload failed: {_describe(exc)}") from None
 
     def _with_retries(self, what: str, attempt_fn):
@@ -305,7 +310,7 @@ class SSHDevice(Device):
                 try:
                     with client.open_sftp() as sftp:
                         sftp.put(str(RUNNER_SOURCE), runner)
-                except (OSError, EOFError, paramiko.SSHException) as exc:
+                except LINK_ERRORS as exc:
                     raise LinkError(f"upload failed: {_describe(exc)}") from None
                 py = shlex.quote(self.config.python)
                 probe = self._exec(client, f"{py} -c {shlex.quote(VERSIONS_PROBE)}", 120.0)

@@ -11,6 +11,7 @@ from pathlib import PurePosixPath
 
 import paramiko
 
+from edgebench.devices.ssh import LINK_ERRORS
 from edgebench.types import EdgebenchError, RunSpec
 
 
@@ -24,7 +25,7 @@ class _ChannelStdin:
     def _guard(self, op, *args):
         try:
             return op(*args)
-        except (OSError, EOFError, paramiko.SSHException) as exc:
+        except LINK_ERRORS as exc:
             raise BrokenPipeError(f"the SSH link dropped: {exc!r}") from None
 
     def write(self, data: str) -> None:
@@ -69,7 +70,7 @@ class ChannelProcess:
                 chan = self.client.get_transport().open_session(timeout=10)
                 chan.exec_command(f"kill -9 {self.pid}")
                 chan.recv_exit_status()
-            except (OSError, EOFError, paramiko.SSHException, AttributeError):
+            except (*LINK_ERRORS, AttributeError):
                 pass
         self.chan.close()
 
@@ -101,7 +102,7 @@ def open_ssh_rounds(device, bundle, spec: RunSpec):
         argv = [c.python, str(PurePosixPath(remote_bundle) / "runner.py"), remote_bundle, *rounds_args(spec)]
         proc = ChannelProcess(client, "echo $$; exec " + " ".join(shlex.quote(a) for a in argv),
                               c.connect_timeout_s)
-    except (LinkError, RemoteCommandError, OSError, EOFError, paramiko.SSHException) as exc:
+    except (LinkError, RemoteCommandError, *LINK_ERRORS) as exc:
         release()
         raise EdgebenchError(f"cannot start the runner on {device.name}: {exc}") from None
     return ProcessRounds(device.name, device.provenance, proc, min(spec.timeout_s, c.run_timeout_s),
