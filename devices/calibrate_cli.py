@@ -7,7 +7,10 @@ cost model (devices/calibration.py) and write the constants, with their cross-va
   latencies are fitted instead of the published ones.
 Instruction counts come from --counts (default: the shipped devices/data/pi4_counts.json); a model without
 one is counted on the emulated device first (tens of seconds to minutes each) and added to the output's
-side file NAME.counts.json.
+side file NAME.counts.json. Exports of the reference models are kept in ~/.cache/edgebench/calibration-exports
+(keyed by architecture, input, format, exporter versions and edgebench's export code; the environment variable
+EDGEBENCH_CALIBRATION_CACHE names another folder, or turns it off when empty), so a second calibration against
+the same models converts nothing again.
 --format onnx calibrates onnxruntime runs instead of TFLite ones (counts and board runs of the ONNX exports,
   written to NAME.onnxruntime.json, which onnxruntime runs of NAME then use). Published figures of another
   runtime are refused: a cost model fitted across runtimes would carry an error nobody measured.

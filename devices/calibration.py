@@ -131,8 +131,73 @@ def save_counts(counts: dict[str, dict], path: str | Path) -> None:
     tmp.replace(p)
 
 
+# Exports of reference models are kept here between calibrations (a TFLite conversion costs 5-60 s a model):
+# keyed by the architecture, the input, the format, the exporters' versions and the code that builds and
+# exports them, so a change to any of these exports anew. EDGEBENCH_CALIBRATION_CACHE names another folder;
+# set to "" it turns the cache off.
+CACHE_ENV = "EDGEBENCH_CALIBRATION_CACHE"
+EXPORTERS = ("torch", "onnx", "onnxscript", "litert-torch", "ai-edge-litert", "ai-edge-quantizer")
+
+
+def export_cache_dir() -> Path | None:
+    import os
+
+    value = os.environ.get(CACHE_ENV)
+    if value is None:
+        return Path.home() / ".cache" / "edgebench" / "calibration-exports"
+    return Path(value) if value else None
+
+
+def export_key(entry: dict, fmt: str) -> str:
+    """What an export of `entry` depends on, hashed: a cached file is reused only when all of it is the same."""
+    from importlib import metadata
+
+    from edgebench import export as export_pkg
+
+    def version(dist):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    code = hashlib.sha256()
+    for src in [Path(__file__).with_name("reference_models.py"),
+                *sorted(Path(export_pkg.__file__).parent.glob("*.py"))]:
+        code.update(src.name.encode() + src.read_bytes())
+    what = [entry["arch"], entry.get("arch_kwargs", {}), entry["input_shape"], fmt,
+            {d: version(d) for d in EXPORTERS}, code.hexdigest()]
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:24]
+
+
 def export_entry(entry: dict, out_dir: Path, fmt: str = "tflite"):
-    """The entry's architecture, rebuilt with random weights and exported through edgebench's `fmt` path."""
+    """The entry's architecture, rebuilt with random weights and exported through edgebench's `fmt` path;
+    taken from the export cache (export_cache_dir) when the same export was made before."""
+    import shutil
+
+    cache = export_cache_dir()
+    slot = cache / export_key(entry, fmt) if cache else None
+    if slot is not None and (slot / "done").exists():
+        from edgebench.api import describe
+
+        return describe(slot / (slot / "done").read_text().strip())
+    artifact = _export_entry(entry, out_dir, fmt)
+    if slot is not None:
+        try:  # a cache that cannot be written costs the next calibration time, never this one its result
+            part = slot.with_name(slot.name + ".part")
+            shutil.rmtree(part, ignore_errors=True)
+            part.mkdir(parents=True)
+            shutil.copy2(artifact.path, part / artifact.path.name)
+            (part / "done").write_text(artifact.path.name)
+            shutil.rmtree(slot, ignore_errors=True)
+            part.rename(slot)
+        except OSError as exc:
+            import sys
+
+            print(f"note: the export cache {cache} was not written ({exc})", file=sys.stderr)
+    return artifact
+
+
+def _export_entry(entry: dict, out_dir: Path, fmt: str):
     import torch
 
     from edgebench.api import export

@@ -12,6 +12,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def calibration_export_cache(tmp_path_factory):
+    """Reference-model exports are cached between calibrations (devices/calibration.py): the tests share one
+    cache of their own, never the user's ~/.cache."""
+    from edgebench.devices.calibration import CACHE_ENV
+
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("calibration-exports"))
+
+
 @pytest.fixture(scope="session")
 def trained_cnn():
     from edgebench.train.registry import train_model

@@ -1,6 +1,7 @@
 """`edgebench devices calibrate`: refit the emulated board's cost model from a reference file (counting each
 model on the real emulated Cortex-A72) and from a board over SSH (the loopback sshd, with the emulated
-aarch64 Python as the board, as the ssh tests do). Three tiny models keep this to about a minute."""
+aarch64 Python as the board, as the ssh tests do). Three tiny models keep this to about a minute; the board
+refit takes the reference refit's TFLite exports from the session's export cache (tests/conftest.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -63,10 +64,16 @@ def test_calibrate_from_a_reference_file_counts_each_model_and_fits_with_a_cv_ba
 
 @pytest.mark.slow
 def test_calibrate_from_a_board_over_ssh_fits_the_boards_own_p50s(refit_from_reference, tiny_reference, sshd,
-                                                                  aarch64_python, remote_workdir, tmp_path):
+                                                                  aarch64_python, remote_workdir, tmp_path,
+                                                                  monkeypatch):
     from edgebench.devices.calibrate_cli import refit
 
     _, first = refit_from_reference
+
+    def no_export(*a):
+        raise AssertionError("the reference refit's exports were not reused from the cache")
+
+    monkeypatch.setattr(cal, "_export_entry", no_export)
     board = dataclasses.asdict(sshd.config(python=str(aarch64_python), workdir=str(remote_workdir),
                                            run_timeout_s=900.0, emulated=True))
     board.pop("name")
@@ -124,3 +131,31 @@ def test_calibrate_onnx_from_a_board_counts_and_measures_the_onnx_exports(tiny_r
     assert len(counts) == 3 and all(json.loads(k)[-1] == "onnx" and x["runtime"] == "onnxruntime"
                                     for k, x in counts.items())
     assert all(x["by_class"]["simd"] > 0 for x in counts.values())
+
+
+def test_an_export_is_reused_only_when_everything_it_depends_on_is_the_same(tmp_path, monkeypatch):
+    monkeypatch.setenv(cal.CACHE_ENV, str(tmp_path / "cache"))
+    entry = {"key": "tiny/v1", "arch": "mobilenet_v1", "arch_kwargs": {"width": 0.25, "classes": 10},
+             "input_shape": [1, 3, 32, 32]}
+    first = cal.export_entry(entry, tmp_path / "a", "onnx")
+
+    def no_export(*a):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(cal, "_export_entry", no_export)
+    again = cal.export_entry(entry, tmp_path / "b", "onnx")
+    assert again.sha256 == first.sha256 and again.path.parent.parent == tmp_path / "cache"
+    for other in [dict(entry, input_shape=[1, 3, 48, 48]), dict(entry, arch_kwargs={"width": 0.5, "classes": 10})]:
+        with pytest.raises(AssertionError, match="exported again"):
+            cal.export_entry(other, tmp_path / "c", "onnx")
+    with pytest.raises(AssertionError, match="exported again"):  # another format
+        cal.export_entry(entry, tmp_path / "d", "tflite")
+    monkeypatch.setenv(cal.CACHE_ENV, "")  # the cache turned off
+    with pytest.raises(AssertionError, match="exported again"):
+        cal.export_entry(entry, tmp_path / "e", "onnx")
+    # a slot left half-written (killed mid-copy) is not taken for a finished one
+    monkeypatch.setenv(cal.CACHE_ENV, str(tmp_path / "cache"))
+    slot = tmp_path / "cache" / cal.export_key(entry, "onnx")
+    (slot / "done").unlink()
+    with pytest.raises(AssertionError, match="exported again"):
+        cal.export_entry(entry, tmp_path / "f", "onnx")
