@@ -69,5 +69,15 @@ def test_killed_run_resumes_without_repeating_or_losing_measurements(tmp_path):
     assert len({run for _, _, run in after}) == 1  # one run, resumed
     assert (tmp_path / "out" / "report" / "report.html").exists()
 
-    third = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # a finished run: a new run
-    assert third.returncode == 0 and "resuming" not in third.stdout
+    # a finished run is not resumed: the next one starts a new run id (its first line says which; the rest of
+    # that run is the first run's work again, so it is stopped there)
+    third = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        first_line = third.stdout.readline()
+    finally:
+        os.killpg(third.pid, signal.SIGKILL)
+        third.wait()
+    run_id = after[0][2]
+    assert first_line.startswith("run ") and "resuming" not in first_line, first_line + third.stderr.read()
+    assert run_id not in first_line
