@@ -163,3 +163,10 @@ def sha256_file(path: Path) -> str:
 
 class EdgebenchError(Exception):
     """An error a user can cause: printed as one line, non-zero exit, no traceback."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception for a one-line message: its first line, or its type's name when it has no text (torch.load
+    of an empty file raises a bare EOFError)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edgebench.export.errors import AtolError, ExportError
-from edgebench.types import Artifact, EdgebenchError, Validation
+from edgebench.types import Artifact, EdgebenchError, Validation, first_line
 
 HF_ATOL = 1e-3  # last hidden states of a 6-layer BERT differ by ~1e-4 between torch and onnxruntime
 
@@ -76,8 +76,7 @@ def export_hf(name: str, folder: str | Path, out_dir: Path, task: str = "text-cl
     except EdgebenchError:
         raise
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"optimum ONNX export of {folder} (task {task}) failed: {first}") from None
+        raise ExportError(f"optimum ONNX export of {folder} (task {task}) failed: {first_line(exc)}") from None
     path = Path(out_dir) / f"{name}-onnx-fp32.onnx"
     shutil.move(str(work / "model.onnx"), path)
     shutil.rmtree(work, ignore_errors=True)

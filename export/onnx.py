@@ -18,7 +18,7 @@ import onnx.numpy_helper
 import torch
 
 from edgebench.export.errors import AtolError, ExportError, ShapeError
-from edgebench.types import Artifact, EdgebenchError, Format, Precision, TensorSpec, Validation
+from edgebench.types import Artifact, EdgebenchError, Format, Precision, TensorSpec, Validation, first_line
 
 from edgebench.export.registry import DEFAULT_ATOL, DEFAULT_OPSET  # noqa: E402  (one place for both)
 MACS_DEFINITION = (
@@ -64,7 +64,7 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path, opse
                 dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
             )
         except Exception as exc:
-            raise ExportError(f"ONNX export failed: {str(exc).strip().splitlines()[0]}") from None
+            raise ExportError(f"ONNX export failed: {first_line(exc)}") from None
     compact_names(path)
     onnx.checker.check_model(str(path))
     return path
@@ -102,8 +102,7 @@ def load_onnx(path: Path) -> onnx.ModelProto:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EdgebenchError(f"not a valid ONNX model: {path} ({first[:200]})") from None
+        raise EdgebenchError(f"not a valid ONNX model: {path} ({first_line(exc, 200)})") from None
     if not model.graph.input or not model.graph.output:
         raise EdgebenchError(f"ONNX model {path} has no inputs or outputs")
     return model
@@ -164,8 +163,7 @@ def macs_for_feed(path: Path, arrays: dict) -> tuple[int | None, dict, str]:
     try:
         macs, by_op = count_macs(path, arrays)
     except Exception as exc:  # a graph onnx-tool cannot shape-infer still benchmarks; the record says why
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        return None, {}, f"onnx-tool could not shape-infer the graph: {first}"
+        return None, {}, f"onnx-tool could not shape-infer the graph: {first_line(exc, 160)}"
     return macs, by_op, ""
 
 

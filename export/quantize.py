@@ -22,7 +22,7 @@ from onnxruntime.quantization import CalibrationDataReader
 
 from edgebench.export.errors import AgreementError, CalibrationError, ExportError
 from edgebench.export.onnx import compare, describe_onnx, reference_outputs, run_onnx
-from edgebench.types import INT8_ACTIVATIONS, Artifact, Format, Precision
+from edgebench.types import INT8_ACTIVATIONS, Artifact, Format, Precision, first_line
 
 DEFAULT_MIN_AGREEMENT = 0.97
 CALIB_SAMPLES = 300
@@ -102,9 +102,7 @@ def quantize_onnx_file(src: Path, dst: Path, precision: Precision, calib_x: np.n
     except ExportError:
         raise
     except Exception as exc:
-        text = str(exc).strip()
-        first = text.splitlines()[0][:300] if text else type(exc).__name__
-        raise ExportError(f"ONNX quantization ({precision.value}) failed: {first}") from None
+        raise ExportError(f"ONNX quantization ({precision.value}) failed: {first_line(exc)}") from None
     from edgebench.export.onnx import compact_names
 
     return compact_names(dst)
@@ -236,9 +234,7 @@ def quantize_onnx_step(src: Path, dst: Path, precision: Precision, calib_feeds: 
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                             op_types_to_quantize=["Gemm", "MatMul"])
     except Exception as exc:
-        text = str(exc).strip()
-        raise ExportError(f"ONNX quantization of the step model (int8) failed: "
-                          f"{text.splitlines()[0][:300] if text else type(exc).__name__}") from None
+        raise ExportError(f"ONNX quantization of the step model (int8) failed: {first_line(exc)}") from None
     facts.update(calibration_steps=len(feeds), calibration_method="MinMax", quant_format="QDQ", per_channel=True,
                  quantized_ops="Gemm, MatMul (synapses); neuron state float32")
     return facts

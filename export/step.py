@@ -26,7 +26,7 @@ import torch
 
 from edgebench.export.errors import ExportError
 from edgebench.export.onnx import compare, describe_onnx, reference_outputs, spike_flip_share
-from edgebench.types import Artifact, EdgebenchError, Format, Precision
+from edgebench.types import Artifact, EdgebenchError, Format, Precision, first_line
 
 STEP_MIN_AGREEMENT = 0.9  # a quantized step model may flip a few spikes; the number is recorded
 CALIB_WINDOWS = 64  # training windows streamed through the float step model for static INT8 calibration
@@ -53,7 +53,7 @@ def export_onnx_step(step: torch.nn.Module, channels: int, path: Path, opset: in
                               input_names=names_in, output_names=names_out,
                               dynamic_axes={n: {0: "batch"} for n in names_in + names_out})
         except Exception as exc:
-            raise ExportError(f"ONNX export of the step model failed: {str(exc).strip().splitlines()[0]}") from None
+            raise ExportError(f"ONNX export of the step model failed: {first_line(exc)}") from None
     from edgebench.export.onnx import compact_names
 
     return compact_names(path)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgebench.types import Artifact, EdgebenchError, Format, Precision, TensorSpec, Validation
+from edgebench.types import Artifact, EdgebenchError, Format, Precision, TensorSpec, Validation, first_line
 
 MACS_DEFINITION = (
     "TFLite graph count, batch 1: multiply-accumulates of CONV_2D, DEPTHWISE_CONV_2D, TRANSPOSE_CONV, "
@@ -40,8 +40,8 @@ def _fd2_silenced():
 
 
 def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
+    text = first_line(exc)
+    return text if text == type(exc).__name__ else f"{type(exc).__name__}: {text}"
 
 
 # ---------------------------------------------------------------- running

@@ -26,7 +26,7 @@ from edgebench.export.onnx import compare, describe_onnx
 from edgebench.export.registry import DEFAULT_ATOL, DEFAULT_OPSET
 from edgebench.train.instatune import Supernet
 from edgebench.train.minilm import MiniLMClassifier, arch_macs, extract_subnet, predict
-from edgebench.types import Artifact, EdgebenchError, Format, Precision
+from edgebench.types import Artifact, EdgebenchError, Format, Precision, first_line
 
 MIN_AGREEMENT_INT8 = 0.97  # top-1 agreement an INT8-dynamic file must reach against the float subnet
 MACS_DEFINITION = ("analytic: multiply-accumulates of the encoder's linear layers and attention matmuls plus the "
@@ -65,7 +65,7 @@ def onnx_export_ids(module: MiniLMClassifier, path: Path, seq_len: int, opset: i
                               input_names=["input_ids"], output_names=["logits"],
                               dynamic_axes={"input_ids": {0: "batch"}, "logits": {0: "batch"}})
         except Exception as exc:
-            raise ExportError(f"ONNX export of the subnet failed: {str(exc).splitlines()[0][:300]}") from None
+            raise ExportError(f"ONNX export of the subnet failed: {first_line(exc)}") from None
     return path
 
 

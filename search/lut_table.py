@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edgebench.train.ofa import OFASpec
-from edgebench.types import EdgebenchError, Provenance
+from edgebench.types import EdgebenchError, Provenance, first_line
 
 LUT_FORMAT = "edgebench-ofa-lut-1"
 
@@ -79,7 +79,7 @@ def _load_yaml(path: Path) -> dict:
     try:
         doc = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise EdgebenchError(f"cannot read latency table {path}: {str(exc).splitlines()[0]}") from None
+        raise EdgebenchError(f"cannot read latency table {path}: {first_line(exc)}") from None
     if not isinstance(doc, dict) or doc.get("_meta", {}).get("format") != LUT_FORMAT:
         raise EdgebenchError(f"{path} is not an edgebench OFA latency table")
     return doc

@@ -35,7 +35,7 @@ import onnx
 from edgebench.search.kernels import (Kernel, kernel_file, kernel_model, neighbours, run_shapes, split_kernels,
                                       with_fixed_inputs)
 from edgebench.search.predictor_fit import KernelPredictor, speed_mix
-from edgebench.types import EdgebenchError
+from edgebench.types import EdgebenchError, first_line
 
 PREDICTOR_FORMAT = "edgebench-kernel-predictor-5"
 DEFAULT_DIR = Path("out/predictors")
@@ -128,7 +128,7 @@ def _load(path: Path) -> dict:
         try:
             doc = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
-            raise EdgebenchError(f"cannot read predictor file {path}: {str(exc).splitlines()[0]}") from None
+            raise EdgebenchError(f"cannot read predictor file {path}: {first_line(exc)}") from None
         if not isinstance(doc, dict) or doc.get("format") != PREDICTOR_FORMAT:
             raise EdgebenchError(f"{path} is not an edgebench predictor file of this version "
                                  f"({doc.get('format') if isinstance(doc, dict) else type(doc).__name__}): "
@@ -228,7 +228,7 @@ def build_predictor(device, out: Path, models: list, cfg: BuildConfig = BuildCon
             try:
                 model, shapes, kernels = model_kernels(src.path, src.feed)
             except Exception as exc:  # a model that cannot run here is skipped, and said so
-                log(f"  skipped {src.name}: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
+                log(f"  skipped {src.name}: {type(exc).__name__}: {first_line(exc, 120)}")
                 continue
             for k in kernels:
                 if k.key not in doc["kernels"]:

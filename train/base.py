@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgebench.types import EdgebenchError
+from edgebench.types import EdgebenchError, first_line
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def read_checkpoint(path: Path, fmt: str, what: str = "checkpoint") -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise EdgebenchError(f"cannot read {what} {path}: {str(exc).splitlines()[0]}") from None
+        raise EdgebenchError(f"cannot read {what} {path}: {first_line(exc)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
         raise EdgebenchError(f"{path} is not an edgebench {what} ({fmt})")
     return ckpt

