@@ -71,7 +71,8 @@ def test_tflite_count_readout_spike_counts_are_identical(batch, tmp_path):
 
 
 def test_trained_lif_l2mu_exports_fp32_and_int8_dynamic_tflite(tmp_path):
-    """The main job's path: float TFLite, then dynamic-range INT8 by ai-edge-quantizer on that file."""
+    """The window model's TFLite path ([export] formats = ["tflite"]; the main job streams step models instead):
+    float TFLite, then dynamic-range INT8 by ai-edge-quantizer on that file."""
     from edgebench.export.tflite import export_tflite
     from edgebench.train.registry import train_model
     from edgebench.types import Precision
