@@ -18,8 +18,9 @@ figures, and the drift: six training models timed again with the held-out ones, 
 (on a shared machine the same model's latency moves between build and evaluation). The last lines: share within +-10% and +-5%, RMSE, median error and Kendall's tau, all and by group.
 
     python benchmarks/predictor.py                          # local, pinned to core 1, one thread
-    python benchmarks/predictor.py --device pi4-emulated --zoo 6 --heldout-zoo 6 --no-minilm
-                                                            # guest instructions per inference (exact)
+    python benchmarks/predictor.py --device pi4-emulated --no-minilm --keep DIR
+                                                            # guest instructions per inference (exact); the
+                                                            # default build (--zoo 24), about 15 min from nothing
     python benchmarks/predictor.py --device pi4-emulated --no-minilm --keep DIR --evaluate-only --heldout-seed 2
                                                             # DIR's predictor, refitted, on a fresh held-out set
 """
