@@ -20,7 +20,8 @@ figures, and the drift: six training models timed again with the held-out ones, 
     python benchmarks/predictor.py                          # local, pinned to core 1, one thread
     python benchmarks/predictor.py --device pi4-emulated --no-minilm --keep DIR
                                                             # guest instructions per inference (exact); the
-                                                            # default build (--zoo 24), about 15 min from nothing
+                                                            # default build (--zoo 24: 3,038 kernels; from
+                                                            # nothing, --zoo 12's 2,694 took 11 min)
     python benchmarks/predictor.py --device pi4-emulated --no-minilm --keep DIR --evaluate-only --heldout-seed 2
                                                             # DIR's predictor, refitted, on a fresh held-out set
 """
