@@ -211,7 +211,7 @@ def _check_model(m: ModelSpec, where: str, base_dir: Path) -> None:
     if m.kind not in known_kinds:
         raise EdgebenchError(f"{where}.kind: unknown model kind '{m.kind}'{did_you_mean(m.kind, known_kinds)}")
     if isinstance(m.train, dict):
-        from edgebench.train.trainer import TrainConfig
+        from edgebench.train.train_config import TrainConfig
 
         build_strict(TrainConfig, m.train, f"{where}.train")
     elif m.train is not False:

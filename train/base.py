@@ -5,10 +5,14 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from edgebench.types import EdgebenchError, first_line
+
+if TYPE_CHECKING:  # torch loads where it is used: a config names its dataset's options without it
+    import torch
 
 
 @dataclass(frozen=True)
@@ -44,10 +48,14 @@ class Trained:
     checkpoint: Path | None = None
 
     def example_input(self, batch: int = 1) -> torch.Tensor:
+        import torch
+
         return torch.from_numpy(self.dataset.x_test[:batch].astype(np.float32))
 
 
 def seed_everything(seed: int) -> None:
+    import torch
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -55,6 +63,8 @@ def seed_everything(seed: int) -> None:
 
 
 def save_checkpoint(trained: Trained, path: Path) -> Path:
+    import torch
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(
@@ -74,6 +84,8 @@ def save_checkpoint(trained: Trained, path: Path) -> Path:
 
 def read_checkpoint(path: Path, fmt: str, what: str = "checkpoint") -> dict:
     """A torch checkpoint dict of the given format; a missing, unreadable or foreign file is one line."""
+    import torch
+
     path = Path(path)
     if not path.exists():
         raise EdgebenchError(f"{what} not found: {path}")

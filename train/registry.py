@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from torch import nn
-
-from edgebench.train.base import Dataset, Trained, seed_everything
-from edgebench.train.trainer import TrainConfig, fit
 from edgebench.types import EdgebenchError
+
+if TYPE_CHECKING:  # torch loads only when a model is built: a config is checked without it
+    from torch import nn
+
+    from edgebench.train.base import Dataset, Trained
 
 # kind -> "module:function(model_config: dict, dataset: Dataset) -> nn.Module"
 MODELS = {
@@ -72,6 +74,10 @@ def build_model(kind: str, model_cfg: dict, dataset: Dataset) -> nn.Module:
 def train_model(name: str, kind: str, dataset_name: str, model_cfg: dict | None = None,
                 train_cfg: dict | None = None, data_cfg: dict | None = None, progress: bool = True) -> Trained:
     """Build, train and evaluate one model; the returned Trained carries the config that made it."""
+    from edgebench.train.base import Trained, seed_everything
+    from edgebench.train.train_config import TrainConfig
+    from edgebench.train.trainer import fit
+
     model_cfg, train_cfg, data_cfg = dict(model_cfg or {}), dict(train_cfg or {}), dict(data_cfg or {})
     tcfg = TrainConfig.from_dict(train_cfg)
     dataset = load_dataset(dataset_name, data_cfg)

@@ -1,28 +1,14 @@
 """A seeded, reproducible supervised trainer with a progress bar."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 import numpy as np
 import torch
 from torch import nn
 
 from edgebench.train.base import Dataset, seed_everything
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = field(default=20, metadata={"min": 0})
-    batch_size: int = field(default=64, metadata={"min": 1})
-    lr: float = field(default=2e-3, metadata={"gt": 0})
-    weight_decay: float = field(default=0.0, metadata={"min": 0})
-    seed: int = 0
-
-    @classmethod
-    def from_dict(cls, d: dict, where: str = "train") -> "TrainConfig":
-        from edgebench.config import build_strict
-
-        return build_strict(cls, d, where)
+from edgebench.train.train_config import TrainConfig  # noqa: F401 (re-exported: where it was)
 
 
 def evaluate(module: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:

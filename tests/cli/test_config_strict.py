@@ -62,3 +62,19 @@ def test_unknown_precision_in_export_names_the_closest(cli, tmp_path):
                    + "[export]\nprecisions = ['fp16']\n")
     assert one_error_line(cli("run", cfg)) == ("edgebench: error: export.precisions: 'fp16' is not one of fp32, "
                                                 "int8, int8-dynamic")
+
+
+def test_a_config_is_checked_without_loading_torch(tmp_path):
+    """A typo costs the user half a second, not torch's import: checking a config (model keys, training settings,
+    the dataset's options) loads no torch."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(BASE.format(out=tmp_path / "out", model_lines="train = { epochs = 1 }\ndata = { seed = 1 }",
+                               device="local"))
+    code = ("import sys; from edgebench.config import load_config; c = load_config(sys.argv[1]); "
+            "print(c.models[0].train['epochs'], 'torch' in sys.modules)")
+    p = subprocess.run([sys.executable, "-c", code, str(cfg)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["1", "False"]
