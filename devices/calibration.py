@@ -152,6 +152,7 @@ def export_key(entry: dict, fmt: str) -> str:
     """What an export of `entry` depends on, hashed: a cached file is reused only when all of it is the same."""
     from importlib import metadata
 
+    from edgebench import api
     from edgebench import export as export_pkg
 
     def version(dist):
@@ -161,7 +162,7 @@ def export_key(entry: dict, fmt: str) -> str:
             return None
 
     code = hashlib.sha256()
-    for src in [Path(__file__).with_name("reference_models.py"),
+    for src in [Path(__file__).with_name("reference_models.py"), Path(api.__file__),
                 *sorted(Path(export_pkg.__file__).parent.glob("*.py"))]:
         code.update(src.name.encode() + src.read_bytes())
     what = [entry["arch"], entry.get("arch_kwargs", {}), entry["input_shape"], fmt,
