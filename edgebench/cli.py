@@ -178,18 +178,20 @@ def export(checkpoint: Path = typer.Argument(..., help="Checkpoint written by `e
                             "fuses every Conv only with uint8; see benchmarks/int8_activations.py)"),
            as_json: bool = typer.Option(False, "--json", help="Print the artifact as JSON.")):
     """Export a checkpoint to ONNX or TFLite, validated against PyTorch on the eval split."""
-    from edgebench.pipeline import export_artifact
-    from edgebench.train.base import load_checkpoint
+    from edgebench.types import INT8_ACTIVATIONS
 
-    try:
+    try:  # the options and the file are checked before torch loads: a typo is one line at once
         fmt, prec = Format(format), Precision(precision)
     except ValueError as exc:
         raise EdgebenchError(f"{exc} (formats: onnx, tflite; precisions: fp32, int8, int8-dynamic)") from None
-    trained = load_checkpoint(checkpoint)
-    from edgebench.types import INT8_ACTIVATIONS
-
     if int8_activations not in INT8_ACTIVATIONS:
         raise EdgebenchError(f"--int8-activations must be int8 or uint8, not '{int8_activations}'")
+    if not checkpoint.exists():
+        raise EdgebenchError(f"checkpoint not found: {checkpoint}")
+    from edgebench.pipeline import export_artifact
+    from edgebench.train.base import load_checkpoint
+
+    trained = load_checkpoint(checkpoint)
     a = export_artifact(trained, fmt, prec, out_dir, opset, 1e-4, int8_activations=int8_activations)
     v = a.validation
     if as_json:

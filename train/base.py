@@ -84,11 +84,11 @@ def save_checkpoint(trained: Trained, path: Path) -> Path:
 
 def read_checkpoint(path: Path, fmt: str, what: str = "checkpoint") -> dict:
     """A torch checkpoint dict of the given format; a missing, unreadable or foreign file is one line."""
-    import torch
-
     path = Path(path)
     if not path.exists():
         raise EdgebenchError(f"{what} not found: {path}")
+    import torch
+
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
