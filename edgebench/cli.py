@@ -143,6 +143,14 @@ def train(kind: str = typer.Argument(..., help="Model: cnn, l2mu, lmu"),
     """Train a model; writes a checkpoint (carrying its config) and the eval split as .npz."""
     import numpy as np
 
+    from edgebench.config import did_you_mean
+    from edgebench.train.registry import DATASETS, MODELS
+
+    # both names checked before the data loads and torch imports: a typo is one line at once
+    if kind not in MODELS:
+        raise EdgebenchError(f"unknown model '{kind}'{did_you_mean(kind, MODELS)}")
+    if dataset not in DATASETS:
+        raise EdgebenchError(f"unknown dataset '{dataset}'{did_you_mean(dataset, DATASETS)}")
     from edgebench.train.base import save_checkpoint
     from edgebench.train.registry import train_model
 

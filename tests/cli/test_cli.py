@@ -184,3 +184,14 @@ def test_a_cv_too_high_to_trust_is_warned_about():
                    latency_ms={"cv": 0.9})
     warnings = trust_warnings([steady, noisy])
     assert len(warnings) == 1 and warnings[0].startswith("b on local: CV 90% is too high to trust")
+
+
+def test_train_typos_are_one_line_naming_the_closest(cli, tmp_path):
+    """Checked before any data loads: nothing is trained or written."""
+    p = cli("train", "cnnn", "--dataset", "digits", "--out", tmp_path)
+    assert one_error_line(p) == "edgebench: error: unknown model 'cnnn'; did you mean 'cnn'?"
+    p = cli("train", "cnn", "--dataset", "digit", "--out", tmp_path)
+    assert one_error_line(p) == "edgebench: error: unknown dataset 'digit'; did you mean 'digits'?"
+    p = cli("train", "cnn", "--dataset", "nope", "--out", tmp_path)
+    assert "unknown dataset 'nope' (known: basicmotions, digits" in one_error_line(p)
+    assert list(tmp_path.iterdir()) == []
