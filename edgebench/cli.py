@@ -143,14 +143,10 @@ def train(kind: str = typer.Argument(..., help="Model: cnn, l2mu, lmu"),
     """Train a model; writes a checkpoint (carrying its config) and the eval split as .npz."""
     import numpy as np
 
-    from edgebench.config import did_you_mean
-    from edgebench.train.registry import DATASETS, MODELS
+    from edgebench.train.registry import DATASETS, MODELS, check_name
 
-    # both names checked before the data loads and torch imports: a typo is one line at once
-    if kind not in MODELS:
-        raise EdgebenchError(f"unknown model '{kind}'{did_you_mean(kind, MODELS)}")
-    if dataset not in DATASETS:
-        raise EdgebenchError(f"unknown dataset '{dataset}'{did_you_mean(dataset, DATASETS)}")
+    check_name(MODELS, kind, "model")  # both names before the data loads and torch imports: a typo is one line
+    check_name(DATASETS, dataset, "dataset")
     from edgebench.train.base import save_checkpoint
     from edgebench.train.registry import train_model
 
@@ -194,12 +190,11 @@ def export(checkpoint: Path = typer.Argument(..., help="Checkpoint written by `e
         raise EdgebenchError(f"{exc} (formats: onnx, tflite; precisions: fp32, int8, int8-dynamic)") from None
     if int8_activations not in INT8_ACTIVATIONS:
         raise EdgebenchError(f"--int8-activations must be int8 or uint8, not '{int8_activations}'")
-    if not checkpoint.exists():
-        raise EdgebenchError(f"checkpoint not found: {checkpoint}")
-    from edgebench.pipeline import export_artifact
-    from edgebench.train.base import load_checkpoint
+    from edgebench.train.base import load_checkpoint  # torch-free until the file is found
 
     trained = load_checkpoint(checkpoint)
+    from edgebench.pipeline import export_artifact
+
     a = export_artifact(trained, fmt, prec, out_dir, opset, 1e-4, int8_activations=int8_activations)
     v = a.validation
     if as_json:

@@ -34,9 +34,16 @@ DATASETS = {
 }
 
 
-def _resolve(table: dict, key: str, what: str):
+def check_name(table: dict, key: str, what: str) -> None:
+    """An unknown model kind or dataset is one line naming the closest known one."""
     if key not in table:
-        raise EdgebenchError(f"unknown {what} '{key}' (known: {', '.join(sorted(table))})")
+        from edgebench.config import did_you_mean
+
+        raise EdgebenchError(f"unknown {what} '{key}'{did_you_mean(key, table)}")
+
+
+def _resolve(table: dict, key: str, what: str):
+    check_name(table, key, what)
     module, func = table[key].split(":")
     return getattr(importlib.import_module(module), func)
 
