@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
 import warnings
 from contextlib import contextmanager, redirect_stdout
@@ -206,16 +207,23 @@ def convert_tflite_step(step: torch.nn.Module, channels: int, path: Path, calib_
 
 
 # ---------------------------------------------------------------- the export step
-def quantize_tflite_dynamic(fp32_path: Path, path: Path) -> Path:
+def quantize_tflite_dynamic(fp32_path: Path, path: Path, keep_float: tuple = ()) -> Path:
     """Dynamic-range INT8 of a float .tflite with ai-edge-quantizer (recipe dynamic_wi8_afp32: int8 weights,
-    activations quantized at run time). Works on the converted file, so no second PyTorch conversion."""
+    activations quantized at run time). Works on the converted file, so no second PyTorch conversion.
+    keep_float: output tensor names of ops left in float32 (see end_matmuls)."""
     try:
         with _fd2_silenced(), redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            from ai_edge_quantizer import quantizer, recipe
+            from ai_edge_quantizer import qtyping, quantizer, recipe_manager
 
+            every = qtyping.TFLOperationName.ALL_SUPPORTED
+            rm = recipe_manager.RecipeManager()
+            rm.add_dynamic_config(regex=".*", operation_name=every, num_bits=8)  # = recipe.dynamic_wi8_afp32()
+            for name in keep_float:  # an op's scope is its output names, each followed by ";"
+                rm.add_quantization_config(regex=f"^{re.escape(name)};$", operation_name=every,
+                                           algorithm_key="no_quantize")
             qt = quantizer.Quantizer(str(fp32_path))
-            qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+            qt.load_quantization_recipe(rm.get_quantization_recipe())
             qt.quantize().export_model(str(path), overwrite=True)
     except Exception as exc:
         raise ExportError(f"TFLite dynamic-range quantization failed: {_first_line(exc)}") from None

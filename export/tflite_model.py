@@ -188,6 +188,24 @@ def _fused_activation(name: str, op, schema) -> str:
     return "" if act in ("", "NONE") else f"fused={act.lower()}"
 
 
+def end_matmuls(path: Path) -> tuple:
+    """Output tensor names of the first and the last matrix product (FULLY_CONNECTED, BATCH_MATMUL) of the
+    main subgraph, in execution order: the layers that read the raw input and write the scores."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(Path(path).read_bytes(), 0)
+    names = _op_names()
+    codes = [max(model.OperatorCodes(k).BuiltinCode(), model.OperatorCodes(k).DeprecatedBuiltinCode())
+             for k in range(model.OperatorCodesLength())]
+    g = model.Subgraphs(0)
+    outs = []
+    for k in range(g.OperatorsLength()):
+        op = g.Operators(k)
+        if names.get(codes[op.OpcodeIndex()]) in ("FULLY_CONNECTED", "BATCH_MATMUL") and op.OutputsLength() == 1:
+            outs.append(g.Tensors(int(op.Outputs(0))).Name().decode())
+    return tuple(dict.fromkeys(outs[:1] + outs[-1:]))
+
+
 def tflite_graph_facts(path: Path) -> dict:
     """Parameters, MACs and a text encoding read from the flatbuffer (main subgraph, batch 1).
 

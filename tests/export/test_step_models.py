@@ -106,3 +106,39 @@ def test_step_model_encoding_is_short(tmp_path):
     assert 0 < len(a.encoding) < 10_000
     ops = [n.op_type for n in onnx.load(str(path)).graph.node]
     assert ops.count("Gemm") == 5  # one product per population
+
+
+def _matmul_weight_types(path):
+    """(output tensor name, weight tensor type name) of every FULLY_CONNECTED op, in execution order."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from edgebench.export.tflite_model import _op_names
+
+    model = schema.Model.GetRootAsModel(path.read_bytes(), 0)
+    g, names = model.Subgraphs(0), _op_names()
+    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    out = []
+    for k in range(g.OperatorsLength()):
+        op = g.Operators(k)
+        if names[model.OperatorCodes(op.OpcodeIndex()).BuiltinCode()] == "FULLY_CONNECTED":
+            out.append((g.Tensors(int(op.Outputs(0))).Name().decode(), types[g.Tensors(int(op.Inputs(1))).Type()]))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["lif", "lmu"])
+def test_dynamic_int8_step_keeps_the_encoder_and_readout_float(kind, tmp_path):
+    from edgebench.export.tflite import convert_tflite_step, quantize_tflite_dynamic
+    from edgebench.export.tflite_model import end_matmuls
+
+    m, x = _model(kind), _x()
+    step = m.step_module(fold_state=False)
+    src = convert_tflite_step(step, 6, tmp_path / "float.tflite")
+    keep = end_matmuls(src)
+    fcs = _matmul_weight_types(src)
+    assert len(fcs) >= 3 and keep == (fcs[0][0], fcs[-1][0])
+    every = _matmul_weight_types(quantize_tflite_dynamic(src, tmp_path / "all.tflite"))
+    assert [t for _, t in every] == ["INT8"] * len(fcs)
+    ends = quantize_tflite_dynamic(src, tmp_path / "ends.tflite", keep_float=keep)
+    assert [t for _, t in _matmul_weight_types(ends)] == ["FLOAT32"] + ["INT8"] * (len(fcs) - 2) + ["FLOAT32"]
+    got = stream_scores(_TfliteRun(ends), tflite_stream_spec(ends, step, STEPS), x)
+    assert (got.argmax(1) == _window(m, x).argmax(1)).mean() >= 0.9
