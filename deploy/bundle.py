@@ -1,4 +1,5 @@
-"""A bundle is a folder a device can run on its own: model file, manifest.json, eval data, runner.py."""
+"""A bundle is a folder a device can run on its own: model file, manifest.json, eval data, runner.py and its
+parts."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,6 +14,16 @@ from edgebench.deploy.inputs import resolve_feeds
 from edgebench.types import Artifact, EdgebenchError, Format, sha256_file
 
 RUNNER_SOURCE = Path(__file__).with_name("runner.py")
+# The runner and the parts it imports from beside itself: every device gets all of them, in one folder.
+RUNNER_FILES = (RUNNER_SOURCE,) + tuple(RUNNER_SOURCE.with_name(f"runner_{part}.py")
+                                        for part in ("runtimes", "stream", "device"))
+
+
+def copy_runner(folder: Path, name: str = "runner.py") -> None:
+    """The runner into `folder` as `name`, its parts beside it under their own names."""
+    shutil.copyfile(RUNNER_SOURCE, Path(folder) / name)
+    for part in RUNNER_FILES[1:]:
+        shutil.copyfile(part, Path(folder) / part.name)
 MANIFEST = "manifest.json"
 EVAL_FILE = "eval.npz"
 FEEDS_FILE = "inputs.npz"  # the exact arrays timed, one per model input
@@ -87,7 +98,7 @@ def make_bundle(artifact: Artifact, out_dir: Path, eval_x=None, eval_y=None, pre
     out_dir.mkdir(parents=True)
     model_file = "model" + Path(artifact.path).suffix
     shutil.copyfile(artifact.path, out_dir / model_file)
-    shutil.copyfile(RUNNER_SOURCE, out_dir / "runner.py")
+    copy_runner(out_dir)
     np.savez(out_dir / FEEDS_FILE, **arrays)
     manifest = {
         "bundle_version": BUNDLE_VERSION,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from edgebench.deploy.bundle import RUNNER_SOURCE, Bundle
+from edgebench.deploy.bundle import RUNNER_FILES, Bundle
 from edgebench.devices.base import Device
 from edgebench.devices.benchmark_model import (
     measurement_from_benchmark_model, parse_benchmark_model_output)
@@ -261,7 +261,8 @@ class ADBDevice(Device):
         tmp = self._mktemp(t)
         try:
             runner = str(PurePosixPath(tmp) / "runner.py")
-            t.push(RUNNER_SOURCE, runner)
+            for part in RUNNER_FILES:
+                t.push(part, str(PurePosixPath(tmp) / part.name))
             py = shlex.quote(self.config.python)
             facts = {}
             _, out, _ = t.shell(f"{py} {shlex.quote(runner)} {shlex.quote(tmp)} --facts-only", 120.0)

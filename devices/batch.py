@@ -40,11 +40,11 @@ class BatchConfig:
 
 
 def write_bundle(folder: Path, models: list[tuple[str, Path]], rounds: int):
-    from edgebench.deploy.bundle import RUNNER_SOURCE, Bundle
+    from edgebench.deploy.bundle import Bundle, copy_runner
 
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(_runner(), folder / "runner.py")
-    shutil.copyfile(RUNNER_SOURCE, folder / "eb_runner.py")
+    copy_runner(folder, "eb_runner.py")
     entries = []
     for i, (key, path) in enumerate(models):
         name = f"m{i:04d}.onnx"

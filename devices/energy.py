@@ -1,7 +1,7 @@
 """Energy per inference: measured where the device has counters, else estimated from a power profile.
 
 Measured (provenance `measured`): the runner reads the device's own counter around exactly the measured runs
-(deploy/runner.py `energy_meter`):
+(deploy/runner_device.py `energy_meter`):
 - Linux RAPL `energy_uj` (CPU package), read before and after, wrap-around at `max_energy_range_uj` handled;
 - Raspberry Pi 5: `vcgencmd pmic_read_adc`, the sum of current x voltage over the PMIC's rails, sampled every
   0.1 s and integrated;

@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 
 import paramiko
 
-from edgebench.deploy.bundle import RUNNER_SOURCE, Bundle
+from edgebench.deploy.bundle import RUNNER_FILES, Bundle
 from edgebench.devices.base import Device
 from edgebench.devices.protocol import VERSIONS_PROBE, measurement_from_output, parse_result, runner_args
 from edgebench.devices.ssh_keys import HostKeyError, _HostKeyPolicy, _known_hosts_name, fingerprint
@@ -309,7 +309,8 @@ class SSHDevice(Device):
                 runner = str(PurePosixPath(tmp) / "runner.py")
                 try:
                     with client.open_sftp() as sftp:
-                        sftp.put(str(RUNNER_SOURCE), runner)
+                        for part in RUNNER_FILES:
+                            sftp.put(str(part), str(PurePosixPath(tmp) / part.name))
                 except LINK_ERRORS as exc:
                     raise LinkError(f"upload failed: {_describe(exc)}") from None
                 py = shlex.quote(self.config.python)

@@ -2,7 +2,8 @@
 """edgebench latency-table runner: times every model of a LUT bundle in ONE process.
 
 Copied into a LUT bundle as `runner.py`, next to `eb_runner.py` (a verbatim copy of edgebench's
-deploy/runner.py), so every device adapter starts it exactly as it starts the normal runner:
+deploy/runner.py) and that runner's parts, so every device adapter starts it exactly as it starts the normal
+runner:
 
     python3 runner.py BUNDLE [--runs N] [--warmup N] [--threads N] [--insn-markers] ...
 

@@ -12,7 +12,8 @@ from edgebench.types import EdgebenchError
 
 def test_bundle_holds_model_manifest_eval_and_runner(cnn_bundle, onnx_artifact):
     files = sorted(p.name for p in cnn_bundle.path.iterdir())
-    assert files == ["eval.npz", "inputs.npz", "manifest.json", "model.onnx", "runner.py"]
+    assert files == ["eval.npz", "inputs.npz", "manifest.json", "model.onnx", "runner.py", "runner_device.py",
+                     "runner_runtimes.py", "runner_stream.py"]
     m = json.loads((cnn_bundle.path / "manifest.json").read_text())
     assert m["sha256"] == onnx_artifact.sha256 == sha256_file(cnn_bundle.path / "model.onnx")
     assert m["inputs"] == [{"name": "input", "shape": ["batch", 1, 8, 8], "dtype": "float32"}]
@@ -23,17 +24,20 @@ def test_bundle_holds_model_manifest_eval_and_runner(cnn_bundle, onnx_artifact):
     assert Bundle.load(cnn_bundle.path).manifest == m
 
 
-def test_runner_imports_only_stdlib_numpy_and_runtimes(cnn_bundle):
-    src = (cnn_bundle.path / "runner.py").read_text()
+def test_runner_imports_only_stdlib_numpy_runtimes_and_its_parts(cnn_bundle):
+    parts = {p.stem for p in cnn_bundle.path.glob("runner*.py")}
+    assert parts == {"runner", "runner_device", "runner_runtimes", "runner_stream"}
     imported = set()
-    for line in src.splitlines():
-        s = line.strip()
-        if s.startswith("import "):
-            imported.update(p.strip().split(" as ")[0].split(".")[0] for p in s[7:].split(","))
-        elif s.startswith("from ") and " import " in s:
-            imported.add(s[5:].split(" import ")[0].split(".")[0])
-    allowed = set(sys.stdlib_module_names) | {"numpy", "onnxruntime", "ai_edge_litert", "tflite_runtime"}
+    for part in parts:
+        for line in (cnn_bundle.path / f"{part}.py").read_text().splitlines():
+            s = line.strip()
+            if s.startswith("import "):
+                imported.update(p.strip().split(" as ")[0].split(".")[0] for p in s[7:].split(","))
+            elif s.startswith("from ") and " import " in s:
+                imported.add(s[5:].split(" import ")[0].lstrip(".").split(".")[0])
+    allowed = set(sys.stdlib_module_names) | {"numpy", "onnxruntime", "ai_edge_litert", "tflite_runtime"} | parts
     assert imported <= allowed, imported - allowed
+    assert {"runner_device", "runner_runtimes", "runner_stream"} <= imported
 
 
 def test_runner_prints_one_json_document_with_raw_samples(cnn_bundle):

@@ -12,7 +12,8 @@ from edgebench.devices.energy import annotate_energy, energy_warning, synops_ene
 from edgebench.devices.local import LocalConfig, LocalDevice
 from edgebench.types import Measurement, Provenance
 
-spec = importlib.util.spec_from_file_location("eb_runner_energy", RUNNER_SOURCE)
+# the runner's energy counters, loaded from the file the bundles ship (it imports nothing of edgebench)
+spec = importlib.util.spec_from_file_location("eb_runner_device", RUNNER_SOURCE.with_name("runner_device.py"))
 runner = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(runner)
 
