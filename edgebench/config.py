@@ -29,7 +29,7 @@ class ModelSpec:
     model: dict = field(default_factory=dict, metadata={"help": "model hyper-parameters (python: the factory's "
                                                                  "keyword arguments)"})
     train: object = field(default_factory=dict, metadata={
-        "types": (dict, bool), "help": "epochs, batch_size, lr, weight_decay, seed; false: already trained"})
+        "types": (dict, bool), "help": "epochs, batch_size, lr, weight_decay, seed, threads (default 1); false: already trained"})
     data: object = field(default_factory=dict, metadata={
         "types": (dict, str), "help": "dataset options, or an .npz with x_train, y_train, x_test, y_test"})
     prune: tuple = field(default=(), metadata={"help": "magnitude-pruning sparsities, e.g. [0.5, 0.8]: one "

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from edgebench.train.base import Dataset, seed_everything
-from edgebench.train.train_config import TrainConfig  # noqa: F401 (re-exported: where it was)
+from edgebench.train.train_config import TrainConfig  # (also re-exported: where it was)
 
 
 def evaluate(module: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
@@ -24,6 +24,16 @@ def evaluate(module: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 
 def fit(module: nn.Module, dataset: Dataset, cfg: TrainConfig, progress: bool = True,
         loss_fn: nn.Module | None = None, description: str = "training") -> dict:
     """Train `module` in place; returns {'test_accuracy', 'train_accuracy', 'final_loss'}."""
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _fit(module, dataset, cfg, progress, loss_fn, description)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _fit(module: nn.Module, dataset: Dataset, cfg: TrainConfig, progress: bool, loss_fn: nn.Module | None,
+         description: str) -> dict:
     seed_everything(cfg.seed)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     opt = torch.optim.Adam(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

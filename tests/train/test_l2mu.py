@@ -13,7 +13,7 @@ from edgebench.train.spiking import spiking_metrics
 
 # Parity tolerance of the class scores (readout membrane averaged over time). Spikes must be identical;
 # the scores then differ only by float summation order in MatMul/Gemm.
-SCORE_ATOL = 1e-5
+SCORE_ATOL = 1e-5  # per unit of the largest score: float32 sums of ~60 differ by ulps between CPUs
 
 
 def small_l2mu(neuron="lif", seed=0):
@@ -111,7 +111,8 @@ def test_onnx_export_is_spike_exact(neuron, tmp_path):
     assert all(float(v.sum()) > 0 for v in rec.values())  # every population fires
     for batch in (1, 5):
         got = np.concatenate([run_onnx(path, x[i:i + batch]) for i in range(0, len(x), batch)])
-        v = compare(ref, got, atol=SCORE_ATOL, min_agreement=1.0)
+        # one flipped spike moves a score by a readout weight (~0.1), far beyond this (6.6e-4 at |score| 66)
+        v = compare(ref, got, atol=SCORE_ATOL * max(1.0, float(np.abs(ref).max())), min_agreement=1.0)
         assert v.top1_agreement == 1.0
 
 
@@ -200,3 +201,23 @@ def test_memory_gain_scales_only_the_bbar_term():
     # one u spike moves every memory neuron by 0.5 thresholds, with Bbar's sign
     torch.testing.assert_close((gained._memory_current(s_m, s_u) - a_term).abs(),
                                0.5 * (s_u @ gained.memory.B_block.abs().sign()))
+
+
+def test_training_gives_the_same_weights_whatever_the_callers_thread_count():
+    """fit() trains on cfg.threads (default 1), not on the caller's torch threads: sums split over 2 threads round
+    differently, and the LIF L2MU amplified that to 62.5-90% against 95-100% over seeds 0-3 (AMD EPYC)."""
+    from edgebench.train.l2mu import BASICMOTIONS_CONFIG
+    from edgebench.train.registry import train_model
+
+    cfg = BASICMOTIONS_CONFIG["lif"]
+    before = torch.get_num_threads()
+    weights = []
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            t = train_model("l2mu_lif", "l2mu", "basicmotions", cfg["model"], dict(cfg["train"], epochs=2), progress=False)
+            assert torch.get_num_threads() == threads  # restored after training
+            weights.append({k: v.clone() for k, v in t.module.state_dict().items()})
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
