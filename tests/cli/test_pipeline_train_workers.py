@@ -59,7 +59,9 @@ def test_a_failed_worker_leaves_the_model_to_the_run_process(tmp_path):
 
 
 def test_each_model_is_handed_over_as_its_worker_ends_while_the_others_train(tmp_path):
-    cfg = _cfg(tmp_path, [_cnn("slow", 16, epochs=40), _cnn("quick", 4)])
+    # "slow" is killed once "quick" is handed over, so its length costs nothing: 40 epochs had finished in that
+    # window once, on a fast CPU while another suite loaded it (quick's worker started late)
+    cfg = _cfg(tmp_path, [_cnn("slow", 16, epochs=2000), _cnn("quick", 4)])
     lines = []
     workers = train_pool.train_in_workers(cfg, cfg.out_path, False, lines.append)
     name, ckpt = next(workers)
