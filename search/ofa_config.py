@@ -60,6 +60,8 @@ class ExportConfig:
     calib_images: int = field(default=500, metadata={
         "help": "static INT8 calibration images from the training split at the subnet's resolution (TFLite "
                 "calibrates on all of them, ONNX on the first 300)", "min": 16})
+    workers: int = field(default=0, metadata={
+        "help": "processes that export the subnets before any device measures (0: one per core)", "min": 0})
 
 
 @dataclass(frozen=True)

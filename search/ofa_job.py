@@ -306,6 +306,7 @@ def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log
     from edgebench.reports.render import write_report
     from edgebench.reports.store import Store
     from edgebench.search.lut import build_lut
+    from edgebench.search.ofa_export_pool import default_workers, export_ahead
     from edgebench.search.ofa_space import OFASpace
     from edgebench.search.report import write_search_page
 
@@ -327,11 +328,10 @@ def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log
         store.begin_run(run_id, job.name, doc)
         done = store.done_keys(run_id)
         skipped = 0
+        plans = []  # every table first (nothing else runs while a device is timed), then every export
         for device in devices:
             table = build_lut(job.model, device, job.out / f"lut-{device.name}.yaml", lut_cfg, progress=progress,
                               log=log, replace_other=True)  # the run's own table: a changed [model] remeasures
-            benches = _Benches(store, run_id, device, table,
-                               job.bench.emulated_parallel if device.kind == "emulated" else 1, log)
             lo, hi = latency_range(space, table)
             picks = search_picks(space, table, predictor, _budgets(job, device.name, lo, hi), evo)
             front = (pareto_front(space, table, predictor, job.search.pareto_population, job.search.pareto_generations,
@@ -340,6 +340,14 @@ def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log
             if job.search.deploy_extremes:  # the same two subnets on every device: exported once
                 deploy += [("ofa-largest", job.model.largest(), None, None),
                            ("ofa-smallest", job.model.smallest(), None, None)]
+            plans.append((device, table, front, deploy))
+        files = [(f, p) for f in job.export.formats for p in job.export.precisions]
+        export_ahead(exports, [(arch, name, [w for w in files if f"{name}-{w[0]}-{w[1]}@{device.name}" not in done])
+                               for device, _, _, deploy in plans for name, arch, _, _ in deploy],
+                     ckpt, job.export.workers or default_workers(), log)
+        for device, table, front, deploy in plans:
+            benches = _Benches(store, run_id, device, table,
+                               job.bench.emulated_parallel if device.kind == "emulated" else 1, log)
             for name, arch, budget, pick in deploy:
                 log(f"{device.name}: {name} r={arch['r']} d={arch['d']}"
                     + (f", budget {budget:.4g} ms, predicted {pick['predicted_latency_ms']:.4g} ms, accuracy "

@@ -1,0 +1,85 @@
+"""The OFA job's exports made before any device measures, in worker processes, one per core.
+
+Nothing is timed while they run: every latency table is built first, then every subnet the devices deploy is
+extracted, BN recalibrated and exported (each format and precision, INT8 from the same subnet's fp32 file) in
+a pool of processes, then the devices measure the files one after the other. An export converts and
+validates; it times nothing, so running two at once changes no figure, and the two cores halve its wall time.
+Each worker loads the supernet checkpoint and the data once and exports whole subnets (search/ofa_job.py
+`_Exports`, the same code as in the job's own process), so each file is the one a single process makes.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+_WORKER: dict = {}
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _start(job, ckpt: str) -> None:
+    import torch
+
+    from edgebench.search import ofa_job
+    from edgebench.train.ofa_train import load_supernet
+
+    torch.set_num_threads(1)  # one process per core
+    net, _ = load_supernet(Path(ckpt))
+    ds, _, _ = ofa_job.load_data(ofa_job.asdict(job.data))
+    _WORKER["exports"] = ofa_job._Exports(job, net, ds)
+
+
+def _export_subnet(arch: dict, name: str, wanted: list) -> tuple:
+    """(the subnet's Trained, {(fmt, prec): Artifact or the export error's text}) in a worker."""
+    from edgebench.export.errors import ExportError
+
+    exports = _WORKER["exports"]
+    files, trained = {}, None
+    for fmt, prec in wanted:
+        try:
+            files[(fmt, prec)], trained = exports.get(arch, fmt, prec, name)
+        except ExportError as exc:
+            files[(fmt, prec)] = str(exc)
+    return trained or exports.subnets.get(json.dumps(arch, sort_keys=True)), files
+
+
+def export_ahead(exports, items: list, ckpt: Path, workers: int, log) -> None:
+    """Fill `exports` (ofa_job._Exports) with every (arch, name, [(fmt, prec), ...]) of `items`, in `workers`
+    processes; with one worker, in this process. A failed export is kept as the ExportError it raised."""
+    from edgebench.export.errors import ExportError
+
+    todo = []
+    for arch, name, wanted in items:
+        key = json.dumps(arch, sort_keys=True)
+        missing = [w for w in wanted if (key, *w) not in exports.done]
+        if missing and all(key != json.dumps(a, sort_keys=True) for a, _, _ in todo):
+            todo.append((arch, name, missing))
+    if not todo:
+        return
+    workers = max(1, min(int(workers), len(todo)))
+    if workers == 1:
+        for arch, name, wanted in todo:
+            for fmt, prec in wanted:
+                try:
+                    exports.get(arch, fmt, prec, name)
+                except ExportError:
+                    pass  # kept in exports.done, raised again when a device asks
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    log(f"exporting {len(todo)} subnets in {workers} worker processes before any device measures")
+    ctx = multiprocessing.get_context("spawn")  # a fork of a process holding torch's threads can hang
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_start,
+                             initargs=(exports.job, str(ckpt))) as pool:
+        futures = [(arch, pool.submit(_export_subnet, arch, name, wanted)) for arch, name, wanted in todo]
+        for arch, fut in futures:
+            trained, files = fut.result()
+            key = json.dumps(arch, sort_keys=True)
+            if trained is not None:
+                exports.subnets[key] = trained
+            for (fmt, prec), got in files.items():
+                exports.done[(key, fmt, prec)] = ExportError(got) if isinstance(got, str) else got
