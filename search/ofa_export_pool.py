@@ -51,12 +51,12 @@ def export_ahead(exports, items: list, ckpt: Path, workers: int, log) -> None:
     processes; with one worker, in this process. A failed export is kept as the ExportError it raised."""
     from edgebench.export.errors import ExportError
 
-    todo = []
+    by_arch: dict = {}  # the first name that asks names the files (as _Exports.get does)
     for arch, name, wanted in items:
         key = json.dumps(arch, sort_keys=True)
-        missing = [w for w in wanted if (key, *w) not in exports.done]
-        if missing and all(key != json.dumps(a, sort_keys=True) for a, _, _ in todo):
-            todo.append((arch, name, missing))
+        _, _, missing = by_arch.setdefault(key, (arch, name, []))
+        missing.extend(w for w in wanted if (key, *w) not in exports.done and w not in missing)
+    todo = [entry for entry in by_arch.values() if entry[2]]
     if not todo:
         return
     workers = max(1, min(int(workers), len(todo)))

@@ -238,3 +238,42 @@ def test_emulated_measurements_run_beside_the_next_exports_and_land_in_the_order
         benches.submit(artifact("b0"), None, "b0@local", local.run, 0.01)
         assert [r.name for r in store.query(run_id="r")][-1] == "b0" and local.threads == {threading.get_ident()}
         benches.drain()
+
+
+def test_exports_made_ahead_in_worker_processes_are_used_without_exporting_again(done, monkeypatch):
+    """export_ahead: two subnets exported in two worker processes before any device measures; the job's own
+    _Exports then hands out those files (nothing exported again in this process), a failed export stays the
+    ExportError it was, and a worker's file computes what the same subnet exported here computes."""
+    import numpy as np
+
+    from edgebench.export.errors import ExportError
+    from edgebench.export.onnx import run_onnx
+    from edgebench.search import ofa_job
+    from edgebench.search.ofa_export_pool import export_ahead
+    from edgebench.train.ofa_train import load_supernet
+
+    root, _ = done
+    job = ofa_job.parse(dict(TINY, out_dir=str(root / "out_ahead"), export={"calib_images": 64}),
+                        root / "ofa_tiny.toml")
+    ckpt = root / "out" / "supernet.pt"
+    net, _ = load_supernet(ckpt)
+    ds, _, _ = ofa_job.load_data(ofa_job.asdict(job.data))
+    exports, logged = ofa_job._Exports(job, net, ds), []
+    big, small = job.model.largest(), job.model.smallest()
+    items = [(big, "ofa-largest", [("onnx", "fp32"), ("onnx", "int8")]), (small, "ofa-smallest", [("onnx", "fp32")])]
+    monkeypatch.setattr(ofa_job, "export_deployable", lambda *a, **k: (_ for _ in ()).throw(AssertionError("here")))
+    export_ahead(exports, items + [(dict(big), "ofa-again", [("onnx", "fp32")])], ckpt, 2, logged.append)
+    assert logged == ["exporting 2 subnets in 2 worker processes before any device measures"]
+    first, trained = exports.get(big, "onnx", "fp32", "ofa-largest")  # no export here: it would raise
+    assert first.path.exists() and first.path.name == "ofa-largest-onnx-fp32.onnx"
+    assert len(trained.dataset.x_test) == 200 and trained.config["arch"] == big
+    int8, _ = exports.get(big, "onnx", "int8", "ofa-largest")
+    assert int8.path.exists() and int8.extra["quantized_from"] == first.name
+    monkeypatch.undo()
+    here, _ = ofa_job._Exports(job, net, ds).get(small, "onnx", "fp32", "ofa-smallest-here")
+    there, sub = exports.get(small, "onnx", "fp32", "ofa-smallest")
+    x = sub.dataset.x_test[:20]
+    np.testing.assert_allclose(run_onnx(there.path, x), run_onnx(here.path, x), rtol=0, atol=1e-4)
+    exports.done[(ofa_job.json.dumps(small, sort_keys=True), "tflite", "fp32")] = ExportError("broken")
+    with pytest.raises(ExportError, match="broken"):
+        exports.get(small, "tflite", "fp32", "ofa-smallest")
