@@ -90,7 +90,7 @@ class BenchConfig:
         "help": "measured inferences on an emulated device: its counted instructions are exact after one (the "
                 "device's own cap, max_runs, still applies); the wall time under qemu is no latency", "min": 1})
     emulated_parallel: int = field(default=2, metadata={
-        "help": "measurements on an emulated device run at once, beside the next exports (its counted "
+        "help": "measurements on an emulated device run at once (its counted "
                 "instructions do not depend on the load); any other device measures alone", "min": 1})
 
 

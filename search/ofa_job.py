@@ -3,8 +3,9 @@ budgets, deploy the picks, report predicted against measured.
 
     supernet (progressive shrinking; reused when this config already made it) -> accuracy predictor on
     the validation split -> per device: LUT (resumable) -> evolution search per budget + NSGA-II front
-    -> every pick (and the largest and smallest subnet) extracted, BN recalibrated, exported, bundled
-    with the test split at its resolution, measured on the device -> records, report, search.html.
+    -> every pick (and the largest and smallest subnet) of every device extracted, BN recalibrated and
+    exported in worker processes (search/ofa_deploy.py) -> per device: each file bundled with the test split
+    at its resolution, measured on the device -> records, report, search.html.
 
 The library functions here (load_ofa, predictor_for, search_picks, export_subnet) are what
 `edgebench ofa ...` calls too.
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edgebench.search.accuracy import AccuracyPredictor, PredictorConfig
+from edgebench.search.ofa_deploy import _Benches  # noqa: F401 (used by run; tests import it here)
 from edgebench.search.evolution import EvolutionConfig
 from edgebench.search.ofa_config import (TOP_LEVEL, BenchConfig, DataConfig, ExportConfig, OFAJob,  # noqa: F401
                                          SearchConfig, parse)
@@ -254,47 +256,6 @@ class _Exports:
         return a, trained
 
 
-class _Benches:
-    """The device measurements of one device, recorded in the order they were asked for. On an emulated device
-    up to `parallel` run in background threads while the next exports are made: its counted instructions do not
-    depend on the load, and its wall time under qemu is never a latency. Any other device measures alone."""
-
-    def __init__(self, store, run_id: str, device, table, parallel: int, log):
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.store, self.run_id, self.device, self.table, self.log = store, run_id, device, table, log
-        self.pool = ThreadPoolExecutor(max_workers=parallel) if parallel > 1 else None
-        self.pending: list = []
-
-    def submit(self, artifact, budget, key: str, fn, *args) -> None:
-        if self.pool is None:
-            self._record(artifact, budget, key, fn(*args))
-            return
-        self.pending.append((artifact, budget, key, self.pool.submit(fn, *args)))
-        self._collect(wait=False)
-
-    def drain(self) -> None:
-        self._collect(wait=True)
-        if self.pool is not None:
-            self.pool.shutdown()
-
-    def _collect(self, wait: bool) -> None:
-        while self.pending and (wait or self.pending[0][-1].done()):
-            *head, fut = self.pending.pop(0)
-            self._record(*head, fut.result())
-
-    def _record(self, a, budget, key: str, m) -> None:
-        from edgebench.reports.record import Record
-
-        rec = Record.from_parts(self.run_id, a, m, self.device.kind)
-        if budget is not None:
-            point = _measured_point(rec, self.table)
-            rec.extra["latency_budget_met"] = None if point["latency_ms"] is None else bool(point["latency_ms"] <= budget)
-        self.store.append(rec, key)
-        if not m.ok:
-            self.log(f"  {key} failed: {m.error}")
-
-
 def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log=print):
     import tempfile
 
@@ -306,7 +267,7 @@ def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log
     from edgebench.reports.render import write_report
     from edgebench.reports.store import Store
     from edgebench.search.lut import build_lut
-    from edgebench.search.ofa_export_pool import default_workers, export_ahead
+    from edgebench.search.ofa_deploy import default_workers, export_ahead
     from edgebench.search.ofa_space import OFASpace
     from edgebench.search.report import write_search_page
 

@@ -194,7 +194,7 @@ def test_a_subnet_deployed_on_several_devices_is_exported_once(done, monkeypatch
     assert calls.count("broken") == 1
 
 
-def test_emulated_measurements_run_beside_the_next_exports_and_land_in_the_order_asked(tmp_path):
+def test_emulated_measurements_run_at_once_and_land_in_the_order_asked(tmp_path):
     """_Benches: on an emulated device two measurements run at once in background threads (the slow first one
     still lands first); any other device measures alone, at once, in the calling thread."""
     import threading
@@ -249,7 +249,7 @@ def test_exports_made_ahead_in_worker_processes_are_used_without_exporting_again
     from edgebench.export.errors import ExportError
     from edgebench.export.onnx import run_onnx
     from edgebench.search import ofa_job
-    from edgebench.search.ofa_export_pool import export_ahead
+    from edgebench.search.ofa_deploy import export_ahead
     from edgebench.train.ofa_train import load_supernet
 
     root, _ = done

@@ -1,4 +1,5 @@
-"""The OFA job's exports made before any device measures, in worker processes, one per core.
+"""The OFA job's deployment: its exports, made before any device measures in worker processes (one per core),
+and its measurements, recorded per device in the order asked (_Benches).
 
 Nothing is timed while they run: every latency table is built first, then every subnet the devices deploy is
 extracted, BN recalibrated and exported (each format and precision, INT8 from the same subnet's fp32 file) in
@@ -83,3 +84,45 @@ def export_ahead(exports, items: list, ckpt: Path, workers: int, log) -> None:
                 exports.subnets[key] = trained
             for (fmt, prec), got in files.items():
                 exports.done[(key, fmt, prec)] = ExportError(got) if isinstance(got, str) else got
+
+
+class _Benches:
+    """The device measurements of one device, recorded in the order they were asked for. On an emulated device
+    up to `parallel` run at once in background threads: its counted instructions do not depend on the load, and
+    its wall time under qemu is never a latency. Any other device measures alone."""
+
+    def __init__(self, store, run_id: str, device, table, parallel: int, log):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.store, self.run_id, self.device, self.table, self.log = store, run_id, device, table, log
+        self.pool = ThreadPoolExecutor(max_workers=parallel) if parallel > 1 else None
+        self.pending: list = []
+
+    def submit(self, artifact, budget, key: str, fn, *args) -> None:
+        if self.pool is None:
+            self._record(artifact, budget, key, fn(*args))
+            return
+        self.pending.append((artifact, budget, key, self.pool.submit(fn, *args)))
+        self._collect(wait=False)
+
+    def drain(self) -> None:
+        self._collect(wait=True)
+        if self.pool is not None:
+            self.pool.shutdown()
+
+    def _collect(self, wait: bool) -> None:
+        while self.pending and (wait or self.pending[0][-1].done()):
+            *head, fut = self.pending.pop(0)
+            self._record(*head, fut.result())
+
+    def _record(self, a, budget, key: str, m) -> None:
+        from edgebench.reports.record import Record
+        from edgebench.search.ofa_job import _measured_point
+
+        rec = Record.from_parts(self.run_id, a, m, self.device.kind)
+        if budget is not None:
+            point = _measured_point(rec, self.table)
+            rec.extra["latency_budget_met"] = None if point["latency_ms"] is None else bool(point["latency_ms"] <= budget)
+        self.store.append(rec, key)
+        if not m.ok:
+            self.log(f"  {key} failed: {m.error}")
