@@ -253,7 +253,8 @@ def test_exports_made_ahead_in_worker_processes_are_used_without_exporting_again
     from edgebench.train.ofa_train import load_supernet
 
     root, _ = done
-    job = ofa_job.parse(dict(TINY, out_dir=str(root / "out_ahead"), export={"calib_images": 64}),
+    # the plumbing is under test, not the tiny supernet's INT8 quality (96-100% agreement on 50 images)
+    job = ofa_job.parse(dict(TINY, out_dir=str(root / "out_ahead"), export={"calib_images": 64, "min_agreement": 0.5}),
                         root / "ofa_tiny.toml")
     ckpt = root / "out" / "supernet.pt"
     net, _ = load_supernet(ckpt)
