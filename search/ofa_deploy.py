@@ -4,9 +4,10 @@ and its measurements, recorded per device in the order asked (_Benches).
 Nothing is timed while they run: every latency table is built first, then every subnet the devices deploy is
 extracted, BN recalibrated and exported (each format and precision, INT8 from the same subnet's fp32 file) in
 a pool of processes, then the devices measure the files one after the other. An export converts and
-validates; it times nothing, so running two at once changes no figure, and the two cores halve its wall time.
-Each worker loads the supernet checkpoint and the data once and exports whole subnets (search/ofa_job.py
-`_Exports`, the same code as in the job's own process), so each file is the one a single process makes.
+validates; it times nothing, so running two at once changes no figure.
+Each worker loads the supernet checkpoint and the data once and exports whole subnets with the job's own code
+(search/ofa_job.py `_Exports`), on one torch thread. A worker that dies fails its subnet's files as a failed
+export does, and the job measures the rest.
 """
 from __future__ import annotations
 
@@ -71,14 +72,22 @@ def export_ahead(exports, items: list, ckpt: Path, workers: int, log) -> None:
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from edgebench.types import first_line
 
     log(f"exporting {len(todo)} subnets in {workers} worker processes before any device measures")
     ctx = multiprocessing.get_context("spawn")  # a fork of a process holding torch's threads can hang
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_start,
                              initargs=(exports.job, str(ckpt))) as pool:
-        futures = [(arch, pool.submit(_export_subnet, arch, name, wanted)) for arch, name, wanted in todo]
-        for arch, fut in futures:
-            trained, files = fut.result()
+        futures = [(arch, wanted, pool.submit(_export_subnet, arch, name, wanted)) for arch, name, wanted in todo]
+        for arch, wanted, fut in futures:
+            try:
+                trained, files = fut.result()
+            except BrokenProcessPool as exc:  # a worker died (a converter crashed, out of memory): those
+                # files fail as exports do, and the job goes on measuring the others
+                why = f"an export worker process ended before its files were made ({first_line(exc) or 'killed'})"
+                trained, files = None, {tuple(w): why for w in wanted}
             key = json.dumps(arch, sort_keys=True)
             if trained is not None:
                 exports.subnets[key] = trained

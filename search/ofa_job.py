@@ -237,6 +237,8 @@ class _Exports:
 
         arch_key = json.dumps(arch, sort_keys=True)
         key = (arch_key, fmt, prec)
+        if isinstance(self.done.get(key), ExportError):  # failed before (here or in an export worker)
+            raise self.done[key]
         if arch_key not in self.subnets:
             self.subnets[arch_key] = deployable_subnet(self.net, arch, self.ds, name, self.job.train.bn_calib_images,
                                                        self.job.bench.eval_images, self.job.export.calib_images)

@@ -278,3 +278,25 @@ def test_exports_made_ahead_in_worker_processes_are_used_without_exporting_again
     exports.done[(ofa_job.json.dumps(small, sort_keys=True), "tflite", "fp32")] = ExportError("broken")
     with pytest.raises(ExportError, match="broken"):
         exports.get(small, "tflite", "fp32", "ofa-smallest")
+
+
+def test_an_export_worker_that_dies_fails_its_files_as_an_export_error(done, tmp_path):
+    """A worker process that ends early (here: it cannot load the checkpoint) breaks the pool: every file it
+    owed fails as an ExportError saying so, which the job records as a failed export; no traceback."""
+    from edgebench.export.errors import ExportError
+    from edgebench.search import ofa_job
+    from edgebench.search.ofa_deploy import export_ahead
+    from edgebench.train.ofa_train import load_supernet
+
+    root, _ = done
+    job = ofa_job.parse(dict(TINY, out_dir=str(tmp_path / "out")), root / "ofa_tiny.toml")
+    net, _ = load_supernet(root / "out" / "supernet.pt")
+    ds, _, _ = ofa_job.load_data(ofa_job.asdict(job.data))
+    exports = ofa_job._Exports(job, net, ds)
+    big, small = job.model.largest(), job.model.smallest()
+    export_ahead(exports, [(big, "ofa-largest", [("onnx", "fp32")]), (small, "ofa-smallest", [("onnx", "fp32")])],
+                 tmp_path / "missing.pt", 2, lambda *_: None)
+    for arch in (big, small):
+        with pytest.raises(ExportError, match="an export worker process ended before its files were made"):
+            exports.get(arch, "onnx", "fp32", "any")
+    assert exports.subnets == {}  # nothing extracted here for a file that failed
