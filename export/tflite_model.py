@@ -141,6 +141,12 @@ def _op_names() -> dict:
     return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 
 
+def _op_codes(model) -> list:
+    """Each operator code's builtin number (new files keep it in BuiltinCode, old ones in the deprecated byte)."""
+    return [max(model.OperatorCodes(k).BuiltinCode(), model.OperatorCodes(k).DeprecatedBuiltinCode())
+            for k in range(model.OperatorCodesLength())]
+
+
 def _shape(tensor) -> tuple:
     shape = tensor.ShapeAsNumpy()
     return tuple(int(d) for d in shape) if isinstance(shape, np.ndarray) else ()
@@ -195,8 +201,7 @@ def end_matmuls(path: Path) -> tuple:
 
     model = schema.Model.GetRootAsModel(Path(path).read_bytes(), 0)
     names = _op_names()
-    codes = [max(model.OperatorCodes(k).BuiltinCode(), model.OperatorCodes(k).DeprecatedBuiltinCode())
-             for k in range(model.OperatorCodesLength())]
+    codes = _op_codes(model)
     g = model.Subgraphs(0)
     outs = []
     for k in range(g.OperatorsLength()):
@@ -218,8 +223,7 @@ def tflite_graph_facts(path: Path) -> dict:
     buf = Path(path).read_bytes()
     model = schema.Model.GetRootAsModel(buf, 0)
     names = _op_names()
-    codes = [max(model.OperatorCodes(k).BuiltinCode(), model.OperatorCodes(k).DeprecatedBuiltinCode())
-             for k in range(model.OperatorCodesLength())]
+    codes = _op_codes(model)
     g = model.Subgraphs(0)
     tensors = [g.Tensors(i) for i in range(g.TensorsLength())]
     shapes = [_shape(t) for t in tensors]

@@ -39,18 +39,18 @@ def _export_subnet(arch: dict, name: str, wanted: list) -> tuple:
     from edgebench.export.errors import ExportError
 
     exports = _WORKER["exports"]
-    files, trained = {}, None
+    files = {}
     for fmt, prec in wanted:
         try:
-            files[(fmt, prec)], trained = exports.get(arch, fmt, prec, name)
+            files[(fmt, prec)], _ = exports.get(arch, fmt, prec, name)
         except ExportError as exc:
             files[(fmt, prec)] = str(exc)
-    return trained or exports.subnets.get(json.dumps(arch, sort_keys=True)), files
+    return exports.subnets.get(json.dumps(arch, sort_keys=True)), files
 
 
 def export_ahead(exports, items: list, ckpt: Path, workers: int, log) -> None:
     """Fill `exports` (ofa_job._Exports) with every (arch, name, [(fmt, prec), ...]) of `items`, in `workers`
-    processes; with one worker, in this process. A failed export is kept as the ExportError it raised."""
+    processes (with fewer than 2, nothing: the job exports on demand). A failed export is kept as an ExportError."""
     from edgebench.export.errors import ExportError
 
     by_arch: dict = {}  # the first name that asks names the files (as _Exports.get does)
@@ -61,14 +61,8 @@ def export_ahead(exports, items: list, ckpt: Path, workers: int, log) -> None:
     todo = [entry for entry in by_arch.values() if entry[2]]
     if not todo:
         return
-    workers = max(1, min(int(workers), len(todo)))
-    if workers == 1:
-        for arch, name, wanted in todo:
-            for fmt, prec in wanted:
-                try:
-                    exports.get(arch, fmt, prec, name)
-                except ExportError:
-                    pass  # kept in exports.done, raised again when a device asks
+    workers = min(int(workers), len(todo))
+    if workers < 2:  # nothing to gain: the job exports each file in its own process when a device first asks
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
