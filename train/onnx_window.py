@@ -203,15 +203,28 @@ class WavefrontL2MU(nn.Module):
 
 
 class FusedLMU(nn.Module):
-    """The unrolled LMU window of a _LeanLMU (fold_state=True) as one product and one Tanh per step.
+    """The unrolled LMU window of a _LeanLMU (fold_state=True) as one product and one Tanh per step, which
+    onnxruntime fuses into one node (FusedGemm).
 
     The memory update is linear, so the hidden pre-activation can read it through the product instead of after it:
 
         G = [m' | pre_h'] = [x, h, m] @ [Wm | Wh_xh + Wm Wh_m] + [bm | bm Wh_m + bh]        h' = tanh(pre_h')
 
-    A step reads [x_t, G, tanh(G)] (m from G, h from tanh(G), zero rows for the rest): Concat, Gemm, Tanh, three
-    nodes instead of six. The hidden states are concatenated once at the end and read out by one product with
-    the readout weights tiled over time and divided by T (no Add per step)."""
+    A step's state is S = tanh(G) = [tanh(eps m') | h'] with eps = 2**-16: the memory rides through Tanh where
+    Tanh is the identity in float32. |eps m| stays below 2**-12 for |m| < 16 (the shipped BasicMotions LMU's
+    largest |m| on its test split: 2.3; with those inputs scaled 100x its scores still agree within 1.5e-5), and there tanh(y) = y (1 - y^2/3) is y to within float32's own rounding: onnxruntime's
+    Tanh returns it within 1.7e-7 relative (measured from 1e-30 to 2**-12). The memory's columns are scaled by
+    eps and the rows that read it by 1/eps, both powers of two, so every product is the one of the unscaled
+    weights. Then a step reads only S:
+
+        S_k = tanh(S_{k-1} @ W_s + (x_k @ W_x + b))
+
+    and x_k @ W_x + b of every step is one product before the loop (the step's Gemm takes it as its C input).
+    Without the scaling, a step read [x, G, tanh(G)] through a Concat (three nodes, half the rows zero: 1.8 us a
+    step against 0.68 here). The hidden states are concatenated once at the end and read out by one product
+    with the readout weights tiled over time and divided by T (no Add per step)."""
+
+    EPS = 2.0 ** -16
 
     def __init__(self, lean: nn.Module):
         super().__init__()
@@ -222,30 +235,29 @@ class FusedLMU(nn.Module):
         mem_w, mem_b = lean.mem_w.to(f64).t(), lean.mem_b.to(f64)              # in x d
         hid_w, hid_b = lean.hid_w.to(f64).t(), lean.hid_b.to(f64)              # in x hidden
         self.in_channels = hid_w.shape[0] - self.hidden - self.d
-        c, h, d = self.in_channels, self.hidden, self.d
+        c, h, d, eps = self.in_channels, self.hidden, self.d, self.EPS
         wh_m = hid_w[c + h:]                                                    # d x hidden
         g_w = torch.cat([mem_w, hid_w.clone().index_fill_(0, torch.arange(c + h, c + h + d), 0) + mem_w @ wh_m], 1)
         g_b = torch.cat([mem_b, mem_b @ wh_m + hid_b])
-        # rows of [x, G, tanh(G)]: x as is, m from G's first d columns, h from tanh(G)'s last hidden columns
-        w = torch.zeros(c + 2 * (d + h), d + h, dtype=f64)
-        w[:c] = g_w[:c]
-        w[c:c + d] = g_w[c + h:]
-        w[c + d + h + d:] = g_w[c:c + h]
-        self.register_buffer("w", w.to(torch.float32).contiguous())
-        self.register_buffer("b", g_b.to(torch.float32).contiguous())
+        col_scale = torch.cat([torch.full((d,), eps, dtype=f64), torch.ones(h, dtype=f64)])  # G's memory: x eps
+        # rows of S = [eps m, h]: the memory's rows read eps m, so they are divided by eps
+        w_s = torch.cat([g_w[c + h:] / eps, g_w[c:c + h]], 0) * col_scale
+        self.register_buffer("w_s", w_s.to(torch.float32).contiguous())
+        self.register_buffer("w_x", (g_w[:c] * col_scale).to(torch.float32).contiguous())
+        self.register_buffer("b", (g_b * col_scale).to(torch.float32).contiguous())
         r_w = torch.cat([torch.zeros(lean.r_w.shape[0], d), lean.r_w.detach().to(torch.float32)], 1)  # classes x (d+h)
         self.register_buffer("r_w", r_w.contiguous())
         self.register_buffer("r_b", lean.r_b.detach().to(torch.float32).contiguous())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        steps = int(x.shape[-1])  # a constant in the traced graph (the window length is fixed)
-        xs = torch.split(torch.flatten(x.transpose(1, 2), 1), self.in_channels, dim=1)
-        g = torch.zeros_like(xs[0][:, :1]).expand(-1, self.d + self.hidden)
-        t = g
-        outs = []
-        for k in range(steps):
-            g = F.linear(torch.cat([xs[k], g, t], dim=1), self.w.t(), self.b)
-            t = torch.tanh(g)
-            outs.append(t)
+        steps = int(x.shape[-1])  # the window length is a constant in the traced graph
+        # every step's x_k @ W_x + b in one product (batch x T x (d+h)), then T column blocks of batch x (d+h)
+        xw = torch.flatten(torch.matmul(x.transpose(1, 2), self.w_x) + self.b, 1)
+        xws = torch.split(xw, self.d + self.hidden, dim=1)
+        s = torch.tanh(xws[0])  # the first step reads the zero state
+        outs = [s]
+        for k in range(1, steps):
+            s = torch.tanh(torch.addmm(xws[k], s, self.w_s))
+            outs.append(s)
         readout = (self.r_w / steps).repeat(1, steps)  # classes x (T * (d + h)), folded to a constant when traced
         return F.linear(torch.cat(outs, dim=1), readout, self.r_b)
