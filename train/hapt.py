@@ -102,16 +102,22 @@ class RotateIMU:
 
 
 def load_hapt(test_subjects: tuple | list = HAPT_TEST_SUBJECTS, train_hop: int = WINDOW // 2,
-              rotate_deg: float = 0.0) -> Dataset:
+              rotate_deg: float = 0.0, exclude_subjects: tuple | list = ()) -> Dataset:
     """UCI HAPT, 6 activities, N x 6 x 40 (20 Hz, 2 s), split by subject; standardised on train.
-    rotate_deg > 0: half the windows of every training batch are turned by a random rotation (RotateIMU)."""
+    rotate_deg > 0: half the windows of every training batch are turned by a random rotation (RotateIMU).
+    exclude_subjects: dropped before anything (cross-validation within the training subjects leaves out the
+    real test subjects this way: benchmarks/hapt_cv.py)."""
     if not 0 <= float(rotate_deg) <= 90:
         raise EdgebenchError(f"hapt: rotate_deg must be within [0, 90] degrees, got {rotate_deg}")
     data = read_hapt_pickle()
     test_subjects = tuple(int(s) for s in test_subjects)
-    unknown = sorted(set(test_subjects) - set(int(u) for u in data))
+    exclude = {int(s) for s in exclude_subjects}
+    unknown = sorted((set(test_subjects) | exclude) - set(int(u) for u in data))
     if unknown:
-        raise EdgebenchError(f"hapt: test subjects {unknown} are not in the data (users 1-{len(data)})")
+        raise EdgebenchError(f"hapt: subjects {unknown} are not in the data (users 1-{len(data)})")
+    if exclude & set(test_subjects):
+        raise EdgebenchError(f"hapt: subjects {sorted(exclude & set(test_subjects))} are both test and excluded")
+    data = {u: f for u, f in data.items() if int(u) not in exclude}
     parts = {"train": ([], []), "test": ([], [])}
     for user, frames in sorted(data.items()):
         split = "test" if int(user) in test_subjects else "train"
@@ -124,13 +130,14 @@ def load_hapt(test_subjects: tuple | list = HAPT_TEST_SUBJECTS, train_hop: int =
     mean = x_tr.mean(axis=(0, 2), keepdims=True)
     std = x_tr.std(axis=(0, 2), keepdims=True) + 1e-8
     x_tr, x_te = ((x_tr - mean) / std).astype(np.float32), ((x_te - mean) / std).astype(np.float32)
+    left_out = f", subjects {sorted(exclude)} left out" if exclude else ""
     fmt = lambda v: "[" + ", ".join(f"{float(a):.4g}" for a in v.ravel()) + "]"  # noqa: E731
     return Dataset(
         name="hapt", x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te, labels=HAPT_LABELS,
         preprocessing=(f"UCI HAPT raw smartphone acc xyz (g) + gyro xyz (rad/s) at 50 Hz from {PACKAGE} 0.1.5; "
                        f"6 activities, each labelled run resampled to {RATE_HZ} Hz (resample_poly 2/5) and cut into "
                        f"{WINDOW}-sample windows (train hop {train_hop}, test hop {WINDOW}); split by subject "
-                       f"(test subjects {list(test_subjects)}); per-channel standardisation fitted on train, "
+                       f"(test subjects {list(test_subjects)}{left_out}); per-channel standardisation fitted on train, "
                        f"mean={fmt(mean)}, std={fmt(std)}; float32, layout N x 6 x {WINDOW}"
                        + (f"; half the windows of every training batch turned by a random rotation (rotation vector ~ "
                           f"N(0, {rotate_deg:g} deg), acc and gyro together)" if rotate_deg else "")),

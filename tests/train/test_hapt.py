@@ -35,6 +35,25 @@ def test_windows_split_by_subject_and_standardised_on_train(raw, monkeypatch):
     assert len(d2.x_test) < len(d.x_test) and len(d2.x_train) > len(d.x_train)
 
 
+def test_excluded_subjects_are_in_neither_split(raw, monkeypatch):
+    """Cross-validation inside the 21 training subjects: the real test subjects are dropped before anything."""
+    monkeypatch.setattr(hapt, "read_hapt_pickle", lambda: raw)
+    full = hapt.load_hapt()
+    fold = (1, 3, 5)
+    cv = hapt.load_hapt(test_subjects=fold, exclude_subjects=hapt.HAPT_TEST_SUBJECTS)
+    only_fold = hapt.load_hapt(test_subjects=fold)
+    assert len(cv.x_test) == len(only_fold.x_test)  # the fold's windows, no test subject's
+    # trains on the other 18 subjects: what a test split of fold + the real test subjects leaves to train
+    rest = hapt.load_hapt(test_subjects=fold + hapt.HAPT_TEST_SUBJECTS)
+    np.testing.assert_array_equal(cv.x_train, rest.x_train)
+    assert len(cv.x_train) < len(full.x_train)
+    assert "left out" in cv.preprocessing
+    with pytest.raises(hapt.EdgebenchError, match="both test and excluded"):
+        hapt.load_hapt(test_subjects=(2,), exclude_subjects=(2,))
+    with pytest.raises(hapt.EdgebenchError, match="not in the data"):
+        hapt.load_hapt(exclude_subjects=(31,))
+
+
 def test_rotate_imu_turns_acc_and_gyro_together_and_keeps_their_lengths():
     rng = np.random.default_rng(0)
     raw = rng.normal(0.3, 1.0, (16, 6, 40))
