@@ -29,8 +29,9 @@ def _ort_ops(path, tmp_path):
 @pytest.mark.parametrize("neuron", ["lif", "cuba"])
 @pytest.mark.parametrize("steps", [1, 2, STEPS])
 def test_wavefront_is_the_lean_window_in_float64(neuron, steps):
-    """Same equations and weights: in float64 the only difference is the order of the sums (~1e-15); a wrong
-    time alignment of one population would move the scores by whole spikes."""
+    """Same equations and weights: in float64 the differences are the order of the sums (~1e-15) and the
+    biases that carry the thresholds, stored in float32 (~1e-7); a wrong time alignment of one population
+    would move the scores by whole spikes (~1e-2)."""
     m = _l2mu(neuron)
     lean = m.export_module()
     wave = m.export_module(runtime="onnx")
@@ -41,7 +42,25 @@ def test_wavefront_is_the_lean_window_in_float64(neuron, steps):
         got = wave.double()(x)
     if steps == STEPS:
         assert all(float(s.sum()) > 0 for s in spikes.values())  # every population fires
-    torch.testing.assert_close(got, ref, rtol=0, atol=1e-9)
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-6)
+
+
+def test_a_threshold_at_or_below_zero_keeps_greater_for_the_spikes(tmp_path):
+    """HardSigmoid(3.4e38 x) is a spike only where every silent column stays at or below 0; with a threshold
+    <= 0 the silent columns (-thr) would fire, so the wavefront keeps Greater + Cast, and stays exact."""
+    lean = _l2mu("lif").export_module()
+    assert WavefrontL2MU(lean).heaviside
+    with torch.no_grad():
+        lean.hidden_thr[0] = 0.0
+    wave = WavefrontL2MU(lean).eval()
+    assert not wave.heaviside
+    x = _x(5).double() * 2
+    with torch.no_grad():
+        ref, _ = lean.double().run(x, record=True)
+        torch.testing.assert_close(wave.double()(x), ref, rtol=0, atol=1e-6)
+    path = export_onnx(wave.float(), _x(1), tmp_path / "greater.onnx")
+    ops = _ort_ops(path, tmp_path)
+    assert ops.get("Greater", 0) > 0 and ops.get("HardSigmoid", 0) == 0, ops
 
 
 def test_lmu_fused_is_the_lean_window_in_float64():
@@ -65,7 +84,7 @@ def test_count_readout_and_int8_source_keep_the_lean_window():
 @pytest.mark.parametrize("batch", [1, 5])
 def test_onnx_window_is_spike_exact_and_lean(neuron, batch, tmp_path):
     """Through the real onnxruntime: the scores of the original model within float rounding (one flipped spike
-    moves a score by ~1e-2), with 12 nodes per step for the L2MU (lean: 20 and a Squeeze) and 1 for the LMU."""
+    moves a score by ~1e-2), with 9 nodes per step for the L2MU (lean: 20 and a Squeeze) and 1 for the LMU."""
     m = LMU(6, 4, hidden_size=12, memory_size=2, order=4, theta=STEPS).eval() if neuron == "lmu" else _l2mu(neuron)
     x = _x(10).numpy()
     path = export_onnx(export_view(m, "onnx"), torch.from_numpy(x[:batch]), tmp_path / f"{neuron}.onnx")
@@ -76,11 +95,14 @@ def test_onnx_window_is_spike_exact_and_lean(neuron, batch, tmp_path):
     lean = export_onnx(export_view(m), torch.from_numpy(x[:batch]), tmp_path / f"{neuron}-lean.onnx")
     assert v.max_abs_diff <= 2 * float(np.abs(run_onnx(lean, x) - ref).max()) + 1e-6
     ops = _ort_ops(path, tmp_path)
-    per_step = 1 if neuron == "lmu" else 12  # the LMU's step: one FusedGemm (product + Tanh)
+    # the LMU's step: one FusedGemm (product + Tanh); the L2MU's: Concat, Gemm, HardSigmoid per level
+    per_step = 1 if neuron == "lmu" else 9
     assert sum(ops.values()) <= per_step * STEPS + 24, ops  # + splitting the input, zero state, readout
     if neuron == "lmu":
         assert ops["FusedGemm"] == STEPS - 1 and ops.get("Concat", 0) == 1, ops  # one Concat: the readout's
     # no Add per step (the LMU adds its bias to every step's input product once)
     assert ops.get("Squeeze", 0) == 0 and ops.get("Add", 0) <= (neuron == "lmu"), ops
+    if neuron != "lmu":  # spikes by one HardSigmoid per level (fused into the product where nothing else reads it)
+        assert ops.get("Greater", 0) == 0 and ops.get("HardSigmoid", 0) + ops.get("FusedGemm", 0) >= 3 * STEPS, ops
     lean_ops = _ort_ops(lean, tmp_path)
     assert sum(lean_ops.values()) > 1.5 * sum(ops.values()), (lean_ops, ops)
