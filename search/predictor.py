@@ -112,8 +112,10 @@ def model_terms(model: onnx.ModelProto, kernels: list[Kernel], shapes: dict, cac
     cache = {} if cache is None else cache
     streamed = sum(k.features.get("weight_elems", 0) for k in kernels if k.type.split("+")[0] in STREAMED) * 4 / 1e6
     convs = [k for k in kernels if k.type.split("+")[0] == "Conv"]
+    alone, whole = sum(kernel_nodes(k, model, shapes, cache) for k in kernels), runtime_nodes(model)
     return {"n_kernels": len(kernels),
-            "node_excess": sum(kernel_nodes(k, model, shapes, cache) for k in kernels) - runtime_nodes(model),
+            "alone_extra_nodes": alone - len(kernels), "model_extra_nodes": whole - len(kernels),
+            "node_excess": alone - whole,
             "streamed_mb_beyond_cache": max(streamed - CACHE_MB, 0.0),
             "conv_io_melems": sum(k.features["in_elems"] + k.features["out_elems"] for k in convs) / 1e6,
             "kernel_inputs": sum(len(k.inputs) for k in kernels),

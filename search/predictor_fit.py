@@ -192,6 +192,19 @@ def speed_mix(doc: dict) -> str | None:
             f"into another --out when it is steady")
 
 
+def with_extra_nodes(doc: dict) -> dict:
+    """The predictor file with every whole model's extra nodes of both kinds (model_terms), derived for a model
+    measured before they were recorded: from its node_excess and the nodes its kernels run alone."""
+    models = {}
+    for name, m in doc.get("models", {}).items():
+        alone = [doc["kernels"].get(k, {}).get("runtime_nodes") for k in m.get("kernels", [])]
+        if "model_extra_nodes" not in m and "node_excess" in m and alone and None not in alone:
+            m = {**m, "alone_extra_nodes": sum(alone) - len(alone),
+                 "model_extra_nodes": sum(alone) - m["node_excess"] - len(alone)}
+        models[name] = m
+    return {**doc, "models": models}
+
+
 class KernelPredictor:
     """Fitted from a predictor file; deterministic (fixed seeds), refitted on load."""
 
@@ -256,6 +269,8 @@ class KernelPredictor:
                 groups.setdefault(name, []).append(r)
         self.by_type = {t: fit_type(sub, generic=t.startswith("*")) for t, sub in sorted(groups.items())
                         if len(sub) >= self.MIN_PER_TYPE}
+        self.models = with_extra_nodes(doc)["models"]
+        self.terms = self.TERMS if all("model_extra_nodes" in m for m in self.models.values()) else self.LEGACY_TERMS
         self.fit = self._fit_overhead()
         if self.harness:
             self.fit["runner_harness_instructions"] = self.harness
@@ -277,8 +292,11 @@ class KernelPredictor:
         parts = [(k, *self.kernel(k)) for k in kernels]
         return sum(p[1] for p in parts), parts
 
-    TERMS = ("n_kernels", "node_excess", "streamed_mb_beyond_cache", "conv_io_melems", "kernel_inputs",
-             "kernel_out_melems", "model_io")
+    TERMS = ("n_kernels", "alone_extra_nodes", "model_extra_nodes", "streamed_mb_beyond_cache", "conv_io_melems",
+             "kernel_inputs", "kernel_out_melems", "model_io")
+    # before 2026-11-29 one signed term stood for both kinds of extra node (node_excess = alone - model extras);
+    # a file whose kernels lack their node counts is still fitted that way
+    LEGACY_TERMS = ("n_kernels", "node_excess", *TERMS[3:])
 
     def _fit_overhead(self) -> dict:
         """whole model = sum of its kernels timed alone + c + k_n * n_kernels + k_x * node_excess
@@ -287,9 +305,11 @@ class KernelPredictor:
         kernels were all measured (relative errors, a robust loss: one model timed during a load spike does
         not drag the rest; for timings, a prior holds k_n near minus an empty model's time). Why each term: every kernel timed alone pays one runtime call (input binding,
         output copy), which a whole model pays once (k_n about minus an empty model's time, c about plus one);
-        node_excess = nodes the runtime runs for the kernels alone less those it runs for the whole model
-        (a convolution alone gets layout conversions; free input dimensions leave shape arithmetic in the
-        whole model), each costs a dispatch (k_x); a
+        the nodes beyond one per kernel that the runtime runs for the kernels alone (alone_extra_nodes: a
+        convolution alone gets its layout conversions) and for the whole model (model_extra_nodes: free input
+        dimensions leave shape arithmetic in it), two terms because they are different work: one signed
+        node_excess for both had every small transformer (51-102 shape nodes) 5-9% low in guest instructions,
+        and split, the held-out graphs of seeds 9-19 went from 220 to 226 of 231 within +-5%; a
         kernel timed alone keeps its weights in a core's cache, a whole model's weights beyond it stream from
         the next level (k_s); a convolution alone converts its input and output to and from the runtime's
         blocked layout, which consecutive convolutions in a model do once (k_c, negative); every input a kernel
@@ -297,16 +317,16 @@ class KernelPredictor:
         so do the whole model's own inputs and outputs (k_io: a step model binds its whole state each call)."""
         from scipy.optimize import least_squares
 
-        models = [m for m in self.doc.get("models", {}).values()
+        models = [m for m in self.models.values()
                   if m.get(self.ktarget) and all(k in self.measured for k in m["kernels"])]
-        if len(models) < 2 * (len(self.TERMS) + 1):
+        if len(models) < 2 * (len(self.terms) + 1):
             if self.target == "instructions":
                 return {"method": "sum - (n - 1) x empty model (too few whole models to fit)", "n_models": len(models)}
             return {"method": "plain sum (too few whole models to fit)", "n_models": len(models),
-                    **{t: 0.0 for t in ("c", *self.TERMS)}}
+                    **{t: 0.0 for t in ("c", *self.terms)}}
         # a term that hardly varies over the models (every one with one input and one output, say) cannot be
         # told apart from c: it would take any value, and extrapolate wildly. Such a term is left at 0.
-        used = [t for t in self.TERMS if len({round(float(m[t]), 9) for m in models}) >= self.MIN_DISTINCT]
+        used = [t for t in self.terms if len({round(float(m[t]), 9) for m in models}) >= self.MIN_DISTINCT]
         a = np.asarray([[1.0, *(m[t] for t in used)] for m in models])
         sums = np.asarray([sum(self.measured[k] for k in m["kernels"]) for m in models])
         y = np.asarray([m[self.ktarget] for m in models])
@@ -324,8 +344,8 @@ class KernelPredictor:
         coef = dict(zip(["c", *used], res.x))
         fit = {"method": "sum of kernels + c + " + " + ".join(f"k_{t} * {t}" for t in used)
                          + ", robust least squares of relative error on whole models", "n_models": len(models),
-               **{t: float(coef.get(t, 0.0)) for t in ("c", *self.TERMS)},
-               "not_fitted": [t for t in self.TERMS if t not in used]}
+               **{t: float(coef.get(t, 0.0)) for t in ("c", *self.terms)},
+               "not_fitted": [t for t in self.terms if t not in used]}
         fit["train_median_abs_error"] = float(np.median(np.abs((sums + a @ res.x) / y - 1)))
         if prior:
             fit["prior"] = f"k_n_kernels near minus an empty model's time ({self.empty:.4g}), weight {self.PRIOR_WEIGHT:g}"
@@ -335,7 +355,7 @@ class KernelPredictor:
         f = fit or self.fit
         if "c" not in f:  # instructions without a fit: every kernel's count includes one runtime call
             return total - (terms["n_kernels"] - 1) * (self.empty or 0) + self.harness
-        return total + f["c"] + sum(f[t] * terms[t] for t in self.TERMS) + self.harness
+        return total + f["c"] + sum(f[t] * terms[t] for t in self.terms) + self.harness
 
     def node_cache(self) -> dict:
         return {k: v.get("runtime_nodes") for k, v in self.doc["kernels"].items()}

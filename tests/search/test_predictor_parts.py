@@ -84,7 +84,8 @@ def _doc(truth):
     models = {}
     for j in range(24):
         keys = list(rng.choice(names, size=int(rng.integers(2, 30))))
-        terms = {"n_kernels": len(keys), "node_excess": int(rng.integers(-50, 50)),
+        terms = {"n_kernels": len(keys), "alone_extra_nodes": int(rng.integers(0, 50)),
+                 "model_extra_nodes": int(rng.integers(0, 50)),
                  "streamed_mb_beyond_cache": float(rng.uniform(0, 5)), "conv_io_melems": float(rng.uniform(0, 0.2)),
                  "kernel_inputs": len(keys) + int(rng.integers(0, 10)), "kernel_out_melems": float(rng.uniform(0, 1)),
                  "model_io": int(rng.integers(2, 12))}
@@ -95,15 +96,40 @@ def _doc(truth):
 
 def test_overhead_fit_recovers_the_per_kernel_and_per_node_costs():
     def truth(total, t):
-        return (total + 0.003 - 0.0038 * t["n_kernels"] + 0.0006 * t["node_excess"] + 0.01 * t["streamed_mb_beyond_cache"]
-                - 0.05 * t["conv_io_melems"] - 0.0004 * t["kernel_inputs"] + 0.02 * t["kernel_out_melems"] + 0.0008 * t["model_io"])
+        return (total + 0.003 - 0.0038 * t["n_kernels"] + 0.0006 * t["alone_extra_nodes"]
+                + 0.0009 * t["model_extra_nodes"] + 0.01 * t["streamed_mb_beyond_cache"] - 0.05 * t["conv_io_melems"]
+                - 0.0004 * t["kernel_inputs"] + 0.02 * t["kernel_out_melems"] + 0.0008 * t["model_io"])
 
     pred = KernelPredictor(_doc(truth))
     f = pred.fit
-    assert f["n_models"] == 24
+    assert f["n_models"] == 24 and pred.terms == KernelPredictor.TERMS
     got = [f["c"], *(f[t] for t in KernelPredictor.TERMS)]
-    np.testing.assert_allclose(got, [0.003, -0.0038, 0.0006, 0.01, -0.05, -0.0004, 0.02, 0.0008], atol=1e-7)
+    np.testing.assert_allclose(got, [0.003, -0.0038, 0.0006, 0.0009, 0.01, -0.05, -0.0004, 0.02, 0.0008], atol=1e-7)
     assert f["train_median_abs_error"] < 1e-6
+
+
+def test_a_file_measured_before_the_two_kinds_of_extra_node_is_fitted_on_them_or_on_its_one_term():
+    """Files built before 2026-11-29 hold node_excess (alone - model extras) only. With the nodes each kernel
+    runs alone in the file, both terms are derived from it; without them the old signed term is fitted."""
+    def truth(total, t):
+        return total + 0.003 - 0.0038 * t["n_kernels"] + 0.0006 * t["alone_extra_nodes"] + 0.0009 * t["model_extra_nodes"]
+
+    doc = _doc(truth)
+    for v in doc["kernels"].values():
+        v["runtime_nodes"] = 1
+    for m in doc["models"].values():  # as an old build recorded them: kernels alone ran one node each
+        m["alone_extra_nodes"] = 0
+        m["p50_ms"] = truth(sum(doc["kernels"][k]["p50_ms"] for k in m["kernels"]), m)
+        m["node_excess"] = -m.pop("model_extra_nodes")
+        del m["alone_extra_nodes"]
+    pred = KernelPredictor(doc)
+    assert pred.terms == KernelPredictor.TERMS
+    assert abs(pred.fit["model_extra_nodes"] - 0.0009) < 1e-7 and pred.fit["not_fitted"] == ["alone_extra_nodes"]
+    for v in doc["kernels"].values():
+        del v["runtime_nodes"]
+    legacy = KernelPredictor(doc)
+    assert legacy.terms == KernelPredictor.LEGACY_TERMS
+    assert abs(legacy.fit["node_excess"] + 0.0009) < 1e-7  # the same cost, on the signed term
 
 
 def test_a_term_without_spread_over_the_models_is_not_fitted():
@@ -342,7 +368,7 @@ def test_cross_validation_states_the_error_of_a_model_never_seen():
     from edgebench.search.predictor_cv import band_text, cross_validate
 
     def truth(total, t):
-        return total + 0.003 - 0.0038 * t["n_kernels"] + 0.0006 * t["node_excess"]
+        return total + 0.003 - 0.0038 * t["n_kernels"] + 0.0006 * t["alone_extra_nodes"]
 
     cv = cross_validate(_doc(truth), "p50_ms")
     assert cv["n_models"] == 24 and cv["folds"] == 5 and set(cv["errors"]) == {f"m{j}" for j in range(24)}
