@@ -179,6 +179,14 @@ def quantize_onnx(fp32_artifact: Artifact, trained, out_dir: Path, precision: Pr
             validation = compare(ref, run_onnx(path, x), None, min_agreement)
             extra["quantized_from"] = (f"{fp32_artifact.name}'s model exported with leak and reset unfolded (from "
                                        f"the fp32 file: top-1 agreement {folded_error.agreement:.1%})")
+            size, twin = Path(path).stat().st_size, Path(fp32_artifact.path).stat().st_size
+            if size > twin:  # the unfolded graph has more nodes than the fp32 file (e.g. the LMU's fused window)
+                Path(path).unlink()
+                raise ExportError(
+                    f"{precision.value}: not kept, it would be larger than its fp32 twin ({size:,} vs {twin:,} "
+                    f"bytes): quantized as it is, {fp32_artifact.name} agreed with PyTorch on "
+                    f"{folded_error.agreement:.1%} of the eval samples, and the unfolded graph that keeps the "
+                    f"accuracy has more nodes than the fp32 file saves in weights")
     with _quiet():  # onnx-tool warns about every quantized op it cannot profile (MACs then stay None)
         artifact = describe_onnx(path, name=name, model_name=trained.name, dataset=trained.dataset.name,
                                  precision=precision, validation=validation, labels=trained.dataset.labels,
