@@ -299,7 +299,8 @@ class KernelPredictor:
     LEGACY_TERMS = ("n_kernels", "node_excess", *TERMS[3:])
 
     def _fit_overhead(self) -> dict:
-        """whole model = sum of its kernels timed alone + c + k_n * n_kernels + k_x * node_excess
+        """whole model = sum of its kernels timed alone + c + k_n * n_kernels + k_a * alone_extra_nodes
+        + k_m * model_extra_nodes
         + k_s * streamed_MB_beyond_cache + k_c * conv_io_Melems + k_i * kernel_inputs + k_out * kernel_out_Melems
         + k_io * model_io, fitted on the whole models of the build whose
         kernels were all measured (relative errors, a robust loss: one model timed during a load spike does

@@ -12,10 +12,11 @@ x and itself, the readout only on hidden. So at tick k three products suffice (a
 Each level is one Concat of the tensors it reads, one Gemm whose weight holds every population's block (leak,
 reset and synapses as in _LeanL2MU), and one HardSigmoid for the spikes of all its columns (membranes are kept
 minus their thresholds, see __init__): 9 nodes a tick instead of 20, an Add and a Squeeze. Columns that are
-not spiking neurons (CuBa's synaptic currents) get an unreachable threshold and zero rows where they are read. The class score (the mean readout membrane) is one
-Concat of level A's outputs and one product at the end, not an Add per step: summed inside each tick's product,
-the growing score took rounding at its own scale from every term (1e-4 off on a trained HAPT LIF). The samples
-are split once into 2-D per-step tensors (Transpose, Flatten, Split) instead of one Squeeze per step.
+not spiking neurons (CuBa's synaptic currents) get an unreachable threshold and zero rows where they are read.
+The class score (the mean readout membrane) is one Concat of level A's outputs and one product at the end, not
+an Add per step: summed inside each tick's product, the growing score took rounding at its own scale from every
+term (1e-4 off on a trained HAPT LIF). The samples are split once into 2-D per-step tensors (Transpose, Flatten,
+Split) instead of one Squeeze per step.
 
 Same equations and the same weights as the step model; the sums run in another order (float32: 3.8e-5 on the
 scores of a trained HAPT LIF, whose step-by-step window is 4.6e-5 off), so the exporters validate against L2MU
@@ -77,11 +78,6 @@ class WavefrontL2MU(nn.Module):
             "B": [("cur:spk:A", wa), ("spk:B", wb), ("out:B", wb)],
             "C": [("spk:A", wa), ("cur:spk:B", wb), ("spk:C", wc), ("out:C", wc)],
         }
-        for lvl in "ABC":
-            w, b, thr = self._level_weights(lvl)
-            self.register_buffer(f"w{lvl}", w.to(torch.float32).contiguous())
-            self.register_buffer(f"b{lvl}", b.to(torch.float32).contiguous())
-            self.register_buffer(f"thr{lvl}", thr.to(torch.float32).contiguous())
         levels = {lvl: self._level_weights(lvl) for lvl in "ABC"}  # (w, b, thr) in float64
         # Every level keeps its membranes minus their thresholds (out' = out - thr; columns that never spike:
         # as they are), so a spike is out' > 0: one HardSigmoid with the largest float32 slope (min(1, max(0,
@@ -236,9 +232,10 @@ class WavefrontL2MU(nn.Module):
             x_next = xs[k + 1] if k < steps - 1 else torch.zeros_like(xs[0])
             out_a = F.linear(torch.cat([x_next] + self._read("A", prev), dim=1), w.t(), b)
             prev["cur:spk:A"] = self._spikes(out_a, thr)
-            out_b = F.linear(torch.cat(self._read("B", prev), dim=1), self.wB.t(), self.bB_first if k == 0 else self.bB)
+            b_b, b_c = (self.bB_first, self.bC_first) if k == 0 else (self.bB, self.bC)
+            out_b = F.linear(torch.cat(self._read("B", prev), dim=1), self.wB.t(), b_b)
             prev["cur:spk:B"] = self._spikes(out_b, self.thrB)
-            out_c = F.linear(torch.cat(self._read("C", prev), dim=1), self.wC.t(), self.bC_first if k == 0 else self.bC)
+            out_c = F.linear(torch.cat(self._read("C", prev), dim=1), self.wC.t(), b_c)
             spk_a, spk_b, spk_c = prev["cur:spk:A"], prev["cur:spk:B"], self._spikes(out_c, self.thrC)
             if k > 0:
                 outs.append(out_a)
@@ -260,8 +257,9 @@ class FusedLMU(nn.Module):
 
     A step's state is S = tanh(G) = [tanh(eps m') | h'] with eps = 2**-16: the memory rides through Tanh where
     Tanh is the identity in float32. |eps m| stays below 2**-12 for |m| < 16 (the shipped BasicMotions LMU's
-    largest |m| on its test split: 2.3; with those inputs scaled 100x its scores still agree within 1.5e-5), and there tanh(y) = y (1 - y^2/3) is y to within float32's own rounding: onnxruntime's
-    Tanh returns it within 1.7e-7 relative (measured from 1e-30 to 2**-12). The memory's columns are scaled by
+    largest |m| on its test split: 2.3; with those inputs scaled 100x its scores still agree within 1.5e-5),
+    and there tanh(y) = y (1 - y^2/3) is y to within float32's own rounding: onnxruntime's Tanh returns it
+    within 1.7e-7 relative (measured from 1e-30 to 2**-12). The memory's columns are scaled by
     eps and the rows that read it by 1/eps, both powers of two, so every product is the one of the unscaled
     weights. Then a step reads only S:
 

@@ -112,7 +112,8 @@ def test_a_file_measured_before_the_two_kinds_of_extra_node_is_fitted_on_them_or
     """Files built before 2026-11-29 hold node_excess (alone - model extras) only. With the nodes each kernel
     runs alone in the file, both terms are derived from it; without them the old signed term is fitted."""
     def truth(total, t):
-        return total + 0.003 - 0.0038 * t["n_kernels"] + 0.0006 * t["alone_extra_nodes"] + 0.0009 * t["model_extra_nodes"]
+        return (total + 0.003 - 0.0038 * t["n_kernels"] + 0.0006 * t["alone_extra_nodes"]
+                + 0.0009 * t["model_extra_nodes"])
 
     doc = _doc(truth)
     for v in doc["kernels"].values():

@@ -10,8 +10,8 @@ def test_timings_are_scaled_to_the_builds_median_speed_before_fitting():
     """Kernels timed while the machine ran at half speed (their process's empty model took twice as long) count
     as if timed at the build's median speed; the fit then recovers the costs as for a steady machine."""
     def truth(total, t):
-        return (total + 0.003 - 0.0038 * t["n_kernels"] + 0.0006 * t["alone_extra_nodes"] + 0.01 * t["streamed_mb_beyond_cache"]
-                - 0.05 * t["conv_io_melems"] - 0.0004 * t["kernel_inputs"] + 0.02 * t["kernel_out_melems"] + 0.0008 * t["model_io"])
+        return (total + 0.003 - 0.0038 * t["n_kernels"] + 0.0006 * t["alone_extra_nodes"]
+                + 0.01 * t["streamed_mb_beyond_cache"] - 0.05 * t["conv_io_melems"] - 0.0004 * t["kernel_inputs"] + 0.02 * t["kernel_out_melems"] + 0.0008 * t["model_io"])
 
     steady = _doc(truth)
     moved = _doc(truth)
