@@ -3,7 +3,7 @@ one speed (the build's median empty-model time) before fitting."""
 import numpy as np
 
 from edgebench.search.predictor_fit import KernelPredictor, at_reference_speed, speed_mix
-from tests.search.test_predictor_parts import _doc
+from tests.search.test_predictor_overhead import _doc
 
 
 def test_timings_are_scaled_to_the_builds_median_speed_before_fitting():
