@@ -23,6 +23,8 @@ def default_workers() -> int:
 
 
 def _start(job, ckpt: str) -> None:
+    from dataclasses import asdict
+
     import torch
 
     from edgebench.search import ofa_job
@@ -30,7 +32,7 @@ def _start(job, ckpt: str) -> None:
 
     torch.set_num_threads(1)  # one process per core
     net, _ = load_supernet(Path(ckpt))
-    ds, _, _ = ofa_job.load_data(ofa_job.asdict(job.data))
+    ds, _, _ = ofa_job.load_data(asdict(job.data))
     _WORKER["exports"] = ofa_job._Exports(job, net, ds)
 
 

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from edgebench.search.accuracy import AccuracyPredictor, PredictorConfig
-from edgebench.search.ofa_deploy import _Benches  # noqa: F401 (used by run; tests import it here)
 from edgebench.search.evolution import EvolutionConfig
 from edgebench.search.ofa_config import (TOP_LEVEL, BenchConfig, DataConfig, ExportConfig, OFAJob,  # noqa: F401
                                          SearchConfig, parse)
@@ -269,7 +268,7 @@ def run(doc: dict, source: Path, fresh: bool = False, progress: bool = True, log
     from edgebench.reports.render import write_report
     from edgebench.reports.store import Store
     from edgebench.search.lut import build_lut
-    from edgebench.search.ofa_deploy import default_workers, export_ahead
+    from edgebench.search.ofa_deploy import _Benches, default_workers, export_ahead
     from edgebench.search.ofa_space import OFASpace
     from edgebench.search.report import write_search_page
 

@@ -201,7 +201,7 @@ def test_emulated_measurements_run_at_once_and_land_in_the_order_asked(tmp_path)
     import time
 
     from edgebench.reports.store import Store
-    from edgebench.search.ofa_job import _Benches
+    from edgebench.search.ofa_deploy import _Benches
     from edgebench.types import Artifact, Format, Measurement, Precision, Provenance
 
     def artifact(name):
