@@ -4,13 +4,30 @@ why a throttled local device labels its latency `emulated`, never `measured`.
 """
 from __future__ import annotations
 
+import math
 import os
 import uuid
 from pathlib import Path
 
 from edgebench.types import EdgebenchError
 
-PERIOD_US = 100_000
+# The quota's period. The kernel's default, 100 ms, throttles in bursts: a process that starts mid-period runs
+# free until the next one, so a model timed in rounds of a few tenths of a second was slowed by 1.085-1.137x
+# under a quota of 0.9 cores (4 side-by-side comparisons of 48 rounds, OCR detector at 640x640), its intervals
+# up to 7 points wide. With 10 ms the same comparisons gave 1.118-1.144x, intervals at most 1.5 points wide.
+PERIOD_US = 10_000
+MIN_QUOTA_US = 1_000  # the kernel's smallest quota per period
+MAX_PERIOD_US = 1_000_000
+
+
+def period_and_quota(cores: float) -> tuple[int, int]:
+    """(period, quota) in microseconds: PERIOD_US, or a longer period where the quota would be under the
+    kernel's 1 ms minimum (0.05 cores: 1 ms per 20 ms)."""
+    if cores * MAX_PERIOD_US < MIN_QUOTA_US:
+        raise EdgebenchError(f"cpu_quota must be at least {MIN_QUOTA_US / MAX_PERIOD_US:g} cores (the kernel's "
+                             f"smallest quota is 1 ms per period of at most 1 s), got {cores:g}")
+    period = max(PERIOD_US, math.ceil(MIN_QUOTA_US / cores))
+    return period, max(MIN_QUOTA_US, round(cores * period))
 
 
 def _mounts():
@@ -46,17 +63,18 @@ class CpuQuota:
         if cores <= 0:
             raise EdgebenchError(f"cpu_quota must be > 0 cores, got {cores}")
         self.cores = cores
+        self.period_us, self.quota_us = period_and_quota(cores)
         self.version, root = find_cpu_cgroup()
         self.path = root / f"edgebench-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
     def __enter__(self) -> "CpuQuota":
-        quota = max(1000, int(self.cores * PERIOD_US))
+        period, quota = self.period_us, self.quota_us
         try:
             self.path.mkdir()
             if self.version == 2:
-                (self.path / "cpu.max").write_text(f"{quota} {PERIOD_US}")
+                (self.path / "cpu.max").write_text(f"{quota} {period}")
             else:
-                (self.path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
+                (self.path / "cpu.cfs_period_us").write_text(str(period))
                 (self.path / "cpu.cfs_quota_us").write_text(str(quota))
         except PermissionError:
             self._remove()

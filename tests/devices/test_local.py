@@ -107,6 +107,21 @@ def test_cpu_quota_throttles_and_is_labelled_emulated(heavy_bundle, cpu_cgroup):
     assert set(root.glob("edgebench-*")) == before  # the temporary group is removed
 
 
+def test_the_quota_group_throttles_in_10_ms_periods_longer_only_below_the_kernels_1_ms(cpu_cgroup):
+    from edgebench.devices.throttle import CpuQuota
+
+    version, _ = cpu_cgroup
+    for cores, want in ((0.9, (9000, 10000)), (0.05, (1000, 20000))):
+        with CpuQuota(cores) as q:
+            if version == 2:
+                got = tuple(int(v) for v in (q.path / "cpu.max").read_text().split())
+            else:
+                got = tuple(int((q.path / f).read_text()) for f in ("cpu.cfs_quota_us", "cpu.cfs_period_us"))
+        assert got == want
+    with pytest.raises(EdgebenchError, match="cpu_quota must be at least 0.001 cores"):
+        CpuQuota(0.0005)
+
+
 def test_cpu_quota_without_permission_is_one_clear_error(heavy_bundle, monkeypatch):
     from edgebench.devices import throttle
 
