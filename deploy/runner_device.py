@@ -237,6 +237,26 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
+def last_level_cache_kb(base="/sys/devices/system/cpu/cpu0/cache"):
+    """The largest CPU cache that cpu0 reports in sysfs (the last level: an L3 shared by the cores, or a Pi 4's
+    L2), in KiB; None where sysfs has none."""
+    sizes = []
+    try:
+        for index in os.listdir(base):
+            try:
+                with open(os.path.join(base, index, "size")) as f:
+                    text = f.read().strip().upper()
+            except OSError:
+                continue
+            scale = {"K": 1, "M": 1024, "G": 1024 * 1024}.get(text[-1:], None)
+            number = text[:-1] if scale else text
+            if number.isdigit():
+                sizes.append(int(number) * (scale or 1))
+    except OSError:
+        return None
+    return max(sizes) if sizes else None
+
+
 def device_facts():
     mem_total_mb = None
     try:
@@ -259,4 +279,5 @@ def device_facts():
         "python": platform.python_version(),
         "numpy": np.__version__,
         "mem_total_mb": mem_total_mb,
+        "last_level_cache_kb": last_level_cache_kb(),
     }

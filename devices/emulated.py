@@ -197,6 +197,7 @@ class EmulatedDevice(Device):
     def _emulation_facts(self, guest_facts: dict) -> dict:
         facts = dict(guest_facts)
         facts["guest_cpuinfo"] = facts.get("cpu")
+        facts.pop("last_level_cache_kb", None)  # qemu-user shows the guest the host's sysfs: not the emulated CPU's
         facts["cpu"] = f"{self.config.cpu} (emulated, qemu-aarch64 TCG)"
         facts.update({
             "emulated": True,

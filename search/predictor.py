@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgebench.search.kernels import (Kernel, kernel_file, kernel_model, neighbours, run_shapes, split_kernels,
-                                      with_fixed_inputs)
+from edgebench.search.kernels import Kernel, kernel_file, neighbours, run_shapes, split_kernels, with_fixed_inputs
 from edgebench.search.predictor_fit import KernelPredictor, speed_mix
+from edgebench.search.predictor_terms import llc_mb, model_terms, weight_mb
 from edgebench.types import EdgebenchError, first_line
 
 PREDICTOR_FORMAT = "edgebench-kernel-predictor-5"
@@ -49,7 +49,8 @@ class BuildConfig:
     warmup: int = 3
     threads: int = 1
     chunk: int = 64  # kernels per runner process; the file is saved after each
-    whole_runs: int = 200  # measured inferences per whole model (the fit rests on few of them), over 5 rounds
+    whole_runs: int = 200  # measured inferences per whole model (the fit rests on few of them), over 5 rounds;
+    # on an emulated device `runs`, in one round: its guest instruction counts are exact
     zoo: int = 24  # generated models to learn from (besides the store's artifacts)
     prior: int = 520  # kernels at random configurations of the common operators (search/prior.py)
     seed: int = 0
@@ -73,55 +74,6 @@ def model_kernels(path: Path, feed: dict) -> tuple[onnx.ModelProto, dict, list[K
     model = onnx.load(str(path))
     shapes = run_shapes(model, feed)
     return model, shapes, split_kernels(model, shapes=shapes)
-
-
-def weight_mb(model: onnx.ModelProto) -> float:
-    from edgebench.export.onnx import count_params
-
-    return count_params(model) * 4 / 1e6
-
-
-def runtime_nodes(model: onnx.ModelProto) -> int:
-    """How many nodes the runtime executes once its graph optimizations (the deployed level: all) have run:
-    with free input dimensions the shape arithmetic stays; a convolution alone gets its layout conversions."""
-    import onnxruntime as ort
-
-    with tempfile.TemporaryDirectory(prefix="edgebench-opt-") as tmp:
-        so = ort.SessionOptions()
-        so.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
-        so.log_severity_level = 3
-        so.intra_op_num_threads = 1
-        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-        return len(onnx.load(str(Path(tmp) / "opt.onnx"), load_external_data=False).graph.node)
-
-
-STREAMED = ("Conv", "Gemm", "MatMul")  # kernels that read all their weights every inference
-CACHE_MB = 2.0  # a kernel's weights timed alone stay in a cache of about this size (a core's L2 here)
-
-
-def kernel_nodes(k: Kernel, model: onnx.ModelProto, shapes: dict, cache: dict) -> int:
-    """Nodes the runtime executes for the kernel timed alone (cached by key)."""
-    if cache.get(k.key) is None:
-        cache[k.key] = runtime_nodes(kernel_model(k, model, shapes))
-    return cache[k.key]
-
-
-def model_terms(model: onnx.ModelProto, kernels: list[Kernel], shapes: dict, cache: dict | None = None) -> dict:
-    """What a whole model adds to the sum of its kernels timed alone (see KernelPredictor._fit_overhead).
-    `cache`: kernel key -> nodes executed alone, filled as needed."""
-    cache = {} if cache is None else cache
-    streamed = sum(k.features.get("weight_elems", 0) for k in kernels if k.type.split("+")[0] in STREAMED) * 4 / 1e6
-    convs = [k for k in kernels if k.type.split("+")[0] == "Conv"]
-    alone, whole = sum(kernel_nodes(k, model, shapes, cache) for k in kernels), runtime_nodes(model)
-    return {"n_kernels": len(kernels),
-            "alone_extra_nodes": alone - len(kernels), "model_extra_nodes": whole - len(kernels),
-            "node_excess": alone - whole,
-            "streamed_mb_beyond_cache": max(streamed - CACHE_MB, 0.0),
-            "conv_io_melems": sum(k.features["in_elems"] + k.features["out_elems"] for k in convs) / 1e6,
-            "kernel_inputs": sum(len(k.inputs) for k in kernels),
-            "kernel_out_melems": sum(k.features["out_elems"] for k in kernels) / 1e6,
-            "model_io": len([i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}])
-            + len(model.graph.output)}
 
 
 # ---------------------------------------------------------------- building
@@ -243,7 +195,7 @@ def build_predictor(device, out: Path, models: list, cfg: BuildConfig = BuildCon
             if src.name not in doc["models"]:
                 timed_path, timed = _timed_whole(src.path, model, src.feed, tmp / "whole")
                 entry = {"path": str(src.path), "kernels": [k.key for k in kernels], "weight_mb": weight_mb(model),
-                         **model_terms(timed, kernels, shapes, nodes)}
+                         **model_terms(timed, kernels, shapes, nodes, llc_mb(doc["meta"]["facts"]))}
                 if src.record:  # already measured on this device: the store's figures, not timed again
                     doc["models"][src.name] = {**entry, **src.record, "source": "store"}
                 else:
@@ -272,14 +224,15 @@ def build_predictor(device, out: Path, models: list, cfg: BuildConfig = BuildCon
                     # made small ones up to 10% slower (caches and predictors shared). Guest instruction counts
                     # do not care: under emulation they share processes.
                     step = cfg.chunk if device.kind == "emulated" else 1
+                    # exact counts need no more runs than a kernel's (a 38 MB model under qemu takes seconds each)
+                    whole_cfg = dataclasses.replace(cfg, runs=cfg.runs, rounds=1) if device.kind == "emulated" \
+                        else dataclasses.replace(cfg, runs=cfg.whole_runs, rounds=5)
                     for start in range(0, len(whole), step):
                         if time.monotonic() > deadline + 60:  # the fit needs them: a minute of grace
                             left += len(whole) - start
                             break
                         part = whole[start:start + step]
-                        got = _measure(device, [(n, p) for n, p, _ in part],
-                                       dataclasses.replace(cfg, runs=cfg.whole_runs, rounds=5), tmp / f"w{start}",
-                                       empty)
+                        got = _measure(device, [(n, p) for n, p, _ in part], whole_cfg, tmp / f"w{start}", empty)
                         for n, _, entry in part:
                             doc["models"][n] = {**entry, **got[n], "source": "measured"}
                         _save(doc, out)
@@ -362,7 +315,7 @@ def predict_file(predictor_file: Path, model_path: Path, shapes=None, inputs=Non
     model, shapes, kernels = model_kernels(model_path, feed)
     out = {"model": str(model_path), "device": pred.meta.get("device"), "provenance": "predicted",
            "predictor": str(predictor_file)}
-    terms = model_terms(model, kernels, shapes, pred.node_cache())
+    terms = model_terms(model, kernels, shapes, pred.node_cache(), llc_mb(pred.meta.get("facts")))
     lat = pred.predict_model(kernels, terms)
     # under emulation the timed figure is emulated wall time, never a device latency: it keeps its name
     name = "predicted_emulated_wall_ms" if pred.meta.get("device_kind") == "emulated" else "predicted_latency_ms"

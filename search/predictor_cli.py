@@ -25,6 +25,8 @@ def predictor_build(device: str = typer.Option(..., help="Device name (its kerne
                                                       "sampled around theirs (repeatable); the store's ONNX "
                                                       "artifacts are added, and its whole-model records"),
                     zoo: int = typer.Option(24, min=0, help="Generated CNNs, MLPs and transformers to learn from"),
+                    streaming: int = typer.Option(5, min=0, max=5, help="Whole models whose weights (4.7-38 MB) "
+                                                  "overflow the cache: what streaming weights costs a model"),
                     around: bool = typer.Option(True, help="Also time kernels around every learned kernel (each "
                                                 "dimension x0.5 ... x2), so the regressors interpolate"),
                     prior: int = typer.Option(520, min=0, help="Kernels of the common operators (convolutions, "
@@ -43,7 +45,7 @@ def predictor_build(device: str = typer.Option(..., help="Device name (its kerne
     Resumable: run it again to continue an interrupted or budget-limited build."""
     from edgebench.devices.registry import get_device
     from edgebench.search.predictor import BuildConfig, build_predictor, predictor_path
-    from edgebench.search.predictor_sources import ofa_sources, store_sources, zoo_sources
+    from edgebench.search.predictor_sources import ofa_sources, store_sources, streaming_sources, zoo_sources
 
     dev = get_device(device, str(devices_file) if devices_file else None)
     path = out_file or predictor_path(dev.name)
@@ -57,6 +59,7 @@ def predictor_build(device: str = typer.Option(..., help="Device name (its kerne
     say = lambda m: err.print(m, markup=False, highlight=False)  # noqa: E731
     learn = [*store_sources([(p.stem, p) for p in models], store, dev.name, threads, log=say),
              *zoo_sources(zoo, path.parent / f"{dev.name}-zoo"),
+             *streaming_sources(path.parent / f"{dev.name}-streaming", streaming),
              *(ofa_sources(path.parent / f"{dev.name}-ofa") if "ofa" in space else [])]
     for src in learn:
         src.around = src.around and around

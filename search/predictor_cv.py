@@ -25,11 +25,12 @@ def _kernel(doc: dict, key: str) -> Kernel | None:
 def cross_validate(doc: dict, target: str, folds: int = FOLDS, seed: int = 0) -> dict | None:
     """{"target", "folds", "n_models", "median_abs", "p90_abs", "within_10", "within_5", "errors"} or None
     when the build has too few whole models with `target` measured."""
-    from edgebench.search.predictor_fit import KernelPredictor, at_reference_speed, with_extra_nodes
+    from edgebench.search.predictor_fit import KernelPredictor, at_reference_speed
+    from edgebench.search.predictor_terms import with_derived_terms
 
     if target == "p50_ms":  # held-out figures at the speed the predictor's are scaled to
         doc = at_reference_speed(doc)
-    doc = with_extra_nodes(doc)  # before the folds: a held-out model's kernels leave the file with it
+    doc = with_derived_terms(doc)  # before the folds: a held-out model's kernels leave the file with it
     names = [n for n, m in doc.get("models", {}).items() if m.get(target)]
     if len(names) < MIN_MODELS:
         return None

@@ -53,6 +53,16 @@ def test_runner_prints_one_json_document_with_raw_samples(cnn_bundle):
     assert doc["facts"]["cores"] >= 1 and doc["facts"]["python"]
 
 
+def test_the_runner_reads_the_last_level_cache_from_sysfs(tmp_path):
+    from edgebench.deploy.runner_device import last_level_cache_kb
+
+    for index, size in (("index0", "48K"), ("index2", "1024K"), ("index3", "32M"), ("index9", "n/a")):
+        (tmp_path / index).mkdir()
+        (tmp_path / index / "size").write_text(size + "\n")
+    assert last_level_cache_kb(str(tmp_path)) == 32 * 1024
+    assert last_level_cache_kb(str(tmp_path / "absent")) is None
+
+
 def test_the_accuracy_pass_on_more_threads_predicts_the_same_and_says_so(cnn_bundle):
     from edgebench.devices.protocol import runner_args
     from edgebench.types import RunSpec

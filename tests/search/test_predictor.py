@@ -42,9 +42,8 @@ def test_graph_splits_into_fused_kernels_that_run_alone(cnn_onnx):
 
 def test_predictor_build_resumes_and_predicts_an_unseen_graph(cli, cnn_onnx, tmp_path):
     pred = tmp_path / "local.json"
-    args = ("predictor", "build", "--device", "local", "--zoo", "4", "--no-around", "--prior", "12",
-            "--budget-minutes", "3",
-            "--out", pred, "--store", tmp_path / "none.sqlite", "--quiet")
+    args = ("predictor", "build", "--device", "local", "--zoo", "4", "--streaming", "0", "--no-around",
+            "--prior", "12", "--budget-minutes", "3", "--out", pred, "--store", tmp_path / "none.sqlite", "--quiet")
     p = cli(*args)
     assert p.returncode == 0, p.stderr
     doc = json.loads(pred.read_text())
@@ -85,8 +84,8 @@ def test_build_samples_around_the_users_model_and_adds_its_store_record(cli, cnn
     b = cli("bench", cnn_onnx, "--device", "local", "--runs", "20", "--store", store)
     assert b.returncode == 0, b.stderr
     pred = tmp_path / "p.json"
-    p = cli("predictor", "build", "--device", "local", "--zoo", "0", "--budget-minutes", "3", "--out", pred,
-            "--store", store, "--quiet")
+    p = cli("predictor", "build", "--device", "local", "--zoo", "0", "--streaming", "0", "--budget-minutes", "3",
+            "--out", pred, "--store", store, "--quiet")
     assert p.returncode == 0, p.stderr
     doc = json.loads(pred.read_text())
     (name, whole), = doc["models"].items()

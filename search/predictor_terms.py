@@ -1,0 +1,104 @@
+"""What a whole model costs beyond the sum of its kernels timed alone: the terms of the predictor's overhead fit
+(search/predictor_fit.py KernelPredictor._fit_overhead), computed for a graph (model_terms) or derived for the
+whole models of a predictor file built before a term existed (with_derived_terms)."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import onnx
+
+from edgebench.search.kernels import Kernel, kernel_model
+
+
+def runtime_nodes(model: onnx.ModelProto) -> int:
+    """How many nodes the runtime executes once its graph optimizations (the deployed level: all) have run:
+    with free input dimensions the shape arithmetic stays; a convolution alone gets its layout conversions."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="edgebench-opt-") as tmp:
+        so = ort.SessionOptions()
+        so.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
+        so.log_severity_level = 3
+        so.intra_op_num_threads = 1
+        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        return len(onnx.load(str(Path(tmp) / "opt.onnx"), load_external_data=False).graph.node)
+
+
+STREAMED = ("Conv", "Gemm", "MatMul")  # kernels that read all their weights every inference
+CACHE_MB = 2.0  # a kernel's weights timed alone stay in a cache of about this size (a core's L2 here)
+# The last-level cache where the device does not say (this machine's L3). A model whose weights outgrow it reads
+# them from memory on every inference, cycling through the cache so that it keeps almost none: stacks of
+# feed-forward blocks timed here cost 0.165 ms a block up to 9.4 MB of weights, 0.28 at 18.9 MB and 0.40 from
+# 28 MB on. dram_mb is the share of the weights read from memory: none up to a quarter of the cache, all of them
+# from its full size, linear between (streaming_sources; search/predictor_fit.py _fit_overhead).
+DEFAULT_LLC_MB = 32.0
+
+
+def llc_mb(facts: dict | None) -> float:
+    """The device's last-level cache in MB (its runner's facts), else DEFAULT_LLC_MB."""
+    kb = (facts or {}).get("last_level_cache_kb")
+    return kb / 1024 if kb else DEFAULT_LLC_MB
+
+
+def streamed_mb(kernels: list[Kernel]) -> float:
+    """MB of weights the model's products read every inference."""
+    return sum(k.features.get("weight_elems", 0) for k in kernels if k.type.split("+")[0] in STREAMED) * 4 / 1e6
+
+
+def weight_mb(model: onnx.ModelProto) -> float:
+    from edgebench.export.onnx import count_params
+
+    return count_params(model) * 4 / 1e6
+
+
+def dram_mb(streamed: float, weights: float, llc: float) -> float:
+    """MB of weights read from memory per inference. The products' weights count once each: a recurrent or
+    unrolled graph reads the same weights at every step (its kernels' sum counts them 100 times), so no more than
+    the model's weights; nor more than its products' (an embedding table is read a few rows at a time)."""
+    mb = min(streamed, weights)
+    return mb * min(max((mb - llc / 4) / (llc - llc / 4), 0.0), 1.0)
+
+
+def kernel_nodes(k: Kernel, model: onnx.ModelProto, shapes: dict, cache: dict) -> int:
+    """Nodes the runtime executes for the kernel timed alone (cached by key)."""
+    if cache.get(k.key) is None:
+        cache[k.key] = runtime_nodes(kernel_model(k, model, shapes))
+    return cache[k.key]
+
+
+def model_terms(model: onnx.ModelProto, kernels: list[Kernel], shapes: dict, cache: dict | None = None,
+                llc: float = DEFAULT_LLC_MB) -> dict:
+    """What a whole model adds to the sum of its kernels timed alone (see KernelPredictor._fit_overhead).
+    `cache`: kernel key -> nodes executed alone, filled as needed; `llc`: the device's last-level cache (MB)."""
+    cache = {} if cache is None else cache
+    streamed = streamed_mb(kernels)
+    convs = [k for k in kernels if k.type.split("+")[0] == "Conv"]
+    alone, whole = sum(kernel_nodes(k, model, shapes, cache) for k in kernels), runtime_nodes(model)
+    return {"n_kernels": len(kernels),
+            "alone_extra_nodes": alone - len(kernels), "model_extra_nodes": whole - len(kernels),
+            "node_excess": alone - whole,
+            "streamed_mb_beyond_cache": max(streamed - CACHE_MB, 0.0), "dram_mb": dram_mb(streamed, weight_mb(model), llc),
+            "conv_io_melems": sum(k.features["in_elems"] + k.features["out_elems"] for k in convs) / 1e6,
+            "kernel_inputs": sum(len(k.inputs) for k in kernels),
+            "kernel_out_melems": sum(k.features["out_elems"] for k in kernels) / 1e6,
+            "model_io": len([i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}])
+            + len(model.graph.output)}
+
+
+def with_derived_terms(doc: dict) -> dict:
+    """The predictor file with the terms of model_terms that a whole model measured before they were recorded
+    lacks: its extra nodes of both kinds (from its node_excess and the nodes its kernels run alone) and its
+    dram_mb (from its kernels' weights, its own and the device's last-level cache)."""
+    models, llc = {}, llc_mb(doc.get("meta", {}).get("facts"))
+    for name, m in doc.get("models", {}).items():
+        known = [doc["kernels"].get(k) for k in m.get("kernels", [])]
+        alone = [k.get("runtime_nodes") if k else None for k in known]
+        if "model_extra_nodes" not in m and "node_excess" in m and alone and None not in alone:
+            m = {**m, "alone_extra_nodes": sum(alone) - len(alone),
+                 "model_extra_nodes": sum(alone) - m["node_excess"] - len(alone)}
+        if "dram_mb" not in m and None not in known:
+            weights = sum(k["features"].get("weight_elems", 0) for k in known if k["type"].split("+")[0] in STREAMED)
+            m = {**m, "dram_mb": dram_mb(weights * 4 / 1e6, m.get("weight_mb", float("inf")), llc)}
+        models[name] = m
+    return {**doc, "models": models}
