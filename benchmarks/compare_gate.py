@@ -4,7 +4,8 @@ False alarms: PAIRS comparisons of the same model with itself on the same device
 each with the gate's default --max-slowdown 5%.
 Detection: PAIRS comparisons where CURRENT runs on the same core slowed by a cgroup CPU quota of 0.92 cores in
 10 ms periods (devices/throttle.py), which slows this model by about 10%: 1/0.92 = 1.087x of CPU time, plus what
-the throttling itself costs. The measured slowed ratio is printed with the counts.
+the throttling itself costs. The measured slowed ratio is printed with the counts. (A model much shorter than
+the 10 ms period would keep its median under any quota: its inferences mostly run between throttled stretches.)
 
 Two protocols:
   side by side (default)  `edgebench compare BASE.onnx CURRENT.onnx`: both measured in ROUNDS alternating

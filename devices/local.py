@@ -19,7 +19,8 @@ class LocalConfig:
     python: str = field(default=sys.executable, metadata={"help": "Python that runs the runner"})
     cores: tuple = field(default=(), metadata={"help": "CPU cores to pin the runner to (taskset); empty: no pinning"})
     cpu_quota: float = field(default=0.0, metadata={"gt": 0, 
-        "help": "CPU time limit in cores through cgroups (0.5 = half a core); 0: none. A throttled device's "
+        "help": "CPU time limit in cores through cgroups (0.5 = half a core), in 10 ms periods (an inference much "
+                "shorter than that is slowed only when it meets a throttled stretch); 0: none. A throttled device's "
                 "latency is labelled 'emulated'"})
     # Energy per inference where the device has no counters: power_active_w x latency, labelled estimated.
     power_active_w: float = field(default=0.0, metadata={"min": 0.0, "help": "power while inferring (W); 0: none"})

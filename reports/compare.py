@@ -178,7 +178,7 @@ def compare_records(base: list[Record], current: list[Record], max_slowdown: flo
     if len(by_base) < len(base) or len(by_cur) < len(current):  # same file twice: fall back to names
         by_base = {(r.name, *(_key(r)[1:])): r for r in base}
         by_cur = {(r.name, *(_key(r)[1:])): r for r in current}
-    out = []
+    out, paired = [], set()  # ids of the base records judged
     for key, c in by_cur.items():
         b = by_base.get(key)
         if b is None:
@@ -188,10 +188,10 @@ def compare_records(base: list[Record], current: list[Record], max_slowdown: flo
             out.append(Verdict(c.name, c.device, f"{c.runtime} {c.runtime_version}".strip(), c.threads,
                                "missing in base"))
             continue
+        paired.add(id(b))
         out.append(judge(b, c, max_slowdown, max_accuracy_drop_pp))
-    paired = {(v.name, v.device) for v in out}
-    for b in base:
-        if (b.name, b.device) not in paired:
+    for b in base:  # a base record paired by sha256 under another name is not missing
+        if id(b) not in paired:
             out.append(Verdict(b.name, b.device, f"{b.runtime} {b.runtime_version}".strip(), b.threads,
                                "missing in current"))
     return out

@@ -63,6 +63,16 @@ def test_unpaired_records_are_listed(cli, tmp_path):
     assert doc["regressions"] == 1 and {v["verdict"] for v in doc["verdicts"]} == {"regression", "missing in current"}
 
 
+def test_the_same_file_under_another_name_is_one_pair_not_a_missing_row():
+    # two runs of one config under two run names: the artifact's name differs, its sha256 does not
+    base = [rec("digits_a-onnx-fp32", noisy(2.0), sha="x")]
+    base[0].sha256 = "same"
+    cur = [rec("digits_b-onnx-fp32", noisy(2.0, seed=9), sha="x")]
+    cur[0].sha256 = "same"
+    verdicts = compare_records(base, cur)
+    assert [(v.name, v.verdict, v.same_file) for v in verdicts] == [("digits_b-onnx-fp32", "ok", True)]
+
+
 def test_a_verdict_on_a_short_run_says_how_long_it_sampled():
     short = compare_records([rec("a", noisy(2.0, seed=1))], [rec("a", noisy(2.2, seed=5))], 0.05)[0]
     assert short.verdict == "regression" and "the shorter run sampled 1.0 s" in short.reason
