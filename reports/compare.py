@@ -134,11 +134,32 @@ def judge(b: Record, c: Record, max_slowdown: float = 0.05, max_accuracy_drop_pp
             reasons.append(f"the shorter run sampled {span:.1f} s: a shared machine can change speed for longer "
                            f"(`edgebench devices doctor {c.device} --stability 20`); bench with --min-time "
                            f"{SHORT_RUN_S:g} or more, or compare the two model files side by side")
+    quota_note = _quota_tail(b, c, verdict, max_slowdown)
+    if quota_note:
+        reasons.append(quota_note)
     if acc is not None and -acc > max_accuracy_drop_pp:
         verdict = "regression"
         reasons.append(f"accuracy {acc:+.2f} pp beyond -{max_accuracy_drop_pp:g} pp")
     return Verdict(**common, **p50, verdict=verdict, ratio=ratio, ratio_ci=(lo, hi), basis=basis,
                    accuracy_delta_pp=acc, reason="; ".join(reasons))
+
+
+def _quota_tail(b: Record, c: Record, verdict: str, max_slowdown: float) -> str:
+    """Why a CPU-quota device can leave the median alone: an inference much shorter than the quota's period
+    (devices/throttle.py) is slowed only when it meets a throttled stretch, so the mean moves and the median does
+    not (a 0.4 ms window under 0.5 cores: p50 0.403 -> 0.410 ms, mean 0.408 -> 0.889 ms). Said where the
+    verdict is not a regression but the mean rose beyond the threshold."""
+    from edgebench.devices.throttle import PERIOD_US
+
+    quota = (c.device_facts or {}).get("cpu_quota_cores")
+    if not quota or verdict == "regression" or not (b.samples_ns and c.samples_ns):
+        return ""
+    mean_b, mean_c = float(np.mean(b.samples_ns)), float(np.mean(c.samples_ns))
+    if mean_c <= mean_b * (1 + max_slowdown) or float(np.median(c.samples_ns)) * 10 > PERIOD_US * 1e3:
+        return ""
+    return (f"the mean is {mean_c / mean_b - 1:+.0%}: {c.device}'s CPU quota ({quota:g} cores in "
+            f"{PERIOD_US // 1000} ms periods) slows an inference this short only when it meets a throttled "
+            "stretch, which the median does not show")
 
 
 def machine_moved(verdicts: list[Verdict]) -> str:

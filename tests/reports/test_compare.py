@@ -73,6 +73,19 @@ def test_the_same_file_under_another_name_is_one_pair_not_a_missing_row():
     assert [(v.name, v.verdict, v.same_file) for v in verdicts] == [("digits_b-onnx-fp32", "ok", True)]
 
 
+def test_a_quota_device_that_moved_the_mean_but_not_the_median_says_why():
+    base = [rec("w", noisy(0.4, seed=1))]
+    stalls = noisy(0.4, seed=2)
+    stalls[::10] += 5.0  # one inference in ten meets a 5 ms throttled stretch
+    cur = [rec("w", stalls)]
+    cur[0].device_facts = {"cpu_quota_cores": 0.5}
+    v = compare_records(base, cur)[0]
+    assert v.verdict == "ok" and "local's CPU quota (0.5 cores in 10 ms periods)" in v.reason
+    assert "the mean is +" in v.reason
+    cur[0].device_facts = {}  # no quota: nothing to explain
+    assert compare_records(base, cur)[0].reason == ""
+
+
 def test_a_verdict_on_a_short_run_says_how_long_it_sampled():
     short = compare_records([rec("a", noisy(2.0, seed=1))], [rec("a", noisy(2.2, seed=5))], 0.05)[0]
     assert short.verdict == "regression" and "the shorter run sampled 1.0 s" in short.reason
