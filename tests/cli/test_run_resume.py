@@ -48,8 +48,11 @@ def test_killed_run_resumes_without_repeating_or_losing_measurements(tmp_path):
     cfg = tmp_path / "run.toml"
     cfg.write_text(CONFIG.format(out=tmp_path / "out", store=store, devices=devices))
     cmd = [sys.executable, "-m", "edgebench.cli", "run", str(cfg), "--quiet"]
+    # a killed run cannot remove its temporary folders: they go under tmp_path, not the machine's /tmp
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}
 
-    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=env)
     deadline = time.time() + 300
     while time.time() < deadline and len(ok_records(store)) < 2:
         assert first.poll() is None, first.communicate()
@@ -59,7 +62,7 @@ def test_killed_run_resumes_without_repeating_or_losing_measurements(tmp_path):
     before = ok_records(store)
     assert 2 <= len(before) < 6, "the kill must land mid-sweep"
 
-    second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert second.returncode == 0, second.stderr
     assert "resuming" in second.stdout
     after = ok_records(store)
@@ -72,7 +75,7 @@ def test_killed_run_resumes_without_repeating_or_losing_measurements(tmp_path):
     # a finished run is not resumed: the next one starts a new run id (its first line says which; the rest of
     # that run is the first run's work again, so it is stopped there)
     third = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                             env={**env, "PYTHONUNBUFFERED": "1"})
     try:
         first_line = third.stdout.readline()
     finally:
