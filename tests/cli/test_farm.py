@@ -2,10 +2,12 @@
 devices pinned to different cores, real store; the driver killed with SIGKILL resumes with nothing lost."""
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -69,7 +71,11 @@ def test_ray_sweep_never_shares_a_device_and_overlaps_different_ones(tmp_path):
 def test_killed_ray_driver_resumes_without_repeating_or_losing(tmp_path):
     cfg, store = _setup(tmp_path, min_time="1.0")
     cmd = [sys.executable, "-m", "edgebench.cli", "run", str(cfg), "--quiet", "--ray"]
-    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    # the killed workers cannot remove their temporary folders: a short folder of this test's own (Ray's sockets
+    # live under it too, and a socket path has at most 107 characters), removed at the end
+    tmp = tempfile.mkdtemp(prefix="ebt-")
+    env = {**os.environ, "TMPDIR": tmp}
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, env=env)
     deadline = time.time() + 300
     while time.time() < deadline and len(ok_records(store)) < 1:
         assert first.poll() is None, first.communicate()
@@ -78,7 +84,10 @@ def test_killed_ray_driver_resumes_without_repeating_or_losing(tmp_path):
     first.wait()
     before = ok_records(store)
     assert 1 <= len(before) < 6, "the kill must land mid-sweep"
-    second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    try:
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resuming" in second.stdout
     after = ok_records(store)
