@@ -155,6 +155,7 @@ def _quota_tail(b: Record, c: Record, verdict: str, max_slowdown: float) -> str:
     if not quota or verdict == "regression" or not (b.samples_ns and c.samples_ns):
         return ""
     mean_b, mean_c = float(np.mean(b.samples_ns)), float(np.mean(c.samples_ns))
+    # "this short": a median under a tenth of the period, so most inferences fall between throttled stretches
     if mean_c <= mean_b * (1 + max_slowdown) or float(np.median(c.samples_ns)) * 10 > PERIOD_US * 1e3:
         return ""
     return (f"the mean is {mean_c / mean_b - 1:+.0%}: {c.device}'s CPU quota ({quota:g} cores in "

@@ -1,6 +1,7 @@
 """Where the kernel-level predictor learns from (search/predictor.py builds from any of them): the user's models
 and the store's artifacts (store_sources), a generated zoo of CNNs, MLPs and small transformers (zoo_sources),
-MLPs whose weights overflow the cache (streaming_sources) and OFA subnets (ofa_sources)."""
+stacks of feed-forward blocks whose weights overflow the cache (streaming_sources) and OFA subnets
+(ofa_sources)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -107,8 +108,8 @@ STREAMING_BLOCKS = (1, 2, 4, 6, 8)
 def streaming_sources(folder: Path, n: int = len(STREAMING_BLOCKS)) -> list[Source]:
     """Stacks of transformer feed-forward blocks (a 16-token sequence, width 384, as MiniLM's) whose weights
     (4.7 to 38 MB) overflow the cache that each of their products keeps its 2.4 MB in when timed alone: a
-    whole model streams them from memory on every inference. They give the overhead fit's weight-streaming
-    term (streamed_mb_beyond_cache) models to learn it from; without them only a user's large model had any
+    whole model reads them from memory on every inference. They give the overhead fit's term for that
+    (dram_mb, search/predictor_terms.py) models to learn it from; without them only a user's large model had any
     (the local build's 33 models: MiniLM alone, 44% off when predicted without itself, and the held-out
     MiniLM cut to 3 layers 20-30% under). The first n of them; not sampled around."""
     import torch

@@ -41,9 +41,9 @@ def llc_mb(facts: dict | None) -> float:
     return kb / 1024 if kb else DEFAULT_LLC_MB
 
 
-def streamed_mb(kernels: list[Kernel]) -> float:
-    """MB of weights the model's products read every inference."""
-    return sum(k.features.get("weight_elems", 0) for k in kernels if k.type.split("+")[0] in STREAMED) * 4 / 1e6
+def streamed_mb(kernels) -> float:
+    """MB of weights the model's products read every inference; `kernels`: (type, features) pairs."""
+    return sum(f.get("weight_elems", 0) for t, f in kernels if t.split("+")[0] in STREAMED) * 4 / 1e6
 
 
 def weight_mb(model: onnx.ModelProto) -> float:
@@ -72,13 +72,14 @@ def model_terms(model: onnx.ModelProto, kernels: list[Kernel], shapes: dict, cac
     """What a whole model adds to the sum of its kernels timed alone (see KernelPredictor._fit_overhead).
     `cache`: kernel key -> nodes executed alone, filled as needed; `llc`: the device's last-level cache (MB)."""
     cache = {} if cache is None else cache
-    streamed = streamed_mb(kernels)
+    streamed = streamed_mb((k.type, k.features) for k in kernels)
     convs = [k for k in kernels if k.type.split("+")[0] == "Conv"]
     alone, whole = sum(kernel_nodes(k, model, shapes, cache) for k in kernels), runtime_nodes(model)
     return {"n_kernels": len(kernels),
             "alone_extra_nodes": alone - len(kernels), "model_extra_nodes": whole - len(kernels),
             "node_excess": alone - whole,
-            "streamed_mb_beyond_cache": max(streamed - CACHE_MB, 0.0), "dram_mb": dram_mb(streamed, weight_mb(model), llc),
+            "streamed_mb_beyond_cache": max(streamed - CACHE_MB, 0.0),
+            "dram_mb": dram_mb(streamed, weight_mb(model), llc),
             "conv_io_melems": sum(k.features["in_elems"] + k.features["out_elems"] for k in convs) / 1e6,
             "kernel_inputs": sum(len(k.inputs) for k in kernels),
             "kernel_out_melems": sum(k.features["out_elems"] for k in kernels) / 1e6,
@@ -98,7 +99,7 @@ def with_derived_terms(doc: dict) -> dict:
             m = {**m, "alone_extra_nodes": sum(alone) - len(alone),
                  "model_extra_nodes": sum(alone) - m["node_excess"] - len(alone)}
         if "dram_mb" not in m and None not in known:
-            weights = sum(k["features"].get("weight_elems", 0) for k in known if k["type"].split("+")[0] in STREAMED)
-            m = {**m, "dram_mb": dram_mb(weights * 4 / 1e6, m.get("weight_mb", float("inf")), llc)}
+            streamed = streamed_mb((k["type"], k["features"]) for k in known)
+            m = {**m, "dram_mb": dram_mb(streamed, m.get("weight_mb", float("inf")), llc)}
         models[name] = m
     return {**doc, "models": models}
