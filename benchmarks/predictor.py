@@ -179,7 +179,7 @@ def main() -> None:
 
     from edgebench.search.predictor import (BuildConfig, Source, _empty_kernel_model, _measure, _timed_whole,
                                             build_predictor, llc_mb, load_predictor, model_feed, model_kernels,
-                                            model_terms)
+                                            model_terms, node_arch)
     from edgebench.devices.stability import probe_speed
     from edgebench.search.predictor_cv import band_text, cross_validate
     from edgebench.search.predictor_sources import ofa_sources, streaming_sources, zoo_sources
@@ -244,7 +244,7 @@ def main() -> None:
             arrays = feed or model_feed(path)
             model, shapes, kernels = model_kernels(path, arrays)
             got = pred.predict_model(kernels, model_terms(model, kernels, shapes, pred.node_cache(),
-                                                          llc_mb(pred.meta.get("facts"))))
+                                                          llc_mb(pred.meta.get("facts")), node_arch(pred.meta)))
             how = {h: sum(b[h] for b in got["breakdown"]) for h in ("measured", "regressed", "fallback")}
             cases.append({"group": group, "name": name, "path": path, "arrays": arrays, "predicted": got["value"],
                           "kernels": len(kernels), "how": how, "measured": [], "scaled": [],

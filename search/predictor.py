@@ -34,7 +34,7 @@ import onnx
 
 from edgebench.search.kernels import Kernel, kernel_file, neighbours, run_shapes, split_kernels, with_fixed_inputs
 from edgebench.search.predictor_fit import KernelPredictor, speed_mix
-from edgebench.search.predictor_terms import llc_mb, model_terms, weight_mb
+from edgebench.search.predictor_terms import llc_mb, model_terms, node_arch, weight_mb
 from edgebench.types import EdgebenchError, first_line
 
 PREDICTOR_FORMAT = "edgebench-kernel-predictor-5"
@@ -155,6 +155,24 @@ def _timed_whole(path: Path, model: onnx.ModelProto, feed: dict, folder: Path) -
     return out, fixed
 
 
+def _recount_others(doc: dict, done: set, nodes: dict, arch: str | None, log) -> None:
+    """Node counts made again for the device's optimizer: the whole models of the file that this build was not
+    given (from their files, fed as `model_feed` does; one whose file is gone leaves the fit, said so), and every
+    kernel counted on the way."""
+    for name in [n for n in doc["models"] if n not in done]:
+        m, path = doc["models"][name], Path(doc["models"][name].get("path", ""))
+        try:
+            model, shapes, kernels = model_kernels(path, model_feed(path))
+            m.update(model_terms(model, kernels, shapes, nodes, llc_mb(doc["meta"]["facts"]), arch))
+        except Exception as exc:  # noqa: BLE001 - gone or unreadable: its terms cannot be made again
+            del doc["models"][name]
+            log(f"  {name}: left out of the overhead fit; its nodes cannot be counted for {arch} "
+                f"({type(exc).__name__}: {first_line(exc, 80)})")
+    for key, v in doc["kernels"].items():
+        if nodes.get(key) is not None:
+            v["runtime_nodes"] = nodes[key]
+
+
 def build_predictor(device, out: Path, models: list, cfg: BuildConfig = BuildConfig(), progress: bool = True,
                     log=print) -> dict:
     """Measure kernels (and whole models) of `models` (Source, or (name, path, feed)) on `device`; resumable.
@@ -168,13 +186,20 @@ def build_predictor(device, out: Path, models: list, cfg: BuildConfig = BuildCon
     models = [m if isinstance(m, Source) else Source(*m) for m in models]
     doc = _load(out)
     prior_cv = doc["meta"].get("cv")
+    facts = doc["meta"].get("facts") or device.facts()
+    # node counts are for the device's optimizer (runtime_nodes); a file counted for another (this host's, before
+    # 2026-11-29) has its whole models' terms and its kernels' counts made again
+    recount = bool(doc["models"]) and node_arch(doc["meta"]) != facts.get("machine")
     doc["meta"] = {"device": device.name, "device_kind": device.kind, "threads": cfg.threads,
                    "runner": "search/lut_runner.py (deployed session settings)", "provenance": "predicted",
-                   "facts": doc["meta"].get("facts") or device.facts(),
+                   "facts": facts, "node_counts": facts.get("machine"),
                    "sampled_around": sorted(set(doc["meta"].get("sampled_around", []))
                                             | {m.name for m in models if m.around})}
+    arch = facts.get("machine")
     exact, around, whole = {}, {}, []
-    nodes = {k: v.get("runtime_nodes") for k, v in doc["kernels"].items()}  # kernel key -> nodes run alone
+    # kernel key -> nodes run alone
+    nodes = {} if recount else {k: v.get("runtime_nodes") for k, v in doc["kernels"].items()}
+    recounted = set()
     deadline = time.monotonic() + cfg.budget_minutes * 60
     with tempfile.TemporaryDirectory(prefix="edgebench-predictor-") as tmp:
         tmp = Path(tmp)
@@ -192,14 +217,20 @@ def build_predictor(device, out: Path, models: list, cfg: BuildConfig = BuildCon
                     for nk, nm, nsh in neighbours(k, model, shapes):
                         if nk.key not in doc["kernels"]:
                             around.setdefault(nk.key, (nk, nm, nsh))
+            if src.name in doc["models"] and recount:
+                timed = _timed_whole(src.path, model, src.feed, tmp / "whole")[1]
+                doc["models"][src.name].update(model_terms(timed, kernels, shapes, nodes, llc_mb(facts), arch))
+                recounted.add(src.name)
             if src.name not in doc["models"]:
                 timed_path, timed = _timed_whole(src.path, model, src.feed, tmp / "whole")
                 entry = {"path": str(src.path), "kernels": [k.key for k in kernels], "weight_mb": weight_mb(model),
-                         **model_terms(timed, kernels, shapes, nodes, llc_mb(doc["meta"]["facts"]))}
+                         **model_terms(timed, kernels, shapes, nodes, llc_mb(facts), arch)}
                 if src.record:  # already measured on this device: the store's figures, not timed again
                     doc["models"][src.name] = {**entry, **src.record, "source": "store"}
                 else:
                     whole.append((src.name, timed_path, entry))
+        if recount:
+            _recount_others(doc, recounted, nodes, arch, log)
         around = {k: v for k, v in around.items() if k not in exact}
         from edgebench.search.prior import prior_kernels
 
@@ -260,7 +291,7 @@ def build_predictor(device, out: Path, models: list, cfg: BuildConfig = BuildCon
 
     target = "instructions" if device.kind == "emulated" else "p50_ms"
     measured = (len(doc["kernels"]), len(doc["models"]))
-    old = prior_cv if prior_cv and prior_cv.get("measured") == list(measured) else None
+    old = prior_cv if prior_cv and prior_cv.get("measured") == list(measured) and not recount else None
     cv = old[target] if old and target in old else cross_validate(doc, target)  # nothing new: the same band
     doc["meta"]["cv"] = {target: cv, "measured": list(measured)}
     log(f"  {'instructions' if target == 'instructions' else 'latency'} of an unseen model: {band_text(cv)}")
@@ -315,7 +346,8 @@ def predict_file(predictor_file: Path, model_path: Path, shapes=None, inputs=Non
     model, shapes, kernels = model_kernels(model_path, feed)
     out = {"model": str(model_path), "device": pred.meta.get("device"), "provenance": "predicted",
            "predictor": str(predictor_file)}
-    terms = model_terms(model, kernels, shapes, pred.node_cache(), llc_mb(pred.meta.get("facts")))
+    terms = model_terms(model, kernels, shapes, pred.node_cache(), llc_mb(pred.meta.get("facts")),
+                        node_arch(pred.meta))
     lat = pred.predict_model(kernels, terms)
     # under emulation the timed figure is emulated wall time, never a device latency: it keeps its name
     name = "predicted_emulated_wall_ms" if pred.meta.get("device_kind") == "emulated" else "predicted_latency_ms"

@@ -11,17 +11,26 @@ import onnx
 from edgebench.search.kernels import Kernel, kernel_model
 
 
-def runtime_nodes(model: onnx.ModelProto) -> int:
+X86 = ("x86_64", "amd64", "i386", "i686", "x86")
+
+
+def runtime_nodes(model: onnx.ModelProto, arch: str | None = None) -> int:
     """How many nodes the runtime executes once its graph optimizations (the deployed level: all) have run:
-    with free input dimensions the shape arithmetic stays; a convolution alone gets its layout conversions."""
+    with free input dimensions the shape arithmetic stays; on x86 a convolution alone gets its layout
+    conversions (NCHWc). `arch`: the device's machine (its runner's facts), None for this host. The graph is
+    optimized here, so an ARM device's is this host's without the x86-only NCHWc transformer: for an aarch64
+    guest's onnxruntime 1.28 the node counts and types matched exactly (a CNN of HardSwish convolutions: 15
+    nodes there, 8 with NCHWc here)."""
     import onnxruntime as ort
 
+    off = [] if arch is None or arch.lower() in X86 else ["NchwcTransformer"]
     with tempfile.TemporaryDirectory(prefix="edgebench-opt-") as tmp:
         so = ort.SessionOptions()
         so.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
         so.log_severity_level = 3
         so.intra_op_num_threads = 1
-        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"],
+                             disabled_optimizers=off)
         return len(onnx.load(str(Path(tmp) / "opt.onnx"), load_external_data=False).graph.node)
 
 
@@ -60,21 +69,29 @@ def dram_mb(streamed: float, weights: float, llc: float) -> float:
     return mb * min(max((mb - llc / 4) / (llc - llc / 4), 0.0), 1.0)
 
 
-def kernel_nodes(k: Kernel, model: onnx.ModelProto, shapes: dict, cache: dict) -> int:
+def kernel_nodes(k: Kernel, model: onnx.ModelProto, shapes: dict, cache: dict, arch: str | None = None) -> int:
     """Nodes the runtime executes for the kernel timed alone (cached by key)."""
     if cache.get(k.key) is None:
-        cache[k.key] = runtime_nodes(kernel_model(k, model, shapes))
+        cache[k.key] = runtime_nodes(kernel_model(k, model, shapes), arch)
     return cache[k.key]
 
 
+def node_arch(meta: dict) -> str | None:
+    """The machine a predictor file's node counts are for (`node_counts` in its meta). None: this host's
+    optimizer, as files built before 2026-11-29 counted for every device (an ARM device's included)."""
+    return meta.get("node_counts")
+
+
 def model_terms(model: onnx.ModelProto, kernels: list[Kernel], shapes: dict, cache: dict | None = None,
-                llc: float = DEFAULT_LLC_MB) -> dict:
+                llc: float = DEFAULT_LLC_MB, arch: str | None = None) -> dict:
     """What a whole model adds to the sum of its kernels timed alone (see KernelPredictor._fit_overhead).
-    `cache`: kernel key -> nodes executed alone, filled as needed; `llc`: the device's last-level cache (MB)."""
+    `cache`: kernel key -> nodes executed alone, filled as needed; `llc`: the device's last-level cache (MB);
+    `arch`: the machine whose optimizer the nodes are counted for (runtime_nodes)."""
     cache = {} if cache is None else cache
     streamed = streamed_mb((k.type, k.features) for k in kernels)
     convs = [k for k in kernels if k.type.split("+")[0] == "Conv"]
-    alone, whole = sum(kernel_nodes(k, model, shapes, cache) for k in kernels), runtime_nodes(model)
+    alone = sum(kernel_nodes(k, model, shapes, cache, arch) for k in kernels)
+    whole = runtime_nodes(model, arch)
     return {"n_kernels": len(kernels),
             "alone_extra_nodes": alone - len(kernels), "model_extra_nodes": whole - len(kernels),
             "node_excess": alone - whole,

@@ -54,10 +54,21 @@ def test_predictor_build_resumes_and_predicts_an_unseen_graph(cli, cnn_onnx, tmp
     # every timing process also timed an empty model: the machine's speed beside each kernel and whole model
     assert all(0 < v["empty_ms"] < 1 for v in [*kernels.values(), *doc["models"].values()])
     assert 8 <= sum(v["sampled"] == "prior" for v in kernels.values()) <= 12  # random configurations of common ops
+    # the nodes are counted for the device's own optimizer (here this machine's)
+    assert doc["meta"]["node_counts"] == doc["meta"]["facts"]["machine"]
+    # a file counted before that (no node_counts) has its whole models' node terms made again on resuming
+    first = next(iter(doc["models"]))
+    counted = doc["models"][first]["model_extra_nodes"]
+    older = {**doc, "meta": {k: v for k, v in doc["meta"].items() if k != "node_counts"},
+             "models": {**doc["models"], first: {**doc["models"][first], "model_extra_nodes": counted + 99}}}
+    pred.write_text(json.dumps(older))
     before = pred.stat().st_mtime_ns
     again = cli(*args)  # everything measured already: nothing is timed again
     assert again.returncode == 0 and json.loads(pred.read_text())["kernels"].keys() == doc["kernels"].keys()
     assert pred.stat().st_mtime_ns >= before
+    resumed = json.loads(pred.read_text())
+    assert resumed["models"][first]["model_extra_nodes"] == counted
+    assert resumed["meta"]["node_counts"] == doc["meta"]["facts"]["machine"]
 
     p = cli("predict", cnn_onnx, "--device", "local", "--predictor", pred, "--json")
     assert p.returncode == 0, p.stderr
