@@ -26,7 +26,7 @@ SHAPE_OPS = {"Shape", "Constant", "ConstantOfShape", "Unsqueeze", "Squeeze", "Re
 FLOAT_TYPES = {1, 10, 11, 16}  # float32, float16, float64, bfloat16 (onnx TensorProto)
 SMALL_INT = 64  # integer tensors up to this size are shape arithmetic, baked into a kernel as constants
 FEATURES = ("macs", "in_elems", "out_elems", "weight_elems", "c_in", "c_out", "hw", "kernel", "stride",
-            "groups", "n_nodes", "spans", "n_inputs", "spatial", "width", "n_outputs")
+            "groups", "n_nodes", "spans", "n_inputs", "spatial", "width", "n_outputs", "run")
 BROADCASTING = {"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Where", "Greater", "Less", "Equal", "And", "Or",
                 "GreaterOrEqual", "LessOrEqual", "PRelu"}
 
@@ -229,12 +229,31 @@ def _features(k: Kernel, shapes: dict, consts: set) -> dict:
             f["weight_elems"] = 0
     else:
         f["macs"] = f["out_elems"]
+    if head.op_type == "Transpose" and in_shape:
+        f["run"] = transpose_run(in_shape, attrs.get("perm"))
     if head.op_type in BROADCASTING and len(out_shape):
         operands = [shapes[i][0] for i in head.input if i in shapes]
         spans = broadcast_spans(operands, out_shape)
         if spans > 1:  # keys of unbroadcast kernels stay as they were
             f["spans"] = spans
     return f
+
+
+def transpose_run(in_shape: tuple, perm) -> int:
+    """The elements a Transpose copies in one contiguous run: the trailing input axes its permutation leaves in
+    place (all of them reversed when `perm` is not given). Two Transposes of the same size cost alike only if
+    they move the same runs: on pi4-emulated, [64, 4, 64] swapping its first two axes (runs of 64) took 65,100
+    guest instructions alone, [64, 1, 256] swapping them (one run: a copy) 30,216; keyed by size only, both were
+    one kernel, and every transformer's attention Transposes took the copy's count."""
+    rank = len(in_shape)
+    perm = list(perm) if perm is not None else list(range(rank))[::-1]
+    keep = [a for a in range(rank) if in_shape[a] != 1]  # axes of size 1 move nothing
+    index = {a: i for i, a in enumerate(keep)}
+    order = [index[a] for a in perm if a in index]  # the output's order of the input's other axes
+    j = len(order)
+    while j > 0 and order[j - 1] == j - 1:
+        j -= 1
+    return int(np.prod([in_shape[a] for a in keep[j:]]))
 
 
 def broadcast_spans(operands: list, out_shape: tuple) -> int:

@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 
 from edgebench.search.kernels import Kernel, kernel_file, neighbours, run_shapes, split_kernels, with_fixed_inputs
-from edgebench.search.predictor_fit import KernelPredictor, speed_mix
+from edgebench.search.predictor_fit import KernelPredictor, speed_mix, stale_transpose
 from edgebench.search.predictor_terms import llc_mb, model_terms, node_arch, weight_mb
 from edgebench.types import EdgebenchError, first_line
 
@@ -156,14 +156,15 @@ def _timed_whole(path: Path, model: onnx.ModelProto, feed: dict, folder: Path) -
 
 
 def _recount_others(doc: dict, done: set, nodes: dict, arch: str | None, log) -> None:
-    """Node counts made again for the device's optimizer: the whole models of the file that this build was not
-    given (from their files, fed as `model_feed` does; one whose file is gone leaves the fit, said so), and every
-    kernel counted on the way."""
+    """Kernel lists and node counts made again (for the device's optimizer): the whole models of the file that
+    this build was not given (from their files, fed as `model_feed` does; one whose file is gone leaves the fit,
+    said so), and every kernel counted on the way."""
     for name in [n for n in doc["models"] if n not in done]:
         m, path = doc["models"][name], Path(doc["models"][name].get("path", ""))
         try:
             model, shapes, kernels = model_kernels(path, model_feed(path))
-            m.update(model_terms(model, kernels, shapes, nodes, llc_mb(doc["meta"]["facts"]), arch))
+            m.update(kernels=[k.key for k in kernels],
+                     **model_terms(model, kernels, shapes, nodes, llc_mb(doc["meta"]["facts"]), arch))
         except Exception as exc:  # noqa: BLE001 - gone or unreadable: its terms cannot be made again
             del doc["models"][name]
             log(f"  {name}: left out of the overhead fit; its nodes cannot be counted for {arch} "
@@ -188,8 +189,14 @@ def build_predictor(device, out: Path, models: list, cfg: BuildConfig = BuildCon
     prior_cv = doc["meta"].get("cv")
     facts = doc["meta"].get("facts") or device.facts()
     # node counts are for the device's optimizer (runtime_nodes); a file counted for another (this host's, before
-    # 2026-11-29) has its whole models' terms and its kernels' counts made again
-    recount = bool(doc["models"]) and node_arch(doc["meta"]) != facts.get("machine")
+    # 2026-11-29) has its whole models' terms and its kernels' counts made again. Transposes keyed by size only
+    # (stale_transpose) are measured again under their new keys, and the whole models' kernel lists made anew.
+    stale = [k for k, v in doc["kernels"].items() if stale_transpose(v)]
+    for k in stale:
+        del doc["kernels"][k]
+    if stale:
+        log(f"  {len(stale)} Transpose kernels measured before their key said which runs they copy: measured again")
+    recount = bool(doc["models"]) and (node_arch(doc["meta"]) != facts.get("machine") or bool(stale))
     doc["meta"] = {"device": device.name, "device_kind": device.kind, "threads": cfg.threads,
                    "runner": "search/lut_runner.py (deployed session settings)", "provenance": "predicted",
                    "facts": facts, "node_counts": facts.get("machine"),
@@ -219,7 +226,8 @@ def build_predictor(device, out: Path, models: list, cfg: BuildConfig = BuildCon
                             around.setdefault(nk.key, (nk, nm, nsh))
             if src.name in doc["models"] and recount:
                 timed = _timed_whole(src.path, model, src.feed, tmp / "whole")[1]
-                doc["models"][src.name].update(model_terms(timed, kernels, shapes, nodes, llc_mb(facts), arch))
+                doc["models"][src.name].update(kernels=[k.key for k in kernels],
+                                               **model_terms(timed, kernels, shapes, nodes, llc_mb(facts), arch))
                 recounted.add(src.name)
             if src.name not in doc["models"]:
                 timed_path, timed = _timed_whole(src.path, model, src.feed, tmp / "whole")

@@ -271,3 +271,36 @@ def test_predict_names_the_operators_its_build_never_measured(tmp_path):
     out = predict_file(tmp_path / "p.json", tmp_path / "t.onnx")
     assert out["unmeasured_operators"] == ["Transpose"] and out["breakdown"][0]["fallback"] == 1
     assert out["error_band"]["text"].startswith("no error band: this predictor file predates it")
+
+
+def _transpose(shape: tuple, perm: list):
+    g = helper.make_graph([helper.make_node("Transpose", ["x"], ["y"], perm=perm)], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    (k,) = split_kernels(model, shapes=run_shapes(model, {"x": np.zeros(shape, np.float32)}))
+    return k
+
+
+def test_transposes_of_one_size_that_copy_other_runs_are_other_kernels():
+    from edgebench.search.kernels import transpose_run
+
+    heads = _transpose((64, 4, 64), [1, 0, 2])  # attention heads to the front: runs of 64
+    copy = _transpose((64, 1, 256), [1, 0, 2])  # the same swap where one axis is 1: a plain copy
+    keys_t = _transpose((4, 64, 32), [0, 2, 1])  # K transposed: element by element
+    assert heads.features["in_elems"] == copy.features["in_elems"] == 16384
+    assert (heads.features["run"], copy.features["run"], keys_t.features["run"]) == (64, 16384, 1)
+    assert len({heads.key, copy.key, keys_t.key}) == 3
+    assert transpose_run((2, 3, 4), None) == 1 and transpose_run((1, 12, 48, 32), [0, 2, 1, 3]) == 32
+
+
+def test_a_transpose_measured_before_its_run_was_keyed_is_left_out_of_the_fit():
+    def row(run, y):  # 20 Transposes of the layout of `run`, elements 1k .. 20k, measured y x elements + 20k
+        return [("Transpose", {"in_elems": n, "out_elems": n, "macs": n, "n_nodes": 1, **({"run": run} if run else {})},
+                 20000 + y * n) for n in range(1000, 21000, 1000)]
+
+    fresh = KernelPredictor(_rows_doc(row(64, 3)), "instructions")
+    mixed = KernelPredictor(_rows_doc(row(64, 3) + row(None, 30)), "instructions")  # stale rows, 10x the cost
+    k = _transpose((96, 4, 64), [1, 0, 2])
+    assert mixed.kernel(k) == fresh.kernel(k)
+    assert 0.9 < fresh.kernel(k)[0] / (20000 + 3 * 24576) < 1.1
