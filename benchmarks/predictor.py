@@ -177,7 +177,7 @@ def main() -> None:
     from edgebench.devices.registry import get_device
     import onnx
 
-    from edgebench.search.predictor import (BuildConfig, Source, _empty_kernel_model, _measure, _timed_whole,
+    from edgebench.search.predictor import (BuildConfig, Source, _measure, _timed_whole, empty_model,
                                             build_predictor, llc_mb, load_predictor, model_feed, model_kernels,
                                             model_terms, node_arch)
     from edgebench.devices.stability import probe_speed
@@ -233,7 +233,7 @@ def main() -> None:
         print(f"stated error (the build's whole models, cross-validated): {band_text(cv)}")
         stability = [] if emulated else [probe_speed(dev, 20.0)]
         empty, reference = tmp / "empty.onnx", pred.doc["meta"].get("reference_empty_ms")
-        onnx.save(_empty_kernel_model(), str(empty))
+        onnx.save(empty_model(), str(empty))
         scale = not emulated and bool(reference)  # an older build has no speed reference: as timed only
         cases = []
         trained = {_sha(src.path) for src in learn}

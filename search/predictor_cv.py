@@ -49,7 +49,7 @@ def cross_validate(doc: dict, target: str, folds: int = FOLDS, seed: int = 0) ->
         for n in held:
             m = doc["models"][n]
             ks = [k for k in (_kernel(doc, key) for key in m["kernels"]) if k is not None]
-            value = pred.predict_model(ks, {t: m.get(t, 0.0) for t in pred.terms})["value"]
+            value = pred.predict_model(ks, {t: m.get(t, 0.0) for t in (*pred.terms, "extra_outputs")})["value"]
             errors[n] = value / m[target] - 1
     e = np.abs(np.asarray(list(errors.values())))
     return {"target": target, "folds": folds, "n_models": int(e.size),

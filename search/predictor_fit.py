@@ -235,6 +235,9 @@ class KernelPredictor:
         self.measured = {k: v[ktarget] for k, v in doc["kernels"].items() if v.get(ktarget) is not None}
         self.empty = doc["kernels"].get("_empty", {}).get(ktarget)
         self.empty_whole = doc["kernels"].get("_empty", {}).get(target)  # the empty model's full count
+        # what handing back one more output costs a kernel timed alone (measured by the build: a Split with both
+        # outputs returned against one); a whole model hands back none of its kernels' (extra_outputs)
+        self.per_output = max(float((self.meta.get("per_output") or {}).get(ktarget) or 0.0), 0.0)
         self.harness = 0.0  # what the fitted figures leave out: the deployed runner's interpreter share
         if ktarget == OUTSIDE:
             self.harness = float(self.meta.get("runner_harness_instructions")
@@ -330,7 +333,8 @@ class KernelPredictor:
         # told apart from c: it would take any value, and extrapolate wildly. Such a term is left at 0.
         used = [t for t in self.terms if len({round(float(m[t]), 9) for m in models}) >= self.MIN_DISTINCT]
         a = np.asarray([[1.0, *(m[t] for t in used)] for m in models])
-        sums = np.asarray([sum(self.measured[k] for k in m["kernels"]) for m in models])
+        sums = np.asarray([sum(self.measured[k] for k in m["kernels"]) - self.per_output * m.get("extra_outputs", 0)
+                           for m in models])
         y = np.asarray([m[self.ktarget] for m in models])
         start = np.linalg.lstsq(a / y[:, None], (y - sums) / y, rcond=None)[0]
         n_at = 1 + used.index("n_kernels") if "n_kernels" in used else None
@@ -355,6 +359,7 @@ class KernelPredictor:
 
     def _apply(self, total: float, terms: dict, fit: dict | None = None) -> float:
         f = fit or self.fit
+        total -= self.per_output * terms.get("extra_outputs", 0)
         if "c" not in f:  # instructions without a fit: every kernel's count includes one runtime call
             return total - (terms["n_kernels"] - 1) * (self.empty or 0) + self.harness
         return total + f["c"] + sum(f[t] * terms[t] for t in self.terms) + self.harness

@@ -99,6 +99,7 @@ def model_terms(model: onnx.ModelProto, kernels: list[Kernel], shapes: dict, cac
             "dram_mb": dram_mb(streamed, weight_mb(model), llc),
             "conv_io_melems": sum(k.features["in_elems"] + k.features["out_elems"] for k in convs) / 1e6,
             "kernel_inputs": sum(len(k.inputs) for k in kernels),
+            "extra_outputs": sum(len(k.outputs) - 1 for k in kernels),
             "kernel_out_melems": sum(k.features["out_elems"] for k in kernels) / 1e6,
             "model_io": len([i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}])
             + len(model.graph.output)}
@@ -106,8 +107,8 @@ def model_terms(model: onnx.ModelProto, kernels: list[Kernel], shapes: dict, cac
 
 def with_derived_terms(doc: dict) -> dict:
     """The predictor file with the terms of model_terms that a whole model measured before they were recorded
-    lacks: its extra nodes of both kinds (from its node_excess and the nodes its kernels run alone) and its
-    dram_mb (from its kernels' weights, its own and the device's last-level cache)."""
+    lacks: its extra nodes of both kinds (from its node_excess and the nodes its kernels run alone), its
+    extra_outputs and its dram_mb (from its kernels' weights, its own and the device's last-level cache)."""
     models, llc = {}, llc_mb(doc.get("meta", {}).get("facts"))
     for name, m in doc.get("models", {}).items():
         known = [doc["kernels"].get(k) for k in m.get("kernels", [])]
@@ -115,6 +116,8 @@ def with_derived_terms(doc: dict) -> dict:
         if "model_extra_nodes" not in m and "node_excess" in m and alone and None not in alone:
             m = {**m, "alone_extra_nodes": sum(alone) - len(alone),
                  "model_extra_nodes": sum(alone) - m["node_excess"] - len(alone)}
+        if "extra_outputs" not in m and None not in known:  # each kernel alone hands back all its outputs
+            m = {**m, "extra_outputs": sum(max(int(k["features"].get("n_outputs") or 1), 1) - 1 for k in known)}
         if "dram_mb" not in m and None not in known:
             streamed = streamed_mb((k["type"], k["features"]) for k in known)
             m = {**m, "dram_mb": dram_mb(streamed, m.get("weight_mb", float("inf")), llc)}

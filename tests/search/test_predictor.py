@@ -54,6 +54,8 @@ def test_predictor_build_resumes_and_predicts_an_unseen_graph(cli, cnn_onnx, tmp
     # every timing process also timed an empty model: the machine's speed beside each kernel and whole model
     assert all(0 < v["empty_ms"] < 1 for v in [*kernels.values(), *doc["models"].values()])
     assert 8 <= sum(v["sampled"] == "prior" for v in kernels.values()) <= 12  # random configurations of common ops
+    # what one more returned output costs a kernel alone, measured beside the empty model (never below 0)
+    assert doc["meta"]["per_output"]["p50_ms"] >= 0
     # the nodes are counted for the device's own optimizer (here this machine's)
     assert doc["meta"]["node_counts"] == doc["meta"]["facts"]["machine"]
     # a file counted before that (no node_counts) has its whole models' node terms made again on resuming

@@ -2,6 +2,7 @@
 and per-element terms recovered from synthetic builds, the terms of older files, guest instructions outside
 the interpreter, and the cross-validated error a build states."""
 import numpy as np
+import pytest
 
 from edgebench.search.kernels import Kernel
 from edgebench.search.predictor import PREDICTOR_FORMAT
@@ -180,3 +181,30 @@ def test_a_file_measured_before_dram_mb_gets_it_from_its_kernels_weights_and_the
     assert with_derived_terms(doc)["models"]["x4"]["dram_mb"] == 24 * (24 - 8) / 24
     doc["models"]["x8"]["weight_mb"] = 6.0  # one product's weights read 8 times, as an unrolled step's: cached
     assert with_derived_terms(doc)["models"]["x8"]["dram_mb"] == 0.0
+
+
+def test_a_kernel_alone_hands_back_each_output_which_a_whole_model_does_not():
+    # kernels with two outputs cost 2,500 more alone per extra output (the build's Split probe); whole models don't
+    def doc(per_output):
+        d = _doc(lambda total, terms: total - 0.004 * (terms["n_kernels"] - 1))
+        d["meta"]["per_output"] = {"p50_ms": per_output} if per_output is not None else {}
+        for m in d["models"].values():
+            m["extra_outputs"] = 0
+        return d
+
+    plain, probed = KernelPredictor(doc(None), "p50_ms"), KernelPredictor(doc(0.002), "p50_ms")
+    assert plain.fit == probed.fit  # no training model has a multi-output kernel: the fit is the same
+    k = Kernel("Add", [], [], [], {"out_elems": 100})
+    terms = {t: 0.0 for t in plain.terms} | {"n_kernels": 10, "kernel_inputs": 10}
+    with_splits = plain.predict_model([k] * 10, {**terms, "extra_outputs": 5})["value"]
+    assert probed.predict_model([k] * 10, {**terms, "extra_outputs": 5})["value"] == pytest.approx(with_splits - 0.010)
+    assert probed.predict_model([k] * 10, terms)["value"] == pytest.approx(plain.predict_model([k] * 10, terms)["value"])
+
+
+def test_an_older_file_gets_its_models_extra_outputs_from_the_kernels_output_counts():
+    from edgebench.search.predictor_terms import with_derived_terms
+
+    d = {"meta": {}, "kernels": {"a": {"type": "Split", "features": {"n_outputs": 3}, "runtime_nodes": 1},
+                                 "b": {"type": "Add", "features": {}, "runtime_nodes": 1}},
+         "models": {"m": {"kernels": ["a", "b", "a"], "node_excess": 0}}}
+    assert with_derived_terms(d)["models"]["m"]["extra_outputs"] == 4
