@@ -316,7 +316,7 @@ def _per_output(device, cfg: BuildConfig, folder: Path) -> dict:
     """What one more output handed back costs a kernel timed alone ({target: value}, never below 0): the same
     Split with both outputs returned against one, in one runner process. A whole model returns none of its
     kernels' outputs, so a kernel alone with several (the CuBa L2MU's 500 Splits in two) counts this once per
-    extra output too many: 2,546 guest instructions outside the interpreter on pi4-emulated. Left out of the
+    extra output too many: 2,546-2,561 guest instructions outside the interpreter on pi4-emulated. Left out of the
     fit, the unseen CuBa L2MU came out 4.9-5.9% high on 21 held-out sets, no training model having a Split."""
     folder.mkdir(parents=True, exist_ok=True)
     files = []
