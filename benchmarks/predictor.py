@@ -177,9 +177,9 @@ def main() -> None:
     from edgebench.devices.registry import get_device
     import onnx
 
-    from edgebench.search.predictor import (BuildConfig, Source, _measure, _timed_whole, empty_model,
-                                            build_predictor, llc_mb, load_predictor, model_feed, model_kernels,
-                                            model_terms, node_arch)
+    from edgebench.search.predictor import (BuildConfig, Source, _measure, _timed_whole, build_predictor, llc_mb,
+                                            load_predictor, model_feed, model_kernels, model_terms, node_arch)
+    from edgebench.search.predictor_probes import empty_model
     from edgebench.devices.stability import probe_speed
     from edgebench.search.predictor_cv import band_text, cross_validate
     from edgebench.search.predictor_sources import ofa_sources, streaming_sources, zoo_sources
