@@ -3,6 +3,7 @@
 whole models of a predictor file built before a term existed (with_derived_terms)."""
 from __future__ import annotations
 
+import functools
 import tempfile
 from pathlib import Path
 
@@ -21,9 +22,13 @@ def runtime_nodes(model: onnx.ModelProto, arch: str | None = None) -> int:
     optimized here, so an ARM device's is this host's without the x86-only NCHWc transformer: for an aarch64
     guest's onnxruntime 1.28 the node counts and types matched exactly (a CNN of HardSwish convolutions: 15
     nodes there, 8 with NCHWc here)."""
+    off = [] if arch is None or arch.lower() in X86 else ["NchwcTransformer"]
+    return len(_optimized(model, off).graph.node)
+
+
+def _optimized(model: onnx.ModelProto, off: list) -> onnx.ModelProto:
     import onnxruntime as ort
 
-    off = [] if arch is None or arch.lower() in X86 else ["NchwcTransformer"]
     with tempfile.TemporaryDirectory(prefix="edgebench-opt-") as tmp:
         so = ort.SessionOptions()
         so.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
@@ -31,7 +36,39 @@ def runtime_nodes(model: onnx.ModelProto, arch: str | None = None) -> int:
         so.intra_op_num_threads = 1
         ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"],
                              disabled_optimizers=off)
-        return len(onnx.load(str(Path(tmp) / "opt.onnx"), load_external_data=False).graph.node)
+        return onnx.load(str(Path(tmp) / "opt.onnx"), load_external_data=False)
+
+
+def is_nchwc(features: dict, arch: str | None = None) -> bool:
+    """Whether onnxruntime runs a 2-D convolution with these features in its NCHWc layout on the device without
+    padding its input channels (only x86 has the transformer; `arch`: the device's machine, None for this host).
+    Asked of this host's optimizer with a convolution of the same channels and groups (_nchwc_probe), so that it
+    follows the installed onnxruntime: 1.32 on AVX-512 converts every ungrouped convolution, in blocks of 16
+    channels; one with 16 or more input channels that are not a multiple of 16 gets them padded (24 -> 32: a
+    third of its work on zeros), one with fewer reads them as they are."""
+    c_in, c_out, g = (int(features.get(k) or 0) for k in ("c_in", "c_out", "groups"))
+    if (arch is not None and arch.lower() not in X86) or not c_in or not c_out or features.get("spatial"):
+        return False
+    return _nchwc_probe(c_in, c_out, max(g, 1))
+
+
+@functools.lru_cache(maxsize=None)
+def _nchwc_probe(c_in: int, c_out: int, groups: int) -> bool:
+    """A 3x3 convolution of these channels through this host's optimizer: converted to NCHWc, and its
+    weight's input dimension (per group) left as it is."""
+    from onnx import TensorProto, helper, numpy_helper
+    import numpy as np
+
+    if c_in % groups or c_out % groups:
+        return False
+    w = numpy_helper.from_array(np.zeros((c_out, c_in // groups, 3, 3), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], group=groups)],
+                              "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c_in, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c_out, 4, 4])], [w])
+    opt = _optimized(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), [])
+    conv = [n for n in opt.graph.node if n.domain == "com.microsoft.nchwc" and n.op_type == "Conv"]
+    dims = {i.name: list(i.dims) for i in opt.graph.initializer}
+    return bool(conv) and dims.get(conv[0].input[1], [0, 0])[1] == c_in // groups
 
 
 STREAMED = ("Conv", "Gemm", "MatMul")  # kernels that read all their weights every inference

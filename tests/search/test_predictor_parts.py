@@ -304,3 +304,36 @@ def test_a_transpose_measured_before_its_run_was_keyed_is_left_out_of_the_fit():
     k = _transpose((96, 4, 64), [1, 0, 2])
     assert mixed.kernel(k) == fresh.kernel(k)
     assert 0.9 < fresh.kernel(k)[0] / (20000 + 3 * 24576) < 1.1
+
+
+def test_on_x86_the_convolutions_onnxruntime_runs_in_nchwc_unpadded_get_a_class_of_their_own():
+    """On an x86 device onnxruntime converts convolutions to its NCHWc layout, padding input channels of 16 or
+    more to its block (24 -> 32 with AVX-512). is_nchwc asks this host's optimizer; a convolution it holds true
+    for is fitted first among its own kind, and never on an ARM device (no NCHWc transformer there)."""
+    import platform
+
+    import pytest
+
+    from edgebench.search.predictor_fit import _groups
+    from edgebench.search.predictor_terms import X86, _optimized, is_nchwc
+
+    if platform.machine().lower() not in X86:
+        pytest.skip("the NCHWc transformer is x86 only")
+
+    def optimized_conv(c_in):  # the truth: onnxruntime's own graph for a 3x3 convolution c_in -> 32
+        w = numpy_helper.from_array(np.ones((32, c_in, 3, 3), np.float32), "w")
+        g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c_in, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 6, 6])], [w])
+        opt = _optimized(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), [])
+        conv = [n for n in opt.graph.node if n.domain == "com.microsoft.nchwc" and n.op_type == "Conv"]
+        dims = {i.name: list(i.dims) for i in opt.graph.initializer}
+        return bool(conv) and dims[conv[0].input[1]][1] == c_in
+
+    got = {c: is_nchwc({"c_in": c, "c_out": 32, "groups": 1, "kernel": 3}) for c in (3, 16, 20, 24, 32)}
+    assert got == {c: optimized_conv(c) for c in got}
+    assert got[3] and not got[20], got  # fewer channels than any block: read as they are; 20: padded (8 or 16)
+    assert not any(is_nchwc({"c_in": c, "c_out": 32, "groups": 1}, "aarch64") for c in got)
+    f = {"c_in": 3, "c_out": 32, "groups": 1, "kernel": 3, "stride": 1}
+    assert _groups("Conv+Relu", f, "x86_64")[0] == ("Conv+Relu/im2col/nchwc", "regressed")
+    assert not any(name.endswith("/nchwc") for name, _ in _groups("Conv+Relu", f, "aarch64"))
