@@ -124,15 +124,15 @@ def kind(ktype: str, features: dict) -> str:
 
 def _groups(ktype: str, features: dict, machine: str | None = None) -> list[tuple[str, str]]:
     """The regressors that may answer for a kernel, most specific first, each with how its answer is labelled:
-    on an x86 device (`machine`, None: this host) a convolution that onnxruntime runs in its NCHWc layout without
-    padding its input channels (predictor_terms.is_nchwc) first among those of its type and class, then its type and convolution class, the
-    class across activations (Conv, Conv+Relu, ...), its type, its kind, all kernels. A kernel is fitted into
-    every one of them (once each). On this host onnxruntime 1.32 runs every ungrouped convolution in NCHWc, in
-    blocks of 16 channels, padding 16 or more input channels to the block (24 -> 32). The padded ones fitted
-    apart, three held-out CNNs' convolutions (3->32 5x5 at 16x16, 16->8 3x3 at 8x8, 32->64 3x3 at 10x10) went from
-    12-18% above their time alone to 0-7%; the local build's held-out graphs of seeds 1-4 (measured earlier,
-    refitted offline) from 73 to 75 of 84 within +-10%; the convolutions' 5-fold kernel CV from 89.3% to 89.5%.
-    """
+    on an x86 device (`machine`, None: this host) a convolution that onnxruntime runs in its NCHWc layout
+    without padding its input channels (predictor_terms.is_nchwc) first among those of its type and class;
+    then its type and convolution class, the class across activations (Conv, Conv+Relu, ...), its type, its
+    kind, all kernels. A kernel is fitted into every one of them (once each). On this host onnxruntime 1.32
+    runs every ungrouped convolution in NCHWc, in blocks of 16 channels, padding 16 or more input channels to
+    the block (24 -> 32). With the padded ones fitted apart, three held-out CNNs' convolutions (3->32 5x5 at
+    16x16, 16->8 3x3 at 8x8, 32->64 3x3 at 10x10) went from 12-18% above their time alone to 0-7%; the local
+    build's held-out graphs of seeds 1-4 (measured earlier, refitted offline) from 73 to 75 of 84 within
+    +-10%; the convolutions' 5-fold kernel CV from 89.3% to 89.5%."""
     cls = conv_class(ktype, features)
     names = [(ktype + cls, "regressed"), *((("Conv*" + cls, "regressed"), (ktype, "regressed")) if cls else ()),
              ("*" + kind(ktype, features), "fallback"), ("*", "fallback")]
