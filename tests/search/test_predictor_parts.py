@@ -330,6 +330,8 @@ def test_on_x86_the_convolutions_onnxruntime_runs_in_nchwc_unpadded_get_a_class_
         dims = {i.name: list(i.dims) for i in opt.graph.initializer}
         return bool(conv) and dims[conv[0].input[1]][1] == c_in
 
+    if not optimized_conv(3):
+        pytest.skip("this host's onnxruntime converts no convolution to NCHWc (no AVX2)")
     got = {c: is_nchwc({"c_in": c, "c_out": 32, "groups": 1, "kernel": 3}) for c in (3, 16, 20, 24, 32)}
     assert got == {c: optimized_conv(c) for c in got}
     assert got[3] and not got[20], got  # fewer channels than any block: read as they are; 20: padded (8 or 16)
