@@ -2,13 +2,14 @@
 this host, without the x86-only NCHWc transformer. Checked against the real aarch64 onnxruntime under qemu."""
 from __future__ import annotations
 
+import math
 import platform
 import subprocess
 
 import onnx
 from onnx import TensorProto, helper
 
-from edgebench.search.predictor_terms import runtime_nodes
+from edgebench.search.predictor_terms import X86, runtime_nodes
 
 GUEST = """
 import sys, onnxruntime as ort
@@ -23,7 +24,7 @@ ort.InferenceSession(sys.argv[1], so, providers=["CPUExecutionProvider"])
 def _hardswish_cnn() -> onnx.ModelProto:
     """Two convolutions with HardSwish (what the zoo's CNNs are made of), global pooling."""
     def w(name, shape):
-        return helper.make_tensor(name, TensorProto.FLOAT, shape, [0.01] * int(__import__("math").prod(shape)))
+        return helper.make_tensor(name, TensorProto.FLOAT, shape, [0.01] * math.prod(shape))
 
     nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
              helper.make_node("HardSwish", ["c1"], ["h1"]),
@@ -48,7 +49,7 @@ def test_an_arm_devices_node_count_is_the_aarch64_onnxruntimes(aarch64_python, t
     guest = onnx.load(str(opt)).graph.node
     assert not [n for n in guest if n.op_type.startswith("Reorder")]  # no NCHWc on ARM
     assert runtime_nodes(model, "aarch64") == len(guest), [n.op_type for n in guest]
-    if platform.machine().lower() in ("x86_64", "amd64"):  # here the host's own optimizer converts layouts
+    if platform.machine().lower() in X86:  # here the host's own optimizer converts layouts
         host = runtime_nodes(model)
         assert host == runtime_nodes(model, "x86_64")
         assert host != len(guest)
