@@ -322,9 +322,21 @@ def describe_onnx(path: Path, name: str | None = None, model_name: str | None = 
 def export_and_validate(trained, out_dir: Path, opset: int = DEFAULT_OPSET, atol: float = DEFAULT_ATOL) -> Artifact:
     """Export a Trained model to ONNX fp32 and validate it on the real eval split."""
     name = f"{trained.name}-onnx-fp32"
-    path = export_onnx(export_view(trained.module, "onnx"), trained.example_input(1), Path(out_dir) / f"{name}.onnx", opset)
-    x = trained.dataset.x_test
-    validation = compare(reference_outputs(trained.module, x), run_onnx(path, x), atol,
-                         flip_share=spike_flip_share(trained.module))
+    path, x = Path(out_dir) / f"{name}.onnx", trained.dataset.x_test
+    ref, flip = reference_outputs(trained.module, x), spike_flip_share(trained.module)
+    view, extra = export_view(trained.module, "onnx"), {}
+    export_onnx(view, trained.example_input(1), path, opset)
+    try:
+        validation = compare(ref, run_onnx(path, x), atol, flip_share=flip)
+    except AtolError as exc:
+        # onnxruntime's form sums in another order (the LMU's memory and score ride through Tanh, whose
+        # rounding grows with the window): where that exceeds atol, the plain export view, if it differs
+        plain = export_view(trained.module)
+        if type(plain) is type(view):
+            raise
+        export_onnx(plain, trained.example_input(1), path, opset)
+        validation = compare(ref, run_onnx(path, x), atol, flip_share=flip)
+        extra["onnx_form"] = (f"{type(plain).__name__}, not onnxruntime's faster {type(view).__name__}: that one "
+                              f"differed from PyTorch by {exc.max_diff:.3g} > atol {exc.atol:.3g}")
     return describe_onnx(path, name=name, model_name=trained.name, dataset=trained.dataset.name,
-                         validation=validation, labels=trained.dataset.labels)
+                         validation=validation, labels=trained.dataset.labels, extra=extra)

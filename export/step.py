@@ -164,19 +164,26 @@ def stream_torch(step: torch.nn.Module, windows: np.ndarray, record_states: bool
 def export_step(trained, fmt: Format, precision: Precision, out_dir: Path, opset: int = 17, atol: float = 1e-4,
                 min_agreement: float = STEP_MIN_AGREEMENT) -> Artifact:
     """Export the trained model's step model at one format and precision, validated by streaming.
-    INT8 files are quantized from an unfolded float step graph of their own (see below), not the fp32 file."""
+    INT8 files are quantized from an unfolded float step graph of their own (see below; the LMU's TFLite
+    dynamic-range file from the folded one), not from the fp32 file."""
     fmt, precision = Format(fmt), Precision(precision)
     if not has_step_model(trained.module):
         raise ExportError(f"{trained.name}: {type(trained.module).__name__} has no step_module()")
     # INT8 quantizes weights per output channel: folded into them, the decays (~0.9) and thresholds lose
     # precision beside the synaptic weights and the CuBa membrane drifts (77 % top-1 agreement dynamic, 48 %
-    # static, measured); the quantized step keeps leak and reset as float elementwise ops.
-    step = trained.module.step_module(fold_state=precision is Precision.FP32)
+    # static, measured); the quantized step keeps leak and reset as float elementwise ops. A model whose folded
+    # step keeps its folded state in the first product, which TFLite's dynamic-range INT8 leaves float32 (the
+    # LMU), says so with int8_dynamic_tflite_step_folded: that file then has the fp32 file's ops.
+    folded = precision is Precision.FP32 or (fmt is Format.TFLITE and precision is Precision.INT8_DYNAMIC and bool(
+        getattr(trained.module, "int8_dynamic_tflite_step_folded", False)))
+    step = trained.module.step_module(fold_state=folded)
     x = trained.dataset.x_test
     channels, steps = int(x.shape[1]), int(x.shape[-1])
     name = f"{trained.name}-step-{fmt.value}-{precision.value}"
     out_dir = Path(out_dir)
     extra: dict = {"graph": "step", "window_steps": steps}
+    if fmt is Format.TFLITE and precision is Precision.INT8_DYNAMIC:
+        extra["quantized_from"] = f"the step model's {'folded' if folded else 'unfolded'} float graph"
     with tempfile.TemporaryDirectory(prefix="edgebench-step-") as tmp:
         path, spec, run = _export_file(step, fmt, precision, channels, steps, out_dir / name, tmp, opset,
                                        trained, extra)
@@ -218,7 +225,7 @@ def _export_file(step, fmt, precision, channels, steps, stem, tmp, opset, traine
         from edgebench.export.tflite import convert_tflite_step, quantize_tflite_dynamic
 
         path = Path(f"{stem}.tflite")
-        if precision is Precision.INT8_DYNAMIC:  # from an unfolded float file (not the fp32 artifact)
+        if precision is Precision.INT8_DYNAMIC:  # from the float file of `step` (not the fp32 artifact)
             from edgebench.export.tflite_model import end_matmuls
 
             src = convert_tflite_step(step, channels, Path(tmp) / "float.tflite")

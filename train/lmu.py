@@ -133,6 +133,13 @@ class LMU(nn.Module):
             return FusedLMU(lean).eval()
         return lean
 
+    # Dynamic-range INT8 of the TFLite step model comes from the folded step (export.step.export_step): its one
+    # folded product, the memory update (Abar's ~1 diagonal beside the encoders), is the first, which stays
+    # float32 there (export.tflite_model.end_matmuls), so only the hidden update's weights are int8 and the file
+    # has the fp32 file's 7 ops. From the unfolded step (10 ops): invoke 1.06x the fp32 file's, against 0.93x
+    # (BasicMotions, one thread, 3 x 300 streamed windows interleaved); the same 40 windows right either way.
+    int8_dynamic_tflite_step_folded = True
+
     def step_module(self, fold_state: bool = True) -> nn.Module:
         """The streaming step model (see _LMUStep); fold_state=False: u, Abar, Bbar as separate products."""
         return _LMUStep(_LeanLMU(self, fold_state)).eval()

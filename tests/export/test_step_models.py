@@ -142,3 +142,31 @@ def test_dynamic_int8_step_keeps_the_encoder_and_readout_float(kind, tmp_path):
     assert [t for _, t in _matmul_weight_types(ends)] == ["FLOAT32"] + ["INT8"] * (len(fcs) - 2) + ["FLOAT32"]
     got = stream_scores(_TfliteRun(ends), tflite_stream_spec(ends, step, STEPS), x)
     assert (got.argmax(1) == _window(m, x).argmax(1)).mean() >= 0.9
+
+
+@pytest.mark.parametrize("kind", ["lif", "lmu"])
+def test_dynamic_int8_tflite_step_of_the_lmu_comes_from_the_folded_step(kind, tmp_path):
+    """The LMU's folded step keeps its one folded product (the memory update) first, which stays float32: its
+    dynamic-range file has the fp32 file's ops, with only the hidden update in int8. The L2MU's folds leak and
+    reset into every population's product, so its file comes from the unfolded step (more ops)."""
+    from edgebench.export.step import export_step
+    from edgebench.train.base import Dataset, Trained
+    from edgebench.types import Format, Precision
+
+    m, x = _model(kind), _x(20)
+    y = _window(m, x).argmax(1)
+    data = Dataset("toy", x, y, x, y, ("a", "b", "c", "d"), "none")
+    trained = Trained(kind, "lmu" if kind == "lmu" else "l2mu", m, data, {})
+    fp32 = export_step(trained, Format.TFLITE, Precision.FP32, tmp_path)
+    dyn = export_step(trained, Format.TFLITE, Precision.INT8_DYNAMIC, tmp_path)
+    fp32_fcs, dyn_fcs = _matmul_weight_types(fp32.path), _matmul_weight_types(dyn.path)
+    if kind == "lmu":
+        assert dyn.extra["quantized_from"] == "the step model's folded float graph"
+        assert dyn.extra["op_counts"] == fp32.extra["op_counts"]
+        assert [t for _, t in dyn_fcs] == ["FLOAT32", "INT8", "FLOAT32"]
+    else:
+        assert dyn.extra["quantized_from"] == "the step model's unfolded float graph"
+        assert sum(dyn.extra["op_counts"].values()) > sum(fp32.extra["op_counts"].values())
+        assert [t for _, t in dyn_fcs] == ["FLOAT32"] + ["INT8"] * (len(fp32_fcs) - 2) + ["FLOAT32"]
+    assert dyn.size_bytes < fp32.size_bytes
+    assert dyn.validation.top1_agreement >= 0.9
