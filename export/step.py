@@ -14,6 +14,7 @@ window, call overhead included). Both stream the eval windows for accuracy.
 """
 from __future__ import annotations
 
+import inspect
 import io
 import re
 import tempfile
@@ -176,7 +177,10 @@ def export_step(trained, fmt: Format, precision: Precision, out_dir: Path, opset
     # LMU), says so with int8_dynamic_tflite_step_folded: that file then has the fp32 file's ops.
     folded = precision is Precision.FP32 or (fmt is Format.TFLITE and precision is Precision.INT8_DYNAMIC and bool(
         getattr(trained.module, "int8_dynamic_tflite_step_folded", False)))
-    step = trained.module.step_module(fold_state=folded)
+    make = trained.module.step_module
+    tflite = fmt is Format.TFLITE and precision is not Precision.INT8  # see _LeanL2MU._spike
+    step = make(fold_state=folded, **({"runtime": "tflite"} if tflite and "runtime" in inspect.signature(make).parameters
+                                      else {}))
     x = trained.dataset.x_test
     channels, steps = int(x.shape[1]), int(x.shape[-1])
     name = f"{trained.name}-step-{fmt.value}-{precision.value}"

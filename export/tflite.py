@@ -138,7 +138,8 @@ def convert_tflite(module: torch.nn.Module, example: torch.Tensor, path: Path,
     """Write one .tflite file; calib_x (N x input) is required for static INT8 and ignored otherwise."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    module = export_view(module.eval())
+    # LiteRT's own form (e.g. the L2MU's spikes as ops XNNPACK runs), except for static INT8 (see _LeanL2MU._spike)
+    module = export_view(module.eval(), None if precision == Precision.INT8 else "tflite")
     if precision == Precision.INT8:
         calib_x = _check_calibration(calib_x, tuple(example.shape))
     try:

@@ -257,23 +257,30 @@ class L2MU(nn.Module):
     def export_module(self, fold_state: bool = True, runtime: str | None = None) -> nn.Module:
         """An inference-only twin with the same forward and the fewest graph nodes (see _LeanL2MU);
         fold_state=False keeps leak and reset out of the products (the source of INT8 files). For onnxruntime
-        the window is the wavefront form (train/onnx_window.py: 1.8x faster there; slower under LiteRT)."""
+        the window is the wavefront form (train/onnx_window.py: 1.8x faster there; slower under LiteRT); for
+        LiteRT (runtime="tflite") the LIF's spikes are ops XNNPACK runs (_LeanL2MU._spike)."""
         from edgebench.train.l2mu_lean import _LeanL2MU
 
-        lean = _LeanL2MU(self, fold_state).eval()
+        lean = _LeanL2MU(self, fold_state, spikes=self._spikes_for(runtime)).eval()
         if runtime == "onnx" and fold_state and self.readout_mode == "membrane":
             from edgebench.train.onnx_window import WavefrontL2MU
 
             return WavefrontL2MU(lean).eval()
         return lean
 
-    def step_module(self, fold_state: bool = True) -> nn.Module:
+    def step_module(self, fold_state: bool = True, runtime: str | None = None) -> nn.Module:
         """The streaming step model (see _L2MUStep): explicit state in and out, one time step per call.
         fold_state=False keeps leak and reset out of the weight matrices (elementwise float ops), so INT8
-        weights quantize only synapses and the decays stay exact."""
+        weights quantize only synapses and the decays stay exact. runtime="tflite": spikes as in export_module."""
         from edgebench.train.l2mu_lean import _L2MUStep, _LeanL2MU
 
-        return _L2MUStep(_LeanL2MU(self, fold_state)).eval()
+        return _L2MUStep(_LeanL2MU(self, fold_state, spikes=self._spikes_for(runtime))).eval()
+
+    def _spikes_for(self, runtime: str | None) -> str:
+        """The spike ops of the exported graph (_LeanL2MU._spike). LiteRT's LIF: "relu6", which makes the whole
+        window one XNNPACK partition (BasicMotions, one thread: invoke 0.223 -> 0.188 ms). Not the CuBa's: its
+        window stayed ~one partition a step and ran slower (0.65 -> 0.94 ms, measured), so Greater and Cast."""
+        return "relu6" if runtime == "tflite" and self.pop["input"].neuron == "lif" else "compare"
 
     @torch.no_grad()
     def spike_record(self, x: torch.Tensor) -> dict:

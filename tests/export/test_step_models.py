@@ -80,11 +80,14 @@ def test_onnx_step_spike_counts_are_identical(batch, tmp_path):
 
 @pytest.mark.parametrize("kind", ["lif", "cuba", "lmu"])
 @pytest.mark.parametrize("batch", [1, 5])
-def test_tflite_step_model_streams_the_window_model(kind, batch, tmp_path):
+@pytest.mark.parametrize("runtime", [None, "tflite"])
+def test_tflite_step_model_streams_the_window_model(kind, batch, runtime, tmp_path):
+    """runtime="tflite": the LIF L2MU's spikes as XNNPACK's ops (relu6 of the scaled difference), which the
+    files export/step.py writes; None: Greater and Cast."""
     from edgebench.export.tflite import convert_tflite_step
 
     m, x = _model(kind, readout="count" if kind == "lif" else "membrane"), _x()
-    step = m.step_module()
+    step = m.step_module(runtime=runtime) if kind != "lmu" else m.step_module()
     path = convert_tflite_step(step, 6, tmp_path / "step.tflite", batch=batch)
     run = _TfliteRun(path)
     assert run.fixed_batch == batch
@@ -167,6 +170,8 @@ def test_dynamic_int8_tflite_step_of_the_lmu_comes_from_the_folded_step(kind, tm
     else:
         assert dyn.extra["quantized_from"] == "the step model's unfolded float graph"
         assert sum(dyn.extra["op_counts"].values()) > sum(fp32.extra["op_counts"].values())
+        # spikes as ops XNNPACK runs (_LeanL2MU._spike): no GREATER/CAST splitting the step into partitions
+        assert not {"GREATER", "CAST"} & (set(fp32.extra["op_counts"]) | set(dyn.extra["op_counts"]))
         assert [t for _, t in dyn_fcs] == ["FLOAT32"] + ["INT8"] * (len(fp32_fcs) - 2) + ["FLOAT32"]
     assert dyn.size_bytes < fp32.size_bytes
     assert dyn.validation.top1_agreement >= 0.9
