@@ -180,6 +180,10 @@ def export(checkpoint: Path = typer.Argument(..., help="Checkpoint written by `e
            int8_activations: str = typer.Option(
                "int8", help="static ONNX INT8 activations: int8 (best on ARM) or uint8 (onnxruntime on x86 "
                             "fuses every Conv only with uint8; see benchmarks/int8_activations.py)"),
+           atol: float = typer.Option(1e-4, help="fp32: largest |output - PyTorch| allowed on the eval split"),
+           min_agreement: float = typer.Option(
+               0.0, help="INT8: least share of eval samples whose top-1 class must match PyTorch's (0: the "
+                         "exporter's default, 0.98 TFLite and 0.97 ONNX)"),
            as_json: bool = typer.Option(False, "--json", help="Print the artifact as JSON.")):
     """Export a checkpoint to ONNX or TFLite, validated against PyTorch on the eval split."""
     from edgebench.types import INT8_ACTIVATIONS
@@ -190,12 +194,23 @@ def export(checkpoint: Path = typer.Argument(..., help="Checkpoint written by `e
         raise EdgebenchError(f"{exc} (formats: onnx, tflite; precisions: fp32, int8, int8-dynamic)") from None
     if int8_activations not in INT8_ACTIVATIONS:
         raise EdgebenchError(f"--int8-activations must be int8 or uint8, not '{int8_activations}'")
+    if not 0.0 <= min_agreement <= 1.0:
+        raise EdgebenchError(f"--min-agreement is a share between 0 and 1, not {min_agreement:g}")
+    if atol <= 0:
+        raise EdgebenchError(f"--atol must be positive, not {atol:g}")
+    from edgebench.export.errors import AgreementError
     from edgebench.train.base import load_checkpoint  # torch-free until the file is found
 
     trained = load_checkpoint(checkpoint)
     from edgebench.pipeline import export_artifact
 
-    a = export_artifact(trained, fmt, prec, out_dir, opset, 1e-4, int8_activations=int8_activations)
+    try:
+        a = export_artifact(trained, fmt, prec, out_dir, opset, atol, min_agreement=min_agreement,
+                            int8_activations=int8_activations)
+    except AgreementError as exc:
+        n = len(trained.dataset.x_test)
+        raise EdgebenchError(f"{exc} on {n} eval samples; to keep the file anyway, lower --min-agreement "
+                             f"(e.g. {max(0.0, exc.agreement - 0.005):.3f})") from None
     v = a.validation
     if as_json:
         print(json.dumps({"path": str(a.path), "format": a.format.value, "precision": a.precision.value,

@@ -124,7 +124,16 @@ def test_train_export_bench_chain(cli, tmp_path):
     assert art["validation"]["top1_agreement"] == 1.0 and art["validation"]["max_abs_diff"] <= 1e-4
     p = cli("export", ckpt, "--precision", "int8", "--int8-activations", "uint8", "--out", tmp_path / "q", "--json")
     assert p.returncode == 0, p.stderr
-    assert json.loads(p.stdout)["validation"]["top1_agreement"] >= 0.97
+    agreement = json.loads(p.stdout)["validation"]["top1_agreement"]
+    assert agreement >= 0.97
+    # asking for more agreement than the file has: one line that says how to keep it anyway
+    p = cli("export", ckpt, "--precision", "int8-dynamic", "--min-agreement", "1", "--out", tmp_path / "d", "--json")
+    if p.returncode == 0:  # int8-dynamic happened to agree on every sample: then it must say so
+        assert json.loads(p.stdout)["validation"]["top1_agreement"] == 1.0
+    else:
+        assert "lower --min-agreement" in one_error_line(p)
+    p = cli("export", ckpt, "--precision", "int8", "--min-agreement", "1.5", "--out", tmp_path / "q")
+    assert "--min-agreement is a share between 0 and 1" in one_error_line(p)
     p = cli("export", ckpt, "--precision", "int8", "--int8-activations", "int4", "--out", tmp_path / "q")
     assert "--int8-activations must be int8 or uint8" in one_error_line(p)
     p = cli("export", tmp_path / "missing.pt")
