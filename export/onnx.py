@@ -46,9 +46,14 @@ def export_view(module: torch.nn.Module, runtime: str | None = None) -> torch.nn
     make = getattr(module, "export_module", None)
     if not callable(make):
         return module
+    return for_runtime(make, runtime)
+
+
+def for_runtime(make, runtime: str | None, **kwargs) -> torch.nn.Module:
+    """make(**kwargs), with runtime=runtime where make takes it (a model's export_module / step_module)."""
     if runtime is not None and "runtime" in inspect.signature(make).parameters:
-        return make(runtime=runtime)
-    return make()
+        kwargs["runtime"] = runtime
+    return make(**kwargs)
 
 
 def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path, opset: int = DEFAULT_OPSET) -> Path:

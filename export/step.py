@@ -14,7 +14,6 @@ window, call overhead included). Both stream the eval windows for accuracy.
 """
 from __future__ import annotations
 
-import inspect
 import io
 import re
 import tempfile
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 
 from edgebench.export.errors import ExportError
-from edgebench.export.onnx import compare, describe_onnx, reference_outputs, spike_flip_share
+from edgebench.export.onnx import compare, describe_onnx, for_runtime, reference_outputs, spike_flip_share
 from edgebench.types import Artifact, EdgebenchError, Format, Precision, first_line
 
 STEP_MIN_AGREEMENT = 0.9  # a quantized step model may flip a few spikes; the number is recorded
@@ -177,10 +176,10 @@ def export_step(trained, fmt: Format, precision: Precision, out_dir: Path, opset
     # LMU), says so with int8_dynamic_tflite_step_folded: that file then has the fp32 file's ops.
     folded = precision is Precision.FP32 or (fmt is Format.TFLITE and precision is Precision.INT8_DYNAMIC and bool(
         getattr(trained.module, "int8_dynamic_tflite_step_folded", False)))
-    make = trained.module.step_module
-    tflite = fmt is Format.TFLITE and precision is not Precision.INT8  # see _LeanL2MU._spike
-    step = make(fold_state=folded, **({"runtime": "tflite"} if tflite and "runtime" in inspect.signature(make).parameters
-                                      else {}))
+    from edgebench.export.tflite import litert_form
+
+    step = for_runtime(trained.module.step_module, litert_form(precision) if fmt is Format.TFLITE else None,
+                       fold_state=folded)
     x = trained.dataset.x_test
     channels, steps = int(x.shape[1]), int(x.shape[-1])
     name = f"{trained.name}-step-{fmt.value}-{precision.value}"

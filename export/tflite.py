@@ -133,13 +133,19 @@ def _litert_convert(module: torch.nn.Module, example: torch.Tensor, quant_config
         [program], [sig], quant_config=quant_config))
 
 
+def litert_form(precision: Precision) -> str | None:
+    """The runtime a model shapes its graph for (export_module / step_module): LiteRT's own form (e.g. the LIF
+    L2MU's spikes as ops XNNPACK runs) for fp32 and int8-dynamic files; None (the plain form) for static INT8,
+    whose observers would see the scaled differences of that form (see _LeanL2MU._spike)."""
+    return None if Precision(precision) is Precision.INT8 else "tflite"
+
+
 def convert_tflite(module: torch.nn.Module, example: torch.Tensor, path: Path,
                    precision: Precision = Precision.FP32, calib_x: np.ndarray | None = None) -> Path:
     """Write one .tflite file; calib_x (N x input) is required for static INT8 and ignored otherwise."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # LiteRT's own form (e.g. the L2MU's spikes as ops XNNPACK runs), except for static INT8 (see _LeanL2MU._spike)
-    module = export_view(module.eval(), None if precision == Precision.INT8 else "tflite")
+    module = export_view(module.eval(), litert_form(precision))
     if precision == Precision.INT8:
         calib_x = _check_calibration(calib_x, tuple(example.shape))
     try:
